@@ -1,0 +1,199 @@
+//! TF Serving's flag names and defaults, accepting both `--flag=value` and `--flag value`, so
+//! existing manifests start this binary unchanged.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// Where the models to serve come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    /// `--model_name` + `--model_base_path`.
+    Single { name: String, base_path: PathBuf },
+    /// Every `<root>/<name>/<version>/` directory; the default with no flags at all.
+    Discover { root: PathBuf },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub port: u16,
+    /// 0 = REST off.
+    pub rest_api_port: u16,
+    pub models: ModelSource,
+    pub enable_serialization_as_tensor_content: bool,
+    /// Threads that execute models; 0 = the cores available to the process.
+    pub compute_threads: usize,
+    /// Largest request tensor we materialise (TF Serving's gRPC limit is INT32_MAX bytes).
+    pub max_tensor_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            port: 8500,
+            rest_api_port: 0,
+            models: ModelSource::Discover { root: PathBuf::from("models") },
+            enable_serialization_as_tensor_content: false,
+            compute_threads: 0,
+            max_tensor_bytes: i32::MAX as usize,
+        }
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum FlagError {
+    #[error("unknown flag --{0} (run with --help for the list of flags)")]
+    Unknown(String),
+    #[error("flag --{0} needs a value")]
+    MissingValue(String),
+    #[error("flag --{flag}: invalid value '{value}': {reason}")]
+    BadValue { flag: String, value: String, reason: String },
+    #[error("unexpected argument '{0}'; flags start with --")]
+    Positional(String),
+    #[error("--model_name was given without --model_base_path")]
+    NameWithoutPath,
+}
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ParseOutcome {
+    Serve(ServerConfig),
+    Help,
+    Version,
+}
+
+enum Kind {
+    Value,
+    Bool,
+}
+
+/// (flag, kind, default shown in --help, description). Only flags this server acts on are
+/// accepted: silently ignoring a TF Serving flag would hide a behaviour the user asked for.
+const FLAGS: &[(&str, Kind, &str, &str)] = &[
+    ("port", Kind::Value, "8500", "gRPC port"),
+    ("rest_api_port", Kind::Value, "0", "HTTP/REST port (0 = off; not served yet by this release)"),
+    ("model_name", Kind::Value, "default", "name of the single model to serve"),
+    ("model_base_path", Kind::Value, "", "directory holding <version>/model.onnx of that model"),
+    ("enable_serialization_as_tensor_content", Kind::Bool, "false", "answer Predict in tensor_content bytes"),
+    ("tensorflow_intra_op_parallelism", Kind::Value, "0", "threads that execute models (0 = available cores)"),
+    ("help", Kind::Bool, "", "print this help"),
+    ("version", Kind::Bool, "", "print the version"),
+];
+
+pub fn usage() -> String {
+    let mut out = String::from("candle-serving: a TensorFlow Serving-compatible model server\n\nFlags:\n");
+    for (name, _, default, help) in FLAGS {
+        out.push_str(&format!("  --{name:<42} {help} (default: {default})\n"));
+    }
+    out.push_str("\nWith no flags, every <name>/<version>/model.onnx under ./models is served on port 8500.\n");
+    out
+}
+
+fn parse_bool(flag: &str, value: &str) -> Result<bool, FlagError> {
+    match value {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(FlagError::BadValue { flag: flag.into(), value: value.into(), reason: "expected true or false".into() }),
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, FlagError>
+where
+    T::Err: std::fmt::Display,
+{
+    value
+        .parse()
+        .map_err(|e: T::Err| FlagError::BadValue { flag: flag.into(), value: value.into(), reason: e.to_string() })
+}
+
+/// Parses the arguments after the program name.
+pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<ParseOutcome, FlagError> {
+    let mut config = ServerConfig::default();
+    let mut model_name: Option<String> = None;
+    let mut base_path: Option<String> = None;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let Some(body) = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-').filter(|b| b.len() > 1)) else {
+            return Err(FlagError::Positional(arg));
+        };
+        let (name, inline) = match body.split_once('=') {
+            Some((n, v)) => (n.to_string(), Some(v.to_string())),
+            None => (body.to_string(), None),
+        };
+        let kind = FLAGS.iter().find(|(n, ..)| *n == name).map(|(_, k, ..)| k).ok_or_else(|| FlagError::Unknown(name.clone()))?;
+        let value = match (kind, inline) {
+            (_, Some(v)) => v,
+            (Kind::Bool, None) => "true".to_string(),
+            (Kind::Value, None) => args.next().ok_or_else(|| FlagError::MissingValue(name.clone()))?,
+        };
+        match name.as_str() {
+            "port" => config.port = parse_num(&name, &value)?,
+            "rest_api_port" => config.rest_api_port = parse_num(&name, &value)?,
+            "model_name" => model_name = Some(value),
+            "model_base_path" => base_path = Some(value),
+            "enable_serialization_as_tensor_content" => {
+                config.enable_serialization_as_tensor_content = parse_bool(&name, &value)?;
+            }
+            "tensorflow_intra_op_parallelism" => config.compute_threads = parse_num(&name, &value)?,
+            "help" if parse_bool(&name, &value)? => return Ok(ParseOutcome::Help),
+            "version" if parse_bool(&name, &value)? => return Ok(ParseOutcome::Version),
+            _ => {}
+        }
+    }
+    match (model_name, base_path) {
+        (name, Some(path)) if !path.is_empty() => {
+            config.models = ModelSource::Single {
+                name: name.unwrap_or_else(|| "default".to_string()),
+                base_path: PathBuf::from(path),
+            };
+        }
+        (Some(_), _) => return Err(FlagError::NameWithoutPath),
+        (None, _) => {}
+    }
+    Ok(ParseOutcome::Serve(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<ParseOutcome, FlagError> {
+        parse_args(args.iter().map(|s| s.to_string()))
+    }
+
+    fn serve(args: &[&str]) -> ServerConfig {
+        match parse(args) {
+            Ok(ParseOutcome::Serve(c)) => c,
+            other => panic!("expected a config, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_flags_serves_the_models_folder_on_8500() {
+        let c = serve(&[]);
+        assert_eq!(c.port, 8500);
+        assert_eq!(c.models, ModelSource::Discover { root: PathBuf::from("models") });
+    }
+
+    #[test]
+    fn both_flag_syntaxes_work() {
+        let c = serve(&["--port=9000", "--rest_api_port", "9001", "--model_name=m", "--model_base_path", "/x/m"]);
+        assert_eq!((c.port, c.rest_api_port), (9000, 9001));
+        assert_eq!(c.models, ModelSource::Single { name: "m".into(), base_path: PathBuf::from("/x/m") });
+        let c = serve(&["--model_base_path=/x/m", "--enable_serialization_as_tensor_content"]);
+        assert_eq!(c.models, ModelSource::Single { name: "default".into(), base_path: PathBuf::from("/x/m") });
+        assert!(c.enable_serialization_as_tensor_content);
+        assert!(!serve(&["--enable_serialization_as_tensor_content=false"]).enable_serialization_as_tensor_content);
+    }
+
+    #[test]
+    fn bad_input_is_a_clear_error() {
+        assert_eq!(parse(&["--bogus=1"]), Err(FlagError::Unknown("bogus".into())));
+        assert_eq!(parse(&["--port"]), Err(FlagError::MissingValue("port".into())));
+        assert!(matches!(parse(&["--port=abc"]), Err(FlagError::BadValue { .. })));
+        assert!(matches!(parse(&["--port=70000"]), Err(FlagError::BadValue { .. })));
+        assert_eq!(parse(&["--model_name=x"]), Err(FlagError::NameWithoutPath));
+        assert_eq!(parse(&["stray"]), Err(FlagError::Positional("stray".into())));
+        assert_eq!(parse(&["--help"]), Ok(ParseOutcome::Help));
+    }
+}

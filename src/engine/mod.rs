@@ -1,0 +1,13 @@
+//! The tensor engine. A model file is compiled once into a [`Session`]; requests only bind
+//! inputs and execute. The engine knows nothing of transports, repositories or batching: it
+//! speaks [`HostTensor`](crate::tensor::HostTensor) at its edge and candle inside.
+
+mod convert;
+mod error;
+pub mod onnx;
+mod session;
+mod worker;
+
+pub use error::{EngineError, LoadError};
+pub use session::{EngineOptions, Session};
+pub use worker::{ComputeError, ComputePool};

@@ -1,0 +1,79 @@
+//! ONNX front end: decode the protobuf, resolve every node to a kernel once, fold constants, and
+//! hand back a [`Plan`](plan::Plan) that requests only execute.
+
+mod attrs;
+mod import;
+mod initializer;
+mod ops;
+mod plan;
+
+use std::path::Path;
+
+use candle_core::Device;
+use prost::Message;
+
+use crate::proto::onnx::ModelProto;
+use crate::tensor::{HostTensor, TensorSpec};
+
+use super::convert::{from_candle, to_candle};
+use super::{EngineError, EngineOptions, LoadError, Session};
+
+/// A loaded ONNX model.
+pub struct OnnxSession {
+    plan: plan::Plan,
+    inputs: Vec<TensorSpec>,
+    outputs: Vec<TensorSpec>,
+    device: Device,
+}
+
+impl OnnxSession {
+    pub fn load(path: &Path, _options: &EngineOptions) -> Result<Self, LoadError> {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Io { path: path.display().to_string(), source })?;
+        Self::from_bytes(&bytes).map_err(|e| match e {
+            LoadError::Decode { reason, .. } => LoadError::Decode { path: path.display().to_string(), reason },
+            other => other,
+        })
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, LoadError> {
+        let model = ModelProto::decode(bytes)
+            .map_err(|e| LoadError::Decode { path: String::new(), reason: e.to_string() })?;
+        let device = Device::Cpu;
+        let imported = import::import(&model, &device)?;
+        Ok(Self { plan: imported.plan, inputs: imported.inputs, outputs: imported.outputs, device })
+    }
+}
+
+impl Session for OnnxSession {
+    fn inputs(&self) -> &[TensorSpec] {
+        &self.inputs
+    }
+
+    fn outputs(&self) -> &[TensorSpec] {
+        &self.outputs
+    }
+
+    fn run(&self, inputs: Vec<HostTensor>) -> Result<Vec<HostTensor>, EngineError> {
+        if inputs.len() != self.inputs.len() {
+            return Err(EngineError::Internal(format!(
+                "expected {} inputs, got {}",
+                self.inputs.len(),
+                inputs.len()
+            )));
+        }
+        let bound = inputs
+            .into_iter()
+            .zip(&self.inputs)
+            .map(|(t, spec)| {
+                to_candle(t, &self.device)
+                    .map_err(|e| EngineError::Input { name: spec.key.clone(), reason: e.to_string() })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let results = self.plan.run(bound)?;
+        results
+            .iter()
+            .zip(&self.outputs)
+            .map(|(t, spec)| from_candle(t, spec.dtype).map_err(|e| EngineError::Internal(e.to_string())))
+            .collect()
+    }
+}

@@ -1,0 +1,157 @@
+//! The execution plan: value slots, steps in topological order, and when each slot dies.
+//! Building it is load-time work (constant folding included); running it is the request path.
+
+use std::collections::HashMap;
+
+use candle_core::Tensor;
+
+use crate::engine::{EngineError, LoadError};
+
+use super::ops::{Op, OpError};
+
+struct Step {
+    node: String,
+    op_type: String,
+    op: Box<dyn Op>,
+    inputs: Vec<Option<usize>>,
+    outputs: Vec<usize>,
+    /// Slots whose last reader is this step; dropping them early bounds peak memory.
+    free: Vec<usize>,
+}
+
+pub(crate) struct Plan {
+    /// Initial slot contents: folded constants, `None` for values computed per request.
+    template: Vec<Option<Tensor>>,
+    steps: Vec<Step>,
+    inputs: Vec<usize>,
+    outputs: Vec<usize>,
+}
+
+impl Plan {
+    pub(crate) fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
+        let mut slots = self.template.clone();
+        for (&slot, tensor) in self.inputs.iter().zip(inputs) {
+            slots[slot] = Some(tensor);
+        }
+        for step in &self.steps {
+            let args: Vec<Option<&Tensor>> =
+                step.inputs.iter().map(|i| i.and_then(|i| slots[i].as_ref())).collect();
+            let results = step.op.run(&args).map_err(|e| EngineError::Node {
+                node: step.node.clone(),
+                op: step.op_type.clone(),
+                reason: e.to_string(),
+            })?;
+            if results.len() < step.outputs.len() {
+                return Err(EngineError::Internal(format!(
+                    "node '{}' ({}) produced {} outputs, expected {}",
+                    step.node,
+                    step.op_type,
+                    results.len(),
+                    step.outputs.len()
+                )));
+            }
+            for (&slot, tensor) in step.outputs.iter().zip(results) {
+                slots[slot] = Some(tensor);
+            }
+            for &slot in &step.free {
+                slots[slot] = None;
+            }
+        }
+        self.outputs
+            .iter()
+            .map(|&slot| {
+                slots[slot]
+                    .clone()
+                    .ok_or_else(|| EngineError::Internal(format!("graph output slot {slot} was never computed")))
+            })
+            .collect()
+    }
+}
+
+/// Accumulates slots and steps while the importer walks the graph in topological order.
+#[derive(Default)]
+pub(crate) struct PlanBuilder {
+    names: HashMap<String, usize>,
+    template: Vec<Option<Tensor>>,
+    steps: Vec<Step>,
+}
+
+impl PlanBuilder {
+    pub(crate) fn is_defined(&self, name: &str) -> bool {
+        self.names.contains_key(name)
+    }
+
+    fn define(&mut self, name: &str, value: Option<Tensor>) -> usize {
+        let slot = self.template.len();
+        self.template.push(value);
+        self.names.insert(name.to_string(), slot);
+        slot
+    }
+
+    pub(crate) fn add_constant(&mut self, name: &str, tensor: Tensor) {
+        self.define(name, Some(tensor));
+    }
+
+    pub(crate) fn add_input(&mut self, name: &str) -> usize {
+        self.define(name, None)
+    }
+
+    pub(crate) fn slot(&self, name: &str) -> Option<usize> {
+        self.names.get(name).copied()
+    }
+
+    /// Adds a node; when every input is already constant the node runs now and its outputs
+    /// become constants, so shape arithmetic and weight transposes never run per request.
+    pub(crate) fn add_node(
+        &mut self,
+        node: &str,
+        op_type: &str,
+        op: Box<dyn Op>,
+        input_names: &[String],
+        output_names: &[String],
+    ) -> Result<(), LoadError> {
+        let mut inputs = Vec::with_capacity(input_names.len());
+        for name in input_names {
+            if name.is_empty() {
+                inputs.push(None);
+                continue;
+            }
+            let slot = self.slot(name).ok_or_else(|| {
+                LoadError::Invalid(format!("reads '{name}', which no node, initializer or graph input produces"))
+            })?;
+            inputs.push(Some(slot));
+        }
+        let constant = inputs.iter().flatten().all(|&s| self.template[s].is_some());
+        if constant {
+            let args: Vec<Option<&Tensor>> = inputs.iter().map(|i| i.and_then(|i| self.template[i].as_ref())).collect();
+            let results = op.run(&args).map_err(|e: OpError| LoadError::Invalid(format!("constant folding failed: {e}")))?;
+            for (name, tensor) in output_names.iter().zip(results) {
+                if !name.is_empty() {
+                    self.define(name, Some(tensor));
+                }
+            }
+            return Ok(());
+        }
+        let outputs = output_names
+            .iter()
+            .map(|name| if name.is_empty() { self.define(&format!("{node}:unused"), None) } else { self.define(name, None) })
+            .collect();
+        self.steps.push(Step { node: node.to_string(), op_type: op_type.to_string(), op, inputs, outputs, free: Vec::new() });
+        Ok(())
+    }
+
+    pub(crate) fn finish(mut self, inputs: Vec<usize>, outputs: Vec<usize>) -> Plan {
+        let mut last_use: HashMap<usize, usize> = HashMap::new();
+        for (index, step) in self.steps.iter().enumerate() {
+            for &slot in step.inputs.iter().flatten() {
+                last_use.insert(slot, index);
+            }
+        }
+        for (slot, index) in last_use {
+            if !outputs.contains(&slot) {
+                self.steps[index].free.push(slot);
+            }
+        }
+        Plan { template: self.template, steps: self.steps, inputs, outputs }
+    }
+}

@@ -1,0 +1,133 @@
+//! The one table from error kinds to wire codes. gRPC statuses (and, later, REST bodies and
+//! metric labels) all come from [`ServingError::kind`], so the transports cannot drift apart.
+
+use thiserror::Error;
+
+use crate::engine::{ComputeError, EngineError};
+use crate::repository::LookupError;
+use crate::serving::RequestError;
+use crate::serving::servable::RunError;
+
+/// Canonical error kinds (the gRPC / TensorFlow codes we use).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    InvalidArgument,
+    NotFound,
+    FailedPrecondition,
+    ResourceExhausted,
+    Unavailable,
+    Unimplemented,
+    Internal,
+}
+
+impl ErrorKind {
+    pub fn grpc_code(self) -> tonic::Code {
+        match self {
+            ErrorKind::InvalidArgument => tonic::Code::InvalidArgument,
+            ErrorKind::NotFound => tonic::Code::NotFound,
+            ErrorKind::FailedPrecondition => tonic::Code::FailedPrecondition,
+            ErrorKind::ResourceExhausted => tonic::Code::ResourceExhausted,
+            ErrorKind::Unavailable => tonic::Code::Unavailable,
+            ErrorKind::Unimplemented => tonic::Code::Unimplemented,
+            ErrorKind::Internal => tonic::Code::Internal,
+        }
+    }
+
+    /// TF Serving's HTTP mapping (http_server.cc).
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorKind::InvalidArgument | ErrorKind::FailedPrecondition => 400,
+            ErrorKind::NotFound => 404,
+            ErrorKind::ResourceExhausted => 429,
+            ErrorKind::Unavailable => 503,
+            ErrorKind::Unimplemented => 501,
+            ErrorKind::Internal => 500,
+        }
+    }
+
+    /// The TensorFlow error-code name, used as the `status` metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidArgument => "INVALID_ARGUMENT",
+            ErrorKind::NotFound => "NOT_FOUND",
+            ErrorKind::FailedPrecondition => "FAILED_PRECONDITION",
+            ErrorKind::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            ErrorKind::Unavailable => "UNAVAILABLE",
+            ErrorKind::Unimplemented => "UNIMPLEMENTED",
+            ErrorKind::Internal => "INTERNAL",
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ServingError {
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error("{0}")]
+    Unimplemented(String),
+}
+
+impl ServingError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ServingError::Lookup(LookupError::UnknownLabel(_)) => ErrorKind::InvalidArgument,
+            ServingError::Lookup(_) => ErrorKind::NotFound,
+            ServingError::Request(RequestError::UnknownSignature { .. }) => ErrorKind::FailedPrecondition,
+            ServingError::Request(_) => ErrorKind::InvalidArgument,
+            // Inputs passed the signature check, so a node rejecting them is still the
+            // caller's shape problem, as TensorFlow reports kernel shape errors.
+            ServingError::Run(RunError::Engine(EngineError::Node { .. } | EngineError::Input { .. })) => {
+                ErrorKind::InvalidArgument
+            }
+            ServingError::Run(RunError::Engine(EngineError::Internal(_))) => ErrorKind::Internal,
+            ServingError::Run(RunError::Compute(ComputeError::QueueFull { .. })) => ErrorKind::ResourceExhausted,
+            ServingError::Run(RunError::Compute(ComputeError::ShutDown)) => ErrorKind::Unavailable,
+            ServingError::Run(RunError::Compute(ComputeError::Panicked(_))) => ErrorKind::Internal,
+            ServingError::Unimplemented(_) => ErrorKind::Unimplemented,
+        }
+    }
+}
+
+/// TF Serving cuts messages at 1024 characters so huge shape dumps cannot bloat trailers.
+const MAX_MESSAGE_CHARS: usize = 1024;
+
+pub(crate) fn truncate_message(message: String) -> String {
+    if message.chars().count() <= MAX_MESSAGE_CHARS {
+        return message;
+    }
+    let cut: String = message.chars().take(MAX_MESSAGE_CHARS).collect();
+    format!("{cut}...TRUNCATED")
+}
+
+impl From<ServingError> for tonic::Status {
+    fn from(err: ServingError) -> Self {
+        tonic::Status::new(err.kind().grpc_code(), truncate_message(err.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_follow_tf_serving() {
+        let e = ServingError::from(LookupError::NoLatest("m".into()));
+        let status = tonic::Status::from(e);
+        assert_eq!(status.code(), tonic::Code::NotFound);
+        assert_eq!(status.message(), "Servable not found for request: Latest(m)");
+        let e = ServingError::from(RequestError::UnknownSignature { name: "x".into(), available: "serving_default".into() });
+        assert_eq!(e.kind(), ErrorKind::FailedPrecondition);
+        assert_eq!(ErrorKind::ResourceExhausted.http_status(), 429);
+    }
+
+    #[test]
+    fn long_messages_are_truncated() {
+        let msg = truncate_message("x".repeat(2000));
+        assert!(msg.ends_with("...TRUNCATED"));
+        assert_eq!(msg.len(), 1024 + "...TRUNCATED".len());
+    }
+}

@@ -1,0 +1,17 @@
+//! candle-serving: a TensorFlow Serving-compatible model server for ONNX models on candle.
+//!
+//! Request path: transport (gRPC) -> request validation and tensor conversion (`serving`,
+//! `tensor`) -> model lookup (`repository`) -> engine (`engine`, on its own threads) -> response.
+
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod proto;
+pub mod repository;
+pub mod serving;
+pub mod tensor;
+pub mod transport;
+
+mod startup;
+
+pub use startup::{Listeners, ServeError, serve};

@@ -1,0 +1,145 @@
+//! Version states and request routing. Readers take a short read lock and clone an `Arc`, so
+//! lookups never wait on model loading, which happens outside the lock.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use thiserror::Error;
+
+use crate::serving::Servable;
+
+/// TF Serving's ModelVersionStatus.State.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionState {
+    Start,
+    Loading,
+    Available,
+    Unloading,
+    End,
+}
+
+/// Which version a request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionRequest {
+    Latest,
+    Specific(i64),
+    Label(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct VersionStatus {
+    pub version: i64,
+    pub state: VersionState,
+    /// `None` is OK; otherwise the load or serve error of this version.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Error)]
+pub enum LookupError {
+    #[error("Servable not found for request: Latest({0})")]
+    NoLatest(String),
+    #[error("Servable not found for request: Specific({0}, {1})")]
+    NoVersion(String, i64),
+    #[error("Unrecognized servable version label: {0}")]
+    UnknownLabel(String),
+    #[error("Could not find any versions of model {0}")]
+    NoStatus(String),
+    #[error("Could not find version {1} of model {0}")]
+    NoVersionStatus(String, i64),
+}
+
+struct Slot {
+    state: VersionState,
+    error: Option<String>,
+    servable: Option<Arc<Servable>>,
+}
+
+#[derive(Default)]
+struct Model {
+    versions: BTreeMap<i64, Slot>,
+    labels: HashMap<String, i64>,
+}
+
+#[derive(Default)]
+pub struct ModelRepository {
+    models: RwLock<BTreeMap<String, Model>>,
+}
+
+impl ModelRepository {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Model>> {
+        self.models.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Model>> {
+        self.models.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn set_state(&self, name: &str, version: i64, state: VersionState, error: Option<String>) {
+        let mut models = self.write();
+        let slot = models
+            .entry(name.to_string())
+            .or_default()
+            .versions
+            .entry(version)
+            .or_insert(Slot { state, error: None, servable: None });
+        slot.state = state;
+        slot.error = error;
+        if state != VersionState::Available {
+            slot.servable = None;
+        }
+    }
+
+    /// Publishes a loaded version; from now on requests can reach it.
+    pub fn make_available(&self, servable: Servable) {
+        let mut models = self.write();
+        let model = models.entry(servable.name().to_string()).or_default();
+        model.versions.insert(
+            servable.version(),
+            Slot { state: VersionState::Available, error: None, servable: Some(Arc::new(servable)) },
+        );
+    }
+
+    pub fn model_names(&self) -> Vec<String> {
+        self.read().keys().cloned().collect()
+    }
+
+    pub fn resolve(&self, name: &str, request: &VersionRequest) -> Result<Arc<Servable>, LookupError> {
+        let models = self.read();
+        let model = models.get(name);
+        let available = |version: i64| {
+            model.and_then(|m| m.versions.get(&version)).and_then(|s| s.servable.clone())
+        };
+        match request {
+            VersionRequest::Latest => model
+                .and_then(|m| m.versions.values().rev().find_map(|s| s.servable.clone()))
+                .ok_or_else(|| LookupError::NoLatest(name.to_string())),
+            VersionRequest::Specific(v) => available(*v).ok_or_else(|| LookupError::NoVersion(name.to_string(), *v)),
+            VersionRequest::Label(label) => {
+                let version = model
+                    .and_then(|m| m.labels.get(label))
+                    .copied()
+                    .ok_or_else(|| LookupError::UnknownLabel(label.clone()))?;
+                available(version).ok_or_else(|| LookupError::NoVersion(name.to_string(), version))
+            }
+        }
+    }
+
+    /// Status of every version (newest first, as TF Serving orders them) or of one version.
+    pub fn status(&self, name: &str, version: Option<i64>) -> Result<Vec<VersionStatus>, LookupError> {
+        let models = self.read();
+        let model = models.get(name).filter(|m| !m.versions.is_empty()).ok_or_else(|| LookupError::NoStatus(name.to_string()))?;
+        let describe = |(&version, slot): (&i64, &Slot)| VersionStatus { version, state: slot.state, error: slot.error.clone() };
+        match version {
+            None => Ok(model.versions.iter().rev().map(describe).collect()),
+            Some(v) => model
+                .versions
+                .get_key_value(&v)
+                .map(|entry| vec![describe(entry)])
+                .ok_or(LookupError::NoVersionStatus(name.to_string(), v)),
+        }
+    }
+}

@@ -1,0 +1,81 @@
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::error::ServingError;
+use crate::proto::tensorflow::error::Code;
+use crate::proto::tensorflow::serving::model_service_server::ModelService;
+use crate::proto::tensorflow::serving::model_version_status::State;
+use crate::proto::tensorflow::serving::{
+    GetModelStatusRequest, GetModelStatusResponse, ModelVersionStatus, ReloadConfigRequest, ReloadConfigResponse,
+    StatusProto,
+};
+use crate::repository::{ModelRepository, VersionRequest, VersionState};
+use crate::serving::RequestError;
+
+use super::model_spec;
+
+pub struct ModelServiceImpl {
+    repository: Arc<ModelRepository>,
+}
+
+impl ModelServiceImpl {
+    pub fn new(repository: Arc<ModelRepository>) -> Self {
+        Self { repository }
+    }
+
+    fn status_inner(&self, request: GetModelStatusRequest) -> Result<GetModelStatusResponse, ServingError> {
+        let (name, version) = model_spec::parse(request.model_spec.as_ref())?;
+        let version = match version {
+            VersionRequest::Latest => None,
+            VersionRequest::Specific(v) => Some(v),
+            VersionRequest::Label(_) => {
+                return Err(RequestError::Invalid("GetModelStatus takes a version number, not a version label".into()).into());
+            }
+        };
+        let statuses = self.repository.status(name, version)?;
+        Ok(GetModelStatusResponse {
+            model_version_status: statuses
+                .into_iter()
+                .map(|s| ModelVersionStatus {
+                    version: s.version,
+                    state: state_code(s.state) as i32,
+                    status: Some(match s.error {
+                        None => StatusProto { error_code: Code::Ok as i32, error_message: String::new() },
+                        Some(message) => StatusProto { error_code: Code::Unknown as i32, error_message: message },
+                    }),
+                })
+                .collect(),
+        })
+    }
+}
+
+fn state_code(state: VersionState) -> State {
+    match state {
+        VersionState::Start => State::Start,
+        VersionState::Loading => State::Loading,
+        VersionState::Available => State::Available,
+        VersionState::Unloading => State::Unloading,
+        VersionState::End => State::End,
+    }
+}
+
+#[tonic::async_trait]
+impl ModelService for ModelServiceImpl {
+    async fn get_model_status(
+        &self,
+        request: Request<GetModelStatusRequest>,
+    ) -> Result<Response<GetModelStatusResponse>, Status> {
+        self.status_inner(request.into_inner()).map(Response::new).map_err(Status::from)
+    }
+
+    async fn handle_reload_config_request(
+        &self,
+        _: Request<ReloadConfigRequest>,
+    ) -> Result<Response<ReloadConfigResponse>, Status> {
+        Err(ServingError::Unimplemented(
+            "HandleReloadConfigRequest is not implemented yet: model configuration reload is not available in this release".into(),
+        )
+        .into())
+    }
+}

@@ -1,0 +1,4 @@
+//! Wire protocols. Each transport decodes its format, calls into `serving` and the repository,
+//! and maps errors through `crate::error`; none of them touches the engine directly.
+
+pub mod grpc;
