@@ -1,0 +1,153 @@
+//! Start-up behaviour of the binary: flags, the model layout, and load failures.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use candle_serving::proto::onnx::tensor_proto::DataType as OnnxType;
+use candle_serving::proto::onnx::tensor_shape_proto::{Dimension, dimension};
+use candle_serving::proto::onnx::type_proto::{self, Tensor as TensorType};
+use candle_serving::proto::onnx::{
+    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto, TypeProto, ValueInfoProto,
+};
+use common::*;
+use prost::Message;
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("candle-serving-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn value(name: &str) -> ValueInfoProto {
+    let dim = |v| Dimension { value: Some(v), ..Default::default() };
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(TensorType {
+                elem_type: OnnxType::Float as i32,
+                shape: Some(TensorShapeProto {
+                    dim: vec![dim(dimension::Value::DimParam("N".into())), dim(dimension::Value::DimValue(4))],
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn node(op: &str, name: &str, input: &str, output: &str) -> NodeProto {
+    NodeProto { op_type: op.into(), name: name.into(), input: vec![input.into()], output: vec![output.into()], ..Default::default() }
+}
+
+/// A model whose graph uses two operators the engine does not have, twice each.
+fn write_unsupported_model(dir: &Path) {
+    let graph = GraphProto {
+        name: "g".into(),
+        node: vec![
+            node("Relu", "relu_ok", "x", "a"),
+            node("Frobnicate", "frob_1", "a", "b"),
+            node("HardMax9", "hm", "b", "c"),
+            node("Frobnicate", "frob_2", "c", "y"),
+        ],
+        input: vec![value("x")],
+        output: vec![value("y")],
+        ..Default::default()
+    };
+    let model = ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 13 }],
+        graph: Some(graph),
+        ..Default::default()
+    };
+    std::fs::create_dir_all(dir.join("1")).expect("mkdir");
+    std::fs::write(dir.join("1/model.onnx"), model.encode_to_vec()).expect("write model");
+}
+
+#[test]
+fn unknown_flags_exit_with_code_2_and_say_why() {
+    let (code, stderr) = run_to_exit(&["--no_such_flag=3"], &repo_root());
+    assert_eq!(code, 2);
+    assert!(stderr.contains("unknown flag --no_such_flag"), "{stderr}");
+    let (code, stderr) = run_to_exit(&["--port", "eighty"], &repo_root());
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--port") && stderr.contains("eighty"), "{stderr}");
+}
+
+#[test]
+fn help_lists_tf_serving_flags() {
+    let out = std::process::Command::new(BIN).arg("--help").output().expect("run");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for flag in ["--port", "--rest_api_port", "--model_name", "--model_base_path"] {
+        assert!(text.contains(flag), "{flag} missing from --help");
+    }
+}
+
+#[test]
+fn a_missing_or_empty_base_path_is_a_startup_error_naming_it() {
+    let dir = temp_dir("layout");
+    let missing = dir.join("does-not-exist");
+    let port = free_port().to_string();
+    let (code, stderr) = run_to_exit(&["--port", &port, "--model_name=m", &format!("--model_base_path={}", missing.display())], &dir);
+    assert_eq!(code, 1);
+    assert!(stderr.contains(&format!("model base path {} does not exist", missing.display())), "{stderr}");
+
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(empty.join("not-a-version")).expect("mkdir");
+    let (code, stderr) = run_to_exit(&["--port", &port, "--model_name=m", &format!("--model_base_path={}", empty.display())], &dir);
+    assert_eq!(code, 1);
+    assert!(stderr.contains(&format!("no versions of the model found under {}", empty.display())), "{stderr}");
+}
+
+#[test]
+fn unsupported_operators_are_all_listed_in_one_error() {
+    let dir = temp_dir("unsupported");
+    write_unsupported_model(&dir.join("weird"));
+    let port = free_port().to_string();
+    let (code, stderr) = run_to_exit(&["--port", &port, "--model_name=weird", &format!("--model_base_path={}", dir.join("weird").display())], &dir);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("unsupported ONNX operators: Frobnicate (nodes 'frob_1', 'frob_2'); HardMax9 (nodes 'hm')"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("1 model(s) did not become available"), "{stderr}");
+}
+
+#[tokio::test]
+async fn without_model_flags_every_model_directory_is_served() {
+    let dir = temp_dir("discover");
+    let models = dir.join("models");
+    for (name, source) in [("a", repo_root().join("models/mnist_cnn/1")), ("b", fixture("mnist_cnn_nchw/1"))] {
+        std::fs::create_dir_all(models.join(name).join("3")).expect("mkdir");
+        std::fs::copy(source.join("model.onnx"), models.join(name).join("3/model.onnx")).expect("copy");
+    }
+    std::fs::create_dir_all(models.join("notes")).expect("mkdir");
+    let port = free_port();
+    let mut child = std::process::Command::new(BIN)
+        .arg(format!("--port={port}"))
+        .current_dir(&dir)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let url = format!("http://127.0.0.1:{port}");
+    let mut served = Vec::new();
+    for _ in 0..600 {
+        if let Ok(mut client) =
+            candle_serving::proto::tensorflow::serving::model_service_client::ModelServiceClient::connect(url.clone()).await
+        {
+            for name in ["a", "b"] {
+                let request = candle_serving::proto::tensorflow::serving::GetModelStatusRequest { model_spec: Some(spec(name)) };
+                if let Ok(r) = client.get_model_status(request).await {
+                    served.push((name, r.into_inner().model_version_status[0].version));
+                }
+            }
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(served, vec![("a", 3), ("b", 3)]);
+}
