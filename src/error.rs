@@ -18,6 +18,8 @@ pub enum ErrorKind {
     Unavailable,
     Unimplemented,
     Internal,
+    /// The request ran past its deadline (REST's `--rest_api_timeout_in_ms`).
+    DeadlineExceeded,
 }
 
 impl ErrorKind {
@@ -30,6 +32,7 @@ impl ErrorKind {
             ErrorKind::Unavailable => tonic::Code::Unavailable,
             ErrorKind::Unimplemented => tonic::Code::Unimplemented,
             ErrorKind::Internal => tonic::Code::Internal,
+            ErrorKind::DeadlineExceeded => tonic::Code::DeadlineExceeded,
         }
     }
 
@@ -42,6 +45,7 @@ impl ErrorKind {
             ErrorKind::Unavailable => 503,
             ErrorKind::Unimplemented => 501,
             ErrorKind::Internal => 500,
+            ErrorKind::DeadlineExceeded => 504,
         }
     }
 
@@ -55,6 +59,7 @@ impl ErrorKind {
             ErrorKind::Unavailable => "UNAVAILABLE",
             ErrorKind::Unimplemented => "UNIMPLEMENTED",
             ErrorKind::Internal => "INTERNAL",
+            ErrorKind::DeadlineExceeded => "DEADLINE_EXCEEDED",
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use candle_serving::config::{ParseOutcome, parse_args, usage};
+use candle_serving::config::{LogFormat, ParseOutcome, ServerConfig, parse_args, usage};
 use candle_serving::{Listeners, serve};
 use tokio::net::TcpListener;
 
@@ -22,11 +22,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    init_logging(config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {
@@ -34,13 +30,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async move {
-        let grpc = TcpListener::bind(("0.0.0.0", config.port))
-            .await
-            .map_err(|e| format!("cannot bind gRPC port {}: {e}", config.port))?;
-        serve(config, Listeners { grpc }, shutdown_signal()).await.map_err(|e| e.to_string())
-    });
-    match result {
+    match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err}");
@@ -48,6 +38,31 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+    }
+}
+
+async fn run(config: ServerConfig) -> Result<(), String> {
+    if config.rest_api_port != 0 && config.rest_api_port == config.port {
+        return Err(format!("--rest_api_port and --port must differ (both are {})", config.port));
+    }
+    let grpc = TcpListener::bind(("0.0.0.0", config.port))
+        .await
+        .map_err(|e| format!("cannot bind gRPC port {}: {e}", config.port))?;
+    let rest = match config.rest_api_port {
+        0 => None,
+        port => Some(
+            TcpListener::bind(("0.0.0.0", port)).await.map_err(|e| format!("cannot bind REST port {port}: {e}"))?,
+        ),
+    };
+    serve(config, Listeners { grpc, rest }, shutdown_signal()).await.map_err(|e| e.to_string())
 }
 
 /// Resolves on SIGINT or SIGTERM.

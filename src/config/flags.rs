@@ -2,6 +2,7 @@
 //! existing manifests start this binary unchanged.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use thiserror::Error;
 
@@ -25,6 +26,22 @@ pub struct ServerConfig {
     pub compute_threads: usize,
     /// Largest request tensor we materialise (TF Serving's gRPC limit is INT32_MAX bytes).
     pub max_tensor_bytes: usize,
+    pub rest_api_timeout: Duration,
+    /// `--monitoring_config_file`: a text-format `tensorflow.serving.MonitoringConfig`.
+    pub monitoring_config_file: Option<PathBuf>,
+    pub log_format: LogFormat,
+    /// How long to keep serving after SIGTERM with health NOT_SERVING (the preStop window).
+    pub shutdown_delay: Duration,
+    /// How long in-flight requests may take to finish once the server stops accepting.
+    pub drain_timeout: Duration,
+    pub grpc_max_connection_age: Option<Duration>,
+    pub grpc_max_connection_age_grace: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 impl Default for ServerConfig {
@@ -36,6 +53,13 @@ impl Default for ServerConfig {
             enable_serialization_as_tensor_content: false,
             compute_threads: 0,
             max_tensor_bytes: i32::MAX as usize,
+            rest_api_timeout: Duration::from_millis(30_000),
+            monitoring_config_file: None,
+            log_format: LogFormat::Text,
+            shutdown_delay: Duration::ZERO,
+            drain_timeout: Duration::from_secs(30),
+            grpc_max_connection_age: None,
+            grpc_max_connection_age_grace: None,
         }
     }
 }
@@ -71,7 +95,14 @@ enum Kind {
 /// accepted: silently ignoring a TF Serving flag would hide a behaviour the user asked for.
 const FLAGS: &[(&str, Kind, &str, &str)] = &[
     ("port", Kind::Value, "8500", "gRPC port"),
-    ("rest_api_port", Kind::Value, "0", "HTTP/REST port (0 = off; not served yet by this release)"),
+    ("rest_api_port", Kind::Value, "0 (8501 with no flags)", "HTTP/REST port for the REST API, metrics and health (0 = off)"),
+    ("rest_api_timeout_in_ms", Kind::Value, "30000", "REST request timeout"),
+    ("monitoring_config_file", Kind::Value, "", "text MonitoringConfig; prometheus_config.path adds a metrics path"),
+    ("log_format", Kind::Value, "text", "text or json"),
+    ("shutdown_delay_seconds", Kind::Value, "0", "after SIGTERM, report NOT_SERVING but keep serving this long"),
+    ("drain_timeout_seconds", Kind::Value, "30", "then wait this long for in-flight requests"),
+    ("grpc_max_connection_age_ms", Kind::Value, "0", "close gRPC connections after this age, +-10% jitter (0 = never)"),
+    ("grpc_max_connection_age_grace_ms", Kind::Value, "0", "time a closing connection gets to finish (0 = unbounded)"),
     ("model_name", Kind::Value, "default", "name of the single model to serve"),
     ("model_base_path", Kind::Value, "", "directory holding <version>/model.onnx of that model"),
     ("enable_serialization_as_tensor_content", Kind::Bool, "false", "answer Predict in tensor_content bytes"),
@@ -106,12 +137,20 @@ where
         .map_err(|e: T::Err| FlagError::BadValue { flag: flag.into(), value: value.into(), reason: e.to_string() })
 }
 
+fn millis(ms: u64) -> Option<Duration> {
+    (ms > 0).then(|| Duration::from_millis(ms))
+}
+
 /// Parses the arguments after the program name.
 pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<ParseOutcome, FlagError> {
     let mut config = ServerConfig::default();
     let mut model_name: Option<String> = None;
     let mut base_path: Option<String> = None;
-    let mut args = args.into_iter();
+    let mut args = args.into_iter().peekable();
+    if args.peek().is_none() {
+        // No flags at all: serve ./models with REST on, as the README's first command promises.
+        config.rest_api_port = 8501;
+    }
     while let Some(arg) = args.next() {
         let Some(body) = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-').filter(|b| b.len() > 1)) else {
             return Err(FlagError::Positional(arg));
@@ -135,6 +174,19 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<ParseOutcom
                 config.enable_serialization_as_tensor_content = parse_bool(&name, &value)?;
             }
             "tensorflow_intra_op_parallelism" => config.compute_threads = parse_num(&name, &value)?,
+            "rest_api_timeout_in_ms" => config.rest_api_timeout = Duration::from_millis(parse_num(&name, &value)?),
+            "monitoring_config_file" => config.monitoring_config_file = Some(PathBuf::from(value)).filter(|p| !p.as_os_str().is_empty()),
+            "log_format" => {
+                config.log_format = match value.as_str() {
+                    "text" => LogFormat::Text,
+                    "json" => LogFormat::Json,
+                    _ => return Err(FlagError::BadValue { flag: name, value, reason: "expected text or json".into() }),
+                }
+            }
+            "shutdown_delay_seconds" => config.shutdown_delay = Duration::from_secs(parse_num(&name, &value)?),
+            "drain_timeout_seconds" => config.drain_timeout = Duration::from_secs(parse_num(&name, &value)?),
+            "grpc_max_connection_age_ms" => config.grpc_max_connection_age = millis(parse_num(&name, &value)?),
+            "grpc_max_connection_age_grace_ms" => config.grpc_max_connection_age_grace = millis(parse_num(&name, &value)?),
             "help" if parse_bool(&name, &value)? => return Ok(ParseOutcome::Help),
             "version" if parse_bool(&name, &value)? => return Ok(ParseOutcome::Version),
             _ => {}
@@ -171,7 +223,7 @@ mod tests {
     #[test]
     fn no_flags_serves_the_models_folder_on_8500() {
         let c = serve(&[]);
-        assert_eq!(c.port, 8500);
+        assert_eq!((c.port, c.rest_api_port), (8500, 8501));
         assert_eq!(c.models, ModelSource::Discover { root: PathBuf::from("models") });
     }
 

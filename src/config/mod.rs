@@ -2,4 +2,5 @@
 
 mod flags;
 
-pub use flags::{FlagError, ModelSource, ParseOutcome, ServerConfig, parse_args, usage};
+pub use flags::{FlagError, LogFormat, ModelSource, ParseOutcome, ServerConfig, parse_args, usage};
+pub mod text_proto;

@@ -10,4 +10,4 @@ mod worker;
 
 pub use error::{EngineError, LoadError};
 pub use session::{EngineOptions, Session};
-pub use worker::{ComputeError, ComputePool};
+pub use worker::{ComputeError, ComputePool, Timing};

@@ -2,11 +2,19 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tokio::sync::oneshot;
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// Where a job's time went.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timing {
+    pub queued: Duration,
+    pub computed: Duration,
+}
 
 #[derive(Debug, Error)]
 pub enum ComputeError {
@@ -53,14 +61,20 @@ impl ComputePool {
     }
 
     /// Runs `f` on a compute thread. A panic inside `f` becomes an error for this request only.
-    pub async fn run<T, F>(&self, f: F) -> Result<T, ComputeError>
+    /// Also reports how long the job waited for a thread and how long it ran.
+    pub async fn run<T, F>(&self, f: F) -> Result<(T, Timing), ComputeError>
     where
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
+        let submitted = Instant::now();
         let job: Job = Box::new(move || {
-            let result = catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+            let started = Instant::now();
+            let result = catch_unwind(AssertUnwindSafe(f)).map(|value| {
+                (value, Timing { queued: started - submitted, computed: started.elapsed() })
+            });
+            let result = result.map_err(|payload| {
                 let msg = payload
                     .downcast_ref::<&str>()
                     .map(|s| s.to_string())

@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::engine::{ComputePool, EngineError, Session};
+use crate::engine::{ComputePool, EngineError, Session, Timing};
 use crate::tensor::HostTensor;
 
 use super::{DEFAULT_SIGNATURE, PREDICT_METHOD, RequestError, Signature};
@@ -59,8 +59,9 @@ impl Servable {
     }
 
     /// Executes validated inputs (in signature order) off the async runtime.
-    pub async fn run(&self, inputs: Vec<HostTensor>) -> Result<Vec<HostTensor>, RunError> {
+    pub async fn run(&self, inputs: Vec<HostTensor>) -> Result<(Vec<HostTensor>, Timing), RunError> {
         let session = Arc::clone(&self.session);
-        Ok(self.compute.run(move || session.run(inputs)).await??)
+        let (result, timing) = self.compute.run(move || session.run(inputs)).await?;
+        Ok((result?, timing))
     }
 }

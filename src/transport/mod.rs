@@ -1,4 +1,8 @@
 //! Wire protocols. Each transport decodes its format, calls into `serving` and the repository,
 //! and maps errors through `crate::error`; none of them touches the engine directly.
 
+pub mod connections;
 pub mod grpc;
+pub mod health;
+pub mod ops_http;
+pub mod rest;

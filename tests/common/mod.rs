@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use candle_core::Tensor;
 use candle_serving::proto::tensorflow::serving::model_service_client::ModelServiceClient;
 use candle_serving::proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
+use candle_serving::proto::tensorflow::serving::model_version_status::State;
 use candle_serving::proto::tensorflow::serving::{GetModelStatusRequest, ModelSpec, PredictRequest};
 use candle_serving::proto::tensorflow::{DataType, TensorProto, TensorShapeProto, tensor_shape_proto};
 use tonic::transport::Channel;
@@ -67,7 +68,10 @@ impl Server {
             if let Ok(channel) = Channel::from_shared(self.url()).expect("url").connect().await {
                 let mut client = ModelServiceClient::new(channel);
                 let request = GetModelStatusRequest { model_spec: Some(spec(model)) };
-                if client.get_model_status(request).await.is_ok() {
+                let available = client.get_model_status(request).await.is_ok_and(|r| {
+                    r.into_inner().model_version_status.iter().any(|v| v.state == State::Available as i32)
+                });
+                if available {
                     return;
                 }
             }

@@ -6,10 +6,13 @@ mod prediction;
 
 use std::sync::Arc;
 
-use tonic::transport::server::Router;
+use tonic::service::Routes;
 
 use crate::proto::tensorflow::serving::model_service_server::ModelServiceServer;
 use crate::proto::tensorflow::serving::prediction_service_server::PredictionServiceServer;
+use tonic_health::pb::health_server::{Health, HealthServer};
+
+use crate::metrics::Metrics;
 use crate::repository::ModelRepository;
 
 pub use model_service::ModelServiceImpl;
@@ -18,13 +21,31 @@ pub use prediction::{PredictOptions, PredictionServiceImpl};
 /// TF Serving accepts messages up to INT32_MAX; clients rely on sending large batches.
 const MAX_MESSAGE_BYTES: usize = i32::MAX as usize;
 
-/// The gRPC router with every TF Serving service mounted.
-pub fn router(repository: Arc<ModelRepository>, options: PredictOptions) -> Router {
-    let prediction = PredictionServiceServer::new(PredictionServiceImpl::new(Arc::clone(&repository), options))
+/// Every gRPC service: TF Serving's two, `grpc.health.v1`, and server reflection (v1 and
+/// v1alpha) over the same descriptors the code is generated from, so grpcurl works.
+pub fn routes(
+    repository: Arc<ModelRepository>,
+    metrics: Arc<Metrics>,
+    options: PredictOptions,
+    health: HealthServer<impl Health>,
+) -> Result<Routes, tonic_reflection::server::Error> {
+    let prediction = PredictionServiceServer::new(PredictionServiceImpl::new(Arc::clone(&repository), metrics, options))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let models = ModelServiceServer::new(ModelServiceImpl::new(repository))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    tonic::transport::Server::builder().add_service(prediction).add_service(models)
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let mut builder = Routes::builder();
+    builder
+        .add_service(prediction)
+        .add_service(models)
+        .add_service(health)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?);
+    Ok(builder.routes())
 }

@@ -1,9 +1,11 @@
 use std::sync::Arc;
+use std::time::Instant;
 
 use prost::Message;
 use tonic::{Request, Response, Status};
 
 use crate::error::ServingError;
+use crate::metrics::{Entrypoint, Metrics, RequestRecord};
 use crate::proto::tensorflow::serving::prediction_service_server::PredictionService;
 use crate::proto::tensorflow::serving::{
     ClassificationRequest, ClassificationResponse, GetModelMetadataRequest, GetModelMetadataResponse,
@@ -12,7 +14,8 @@ use crate::proto::tensorflow::serving::{
 };
 use crate::proto::tensorflow::{SignatureDef, TensorInfo, tensor_info};
 use crate::repository::ModelRepository;
-use crate::serving::{RequestError, Signature, check_input, check_input_keys, select_outputs};
+use crate::serving::{PredictCall, RequestError, RequestTensor, Signature, predict};
+use crate::tensor::{DType, HostTensor, TensorSpec};
 use crate::tensor::tf_proto::{self, dtype_to_tf, shape_to_tf};
 
 use super::model_spec;
@@ -31,44 +34,51 @@ pub struct PredictOptions {
 
 pub struct PredictionServiceImpl {
     repository: Arc<ModelRepository>,
+    metrics: Arc<Metrics>,
     options: PredictOptions,
 }
 
 impl PredictionServiceImpl {
-    pub fn new(repository: Arc<ModelRepository>, options: PredictOptions) -> Self {
-        Self { repository, options }
+    pub fn new(repository: Arc<ModelRepository>, metrics: Arc<Metrics>, options: PredictOptions) -> Self {
+        Self { repository, metrics, options }
+    }
+
+    /// Metrics and the per-request log line, shared by every RPC of this service.
+    fn finish<T>(&self, model: &str, api: &str, started: Instant, result: Result<(T, Option<i64>), ServingError>) -> Result<Response<T>, Status> {
+        let elapsed = started.elapsed();
+        let version = result.as_ref().ok().and_then(|(_, v)| *v);
+        let outcome = result.as_ref().map(|_| ()).map_err(ServingError::kind);
+        self.metrics.observe_request(&RequestRecord { model, version, api, entrypoint: Entrypoint::Grpc, outcome, elapsed });
+        let code = outcome.err().map_or("OK", |k| k.label());
+        let span = tracing::debug_span!("request", model, api, version, code, duration_us = elapsed.as_micros() as u64);
+        let _entered = span.enter();
+        match result {
+            Ok((response, _)) => {
+                tracing::debug!("ok");
+                Ok(Response::new(response))
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, "failed");
+                Err(err.into())
+            }
+        }
     }
 
     async fn predict_inner(&self, request: PredictRequest) -> Result<PredictResponse, ServingError> {
         let (name, version) = model_spec::parse(request.model_spec.as_ref())?;
-        let servable = self.repository.resolve(name, &version)?;
-        let signature_name = request.model_spec.as_ref().map_or("", |s| s.signature_name.as_str());
-        let signature = servable.signature(signature_name)?;
-        check_input_keys(signature, request.inputs.keys().map(String::as_str))?;
-        let selected = select_outputs(signature, &request.output_filter)?;
-
-        let mut inputs = Vec::with_capacity(signature.inputs.len());
-        for spec in &signature.inputs {
-            let proto = request
-                .inputs
-                .get(&spec.key)
-                .ok_or_else(|| RequestError::Invalid(format!("missing input {}", spec.key)))?;
-            let tensor_error = |source| RequestError::Tensor { key: spec.key.clone(), source };
-            let header = tf_proto::header(proto, self.options.max_tensor_bytes).map_err(tensor_error)?;
-            check_input(spec, header.dtype, &header.shape)?;
-            inputs.push(tf_proto::decode(proto, header).map_err(tensor_error)?);
-        }
-
-        let results = servable.run(inputs).await?;
-        let outputs = selected
-            .into_iter()
-            .map(|i| {
-                (signature.outputs[i].key.clone(), tf_proto::encode(&results[i], self.options.tensor_content_outputs))
-            })
-            .collect();
+        let call = PredictCall {
+            model: name.to_string(),
+            version,
+            signature_name: request.model_spec.as_ref().map(|s| s.signature_name.clone()).unwrap_or_default(),
+            inputs: request.inputs.into_iter().map(|(k, v)| (k, WireTensor { proto: v, max_bytes: self.options.max_tensor_bytes })).collect(),
+            output_filter: request.output_filter,
+        };
+        let outcome = predict(&self.repository, call).await?;
+        self.metrics.observe_execution(outcome.servable.name(), "Predict", outcome.timing.queued, outcome.timing.computed);
+        let as_content = self.options.tensor_content_outputs;
         Ok(PredictResponse {
-            outputs,
-            model_spec: Some(model_spec::echo(servable.name(), servable.version(), &signature.name)),
+            outputs: outcome.outputs.iter().map(|(k, t)| (k.clone(), tf_proto::encode(t, as_content))).collect(),
+            model_spec: Some(model_spec::echo(outcome.servable.name(), outcome.servable.version(), &outcome.signature_name)),
         })
     }
 
@@ -94,6 +104,25 @@ impl PredictionServiceImpl {
     }
 }
 
+/// A `TensorProto` from the wire, decoded only after its header passed the signature check.
+struct WireTensor {
+    proto: crate::proto::tensorflow::TensorProto,
+    max_bytes: usize,
+}
+
+impl RequestTensor for WireTensor {
+    fn header(&self, spec: &TensorSpec) -> Result<(DType, Vec<usize>), RequestError> {
+        let header = tf_proto::header(&self.proto, self.max_bytes)
+            .map_err(|source| RequestError::Tensor { key: spec.key.clone(), source })?;
+        Ok((header.dtype, header.shape))
+    }
+
+    fn materialise(self, spec: &TensorSpec, dtype: DType, shape: Vec<usize>) -> Result<HostTensor, RequestError> {
+        tf_proto::decode(&self.proto, tf_proto::TensorHeader { dtype, shape })
+            .map_err(|source| RequestError::Tensor { key: spec.key.clone(), source })
+    }
+}
+
 fn tensor_info(spec: &crate::tensor::TensorSpec) -> TensorInfo {
     TensorInfo {
         dtype: dtype_to_tf(spec.dtype) as i32,
@@ -111,6 +140,13 @@ fn signature_def(signature: &Signature) -> SignatureDef {
         outputs: signature.outputs.iter().map(|s| (s.key.clone(), tensor_info(s))).collect(),
         method_name: signature.method_name.clone(),
         defaults: Default::default(),
+    }
+}
+
+fn served_version(spec: Option<&crate::proto::tensorflow::serving::ModelSpec>) -> Option<i64> {
+    match spec?.version_choice {
+        Some(crate::proto::tensorflow::serving::model_spec::VersionChoice::Version(v)) => Some(v),
+        _ => None,
     }
 }
 
@@ -132,15 +168,15 @@ impl PredictionService for PredictionServiceImpl {
     }
 
     async fn predict(&self, request: Request<PredictRequest>) -> Result<Response<PredictResponse>, Status> {
+        let started = Instant::now();
         let request = request.into_inner();
         let model = request.model_spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
-        let started = std::time::Instant::now();
-        let result = self.predict_inner(request).await;
-        match &result {
-            Ok(_) => tracing::debug!(%model, elapsed_us = started.elapsed().as_micros() as u64, "predict ok"),
-            Err(e) => tracing::debug!(%model, code = e.kind().label(), error = %e, "predict failed"),
-        }
-        result.map(Response::new).map_err(Status::from)
+        let _inflight = self.metrics.inflight(&model);
+        let result = self.predict_inner(request).await.map(|r| {
+            let version = served_version(r.model_spec.as_ref());
+            (r, version)
+        });
+        self.finish(&model, "Predict", started, result)
     }
 
     async fn multi_inference(
@@ -154,6 +190,13 @@ impl PredictionService for PredictionServiceImpl {
         &self,
         request: Request<GetModelMetadataRequest>,
     ) -> Result<Response<GetModelMetadataResponse>, Status> {
-        self.metadata_inner(request.into_inner()).map(Response::new).map_err(Status::from)
+        let started = Instant::now();
+        let request = request.into_inner();
+        let model = request.model_spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+        let result = self.metadata_inner(request).map(|r| {
+            let version = served_version(r.model_spec.as_ref());
+            (r, version)
+        });
+        self.finish(&model, "GetModelMetadata", started, result)
     }
 }

@@ -1,0 +1,233 @@
+//! Metric names and the registry. TF Serving's `:tensorflow:serving:*` names keep existing
+//! dashboards working; the `candle_serving_*` family adds what autoscaling and debugging need
+//! (in-flight requests, queue vs compute time) in seconds, as Prometheus conventions ask.
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    exponential_buckets,
+};
+
+use crate::error::ErrorKind;
+
+/// Which front door a request came through (TF's `entrypoint` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entrypoint {
+    Grpc,
+    Rest,
+}
+
+impl Entrypoint {
+    fn label(self) -> &'static str {
+        match self {
+            Entrypoint::Grpc => "GRPC",
+            Entrypoint::Rest => "REST",
+        }
+    }
+}
+
+/// One finished request, as the transports report it.
+pub struct RequestRecord<'a> {
+    pub model: &'a str,
+    /// The served version, when one was resolved.
+    pub version: Option<i64>,
+    /// TF's `API` label: `Predict`/`GetModelMetadata`/`GetModelStatus` for gRPC, the URL verb
+    /// (`predict`, `metadata`, `status`) for REST.
+    pub api: &'a str,
+    pub entrypoint: Entrypoint,
+    pub outcome: Result<(), ErrorKind>,
+    pub elapsed: Duration,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    tf_request_count: IntCounterVec,
+    tf_request_latency: HistogramVec,
+    tf_runtime_latency: HistogramVec,
+    tf_load_attempts: IntCounterVec,
+    tf_load_latency: IntCounterVec,
+    requests_total: IntCounterVec,
+    request_seconds: HistogramVec,
+    queue_seconds: HistogramVec,
+    compute_seconds: HistogramVec,
+    inflight: IntGaugeVec,
+    load_seconds: HistogramVec,
+    version_state: IntGaugeVec,
+    connections: IntCounterVec,
+}
+
+/// Decrements the in-flight gauge when the request finishes, however it finishes.
+pub struct InflightGuard {
+    gauge: prometheus::IntGauge,
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+fn seconds_buckets() -> Vec<f64> {
+    exponential_buckets(0.000_05, 2.0, 18).unwrap_or_default()
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        // TF Serving's microsecond buckets: 10 * 1.8^k, 33 of them.
+        let tf_us = exponential_buckets(10.0, 1.8, 33)?;
+        let counter = |name: &str, help: &str, labels: &[&str]| IntCounterVec::new(Opts::new(name, help), labels);
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>, labels: &[&str]| {
+            HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        };
+        let m = Self {
+            tf_request_count: counter(":tensorflow:serving:request_count", "The total number of requests.", &["model_name", "status"])?,
+            tf_request_latency: histogram(
+                ":tensorflow:serving:request_latency",
+                "Distribution of wall time (in microseconds) for Tensorflow Serving request.",
+                tf_us.clone(),
+                &["model_name", "API", "entrypoint"],
+            )?,
+            tf_runtime_latency: histogram(
+                ":tensorflow:serving:runtime_latency",
+                "Distribution of wall time (in microseconds) for Tensorflow Serving runtime.",
+                tf_us,
+                &["model_name", "API", "runtime"],
+            )?,
+            tf_load_attempts: counter(":tensorflow:cc:saved_model:load_attempt_count", "The number of times a model was loaded.", &["model_path", "status"])?,
+            tf_load_latency: counter(":tensorflow:cc:saved_model:load_latency", "Latency in microseconds for models that were successfully loaded.", &["model_path"])?,
+            requests_total: counter("candle_serving_requests_total", "Requests by model, version, method and status code.", &["model", "version", "method", "code"])?,
+            request_seconds: histogram("candle_serving_request_duration_seconds", "Request wall time in seconds.", seconds_buckets(), &["model", "method"])?,
+            queue_seconds: histogram("candle_serving_queue_duration_seconds", "Time a request waited for a compute thread.", seconds_buckets(), &["model"])?,
+            compute_seconds: histogram("candle_serving_compute_duration_seconds", "Model execution time in seconds.", seconds_buckets(), &["model"])?,
+            inflight: IntGaugeVec::new(
+                Opts::new("candle_serving_inflight_requests", "Inference requests being processed; the autoscaling signal."),
+                &["model"],
+            )?,
+            load_seconds: histogram("candle_serving_model_load_seconds", "Model version load time in seconds.", exponential_buckets(0.001, 2.0, 18)?, &["model"])?,
+            version_state: IntGaugeVec::new(
+                Opts::new("candle_serving_model_version_state", "1 for the state each model version is in (START, LOADING, AVAILABLE, UNLOADING, END)."),
+                &["model", "version", "state"],
+            )?,
+            connections: counter("candle_serving_connections_accepted_total", "Connections accepted, by transport.", &["transport"])?,
+            registry,
+        };
+        m.register()?;
+        Ok(m)
+    }
+
+    fn register(&self) -> Result<(), prometheus::Error> {
+        let r = &self.registry;
+        r.register(Box::new(self.tf_request_count.clone()))?;
+        r.register(Box::new(self.tf_request_latency.clone()))?;
+        r.register(Box::new(self.tf_runtime_latency.clone()))?;
+        r.register(Box::new(self.tf_load_attempts.clone()))?;
+        r.register(Box::new(self.tf_load_latency.clone()))?;
+        r.register(Box::new(self.requests_total.clone()))?;
+        r.register(Box::new(self.request_seconds.clone()))?;
+        r.register(Box::new(self.queue_seconds.clone()))?;
+        r.register(Box::new(self.compute_seconds.clone()))?;
+        r.register(Box::new(self.inflight.clone()))?;
+        r.register(Box::new(self.load_seconds.clone()))?;
+        r.register(Box::new(self.version_state.clone()))?;
+        r.register(Box::new(self.connections.clone()))?;
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        Ok(())
+    }
+
+    /// Counts an inference request as in flight until the guard drops.
+    pub fn inflight(&self, model: &str) -> InflightGuard {
+        let gauge = self.inflight.with_label_values(&[model]);
+        gauge.inc();
+        InflightGuard { gauge }
+    }
+
+    pub fn observe_request(&self, r: &RequestRecord<'_>) {
+        let code = match r.outcome {
+            Ok(()) => "OK",
+            Err(kind) => kind.label(),
+        };
+        let version = r.version.map(|v| v.to_string()).unwrap_or_default();
+        self.tf_request_count.with_label_values(&[r.model, code]).inc();
+        self.requests_total.with_label_values(&[r.model, &version, r.api, code]).inc();
+        self.request_seconds.with_label_values(&[r.model, r.api]).observe(r.elapsed.as_secs_f64());
+        if r.outcome.is_ok() {
+            self.tf_request_latency
+                .with_label_values(&[r.model, r.api, r.entrypoint.label()])
+                .observe(r.elapsed.as_micros() as f64);
+        }
+    }
+
+    /// Time spent waiting for and running on a compute thread.
+    pub fn observe_execution(&self, model: &str, api: &str, queued: Duration, computed: Duration) {
+        self.queue_seconds.with_label_values(&[model]).observe(queued.as_secs_f64());
+        self.compute_seconds.with_label_values(&[model]).observe(computed.as_secs_f64());
+        self.tf_runtime_latency.with_label_values(&[model, api, "candle"]).observe(computed.as_micros() as f64);
+    }
+
+    pub fn observe_load(&self, model: &str, path: &str, elapsed: Duration, ok: bool) {
+        self.tf_load_attempts.with_label_values(&[path, if ok { "success" } else { "fail" }]).inc();
+        if ok {
+            self.tf_load_latency.with_label_values(&[path]).inc_by(elapsed.as_micros() as u64);
+            self.load_seconds.with_label_values(&[model]).observe(elapsed.as_secs_f64());
+        }
+    }
+
+    /// Marks `state` as the current state of a version (one-hot over the five states).
+    pub fn set_version_state(&self, model: &str, version: i64, state: &str) {
+        let v = version.to_string();
+        for s in ["START", "LOADING", "AVAILABLE", "UNLOADING", "END"] {
+            self.version_state.with_label_values(&[model, &v, s]).set(i64::from(s == state));
+        }
+    }
+
+    /// The counter the accept loop bumps for each new connection (shows max-age recycling).
+    pub fn connection_counter(&self, transport: &str) -> prometheus::IntCounter {
+        self.connections.with_label_values(&[transport])
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
+            tracing::warn!(%err, "failed to encode metrics");
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tf_serving_names_render_with_their_labels() {
+        let m = Metrics::new().expect("metrics");
+        let guard = m.inflight("m");
+        m.observe_request(&RequestRecord {
+            model: "m",
+            version: Some(3),
+            api: "Predict",
+            entrypoint: Entrypoint::Grpc,
+            outcome: Ok(()),
+            elapsed: Duration::from_micros(250),
+        });
+        m.observe_request(&RequestRecord {
+            model: "m",
+            version: None,
+            api: "Predict",
+            entrypoint: Entrypoint::Grpc,
+            outcome: Err(ErrorKind::NotFound),
+            elapsed: Duration::from_micros(5),
+        });
+        let text = m.render();
+        assert!(text.contains(":tensorflow:serving:request_count{model_name=\"m\",status=\"OK\"} 1"), "{text}");
+        assert!(text.contains(":tensorflow:serving:request_count{model_name=\"m\",status=\"NOT_FOUND\"} 1"), "{text}");
+        assert!(text.contains("candle_serving_inflight_requests{model=\"m\"} 1"), "{text}");
+        assert!(text.contains(":tensorflow:serving:request_latency_count{API=\"Predict\",entrypoint=\"GRPC\",model_name=\"m\"} 1"), "{text}");
+        drop(guard);
+        assert!(m.render().contains("candle_serving_inflight_requests{model=\"m\"} 0"));
+    }
+}

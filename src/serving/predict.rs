@@ -1,0 +1,72 @@
+//! The Predict flow shared by every transport: resolve the servable, check the request against
+//! its signature, materialise tensors, execute, select outputs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::engine::Timing;
+use crate::error::ServingError;
+use crate::repository::{ModelRepository, VersionRequest};
+use crate::tensor::{DType, HostTensor, TensorSpec};
+
+use super::{RequestError, Servable, check_input, check_input_keys, select_outputs};
+
+/// A request tensor in its wire form. Split in two steps so that dtype and shape are checked
+/// against the signature before any element is allocated.
+pub trait RequestTensor {
+    /// dtype and shape as the client declared them.
+    fn header(&self, spec: &TensorSpec) -> Result<(DType, Vec<usize>), RequestError>;
+    /// The values, once `header` passed the signature check.
+    fn materialise(self, spec: &TensorSpec, dtype: DType, shape: Vec<usize>) -> Result<HostTensor, RequestError>;
+}
+
+pub struct PredictCall<T> {
+    pub model: String,
+    pub version: VersionRequest,
+    /// Empty = `serving_default`.
+    pub signature_name: String,
+    pub inputs: HashMap<String, T>,
+    /// Empty = every output.
+    pub output_filter: Vec<String>,
+}
+
+pub struct PredictOutcome {
+    pub servable: Arc<Servable>,
+    pub signature_name: String,
+    /// Selected outputs in request (or signature) order.
+    pub outputs: Vec<(String, HostTensor)>,
+    pub timing: Timing,
+}
+
+pub async fn predict<T: RequestTensor>(
+    repository: &ModelRepository,
+    mut call: PredictCall<T>,
+) -> Result<PredictOutcome, ServingError> {
+    if call.model.is_empty() {
+        return Err(RequestError::EmptyModelName.into());
+    }
+    let servable = repository.resolve(&call.model, &call.version)?;
+    let signature = servable.signature(&call.signature_name)?;
+    check_input_keys(signature, call.inputs.keys().map(String::as_str))?;
+    let selected = select_outputs(signature, &call.output_filter)?;
+
+    let mut inputs = Vec::with_capacity(signature.inputs.len());
+    for spec in &signature.inputs {
+        let tensor = call
+            .inputs
+            .remove(&spec.key)
+            .ok_or_else(|| RequestError::Invalid(format!("missing input {}", spec.key)))?;
+        let (dtype, shape) = tensor.header(spec)?;
+        check_input(spec, dtype, &shape)?;
+        inputs.push(tensor.materialise(spec, dtype, shape)?);
+    }
+
+    let (results, timing) = servable.run(inputs).await?;
+    let mut results: Vec<Option<HostTensor>> = results.into_iter().map(Some).collect();
+    let signature_name = signature.name.clone();
+    let outputs = selected
+        .into_iter()
+        .filter_map(|i| results.get_mut(i).and_then(Option::take).map(|t| (signature.outputs[i].key.clone(), t)))
+        .collect();
+    Ok(PredictOutcome { servable, signature_name, outputs, timing })
+}

@@ -1,0 +1,180 @@
+//! TF Serving's REST API on axum: model status, metadata and Predict under `/v1/models`, with
+//! TF's paths, JSON dialect (NaN/Infinity tokens, `.0` floats), error texts and HTTP codes.
+//!
+//! The router only claims paths under `/v1/` (and `/V1/`, as TF matches case-insensitively),
+//! through a catch-all route rather than a fallback, so other routers merged next to it
+//! (metrics, `/v1/health/*`) keep their own, more specific, routes.
+
+pub mod json;
+mod predict;
+mod reply;
+mod routes;
+mod status;
+mod tensor;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::Response;
+use axum::routing::any;
+
+use crate::error::{ErrorKind, ServingError};
+use crate::metrics::{Entrypoint, Metrics, RequestRecord};
+use crate::repository::ModelRepository;
+
+use reply::{RestError, json_response};
+use routes::{Route, Verb};
+
+/// Largest request body we read. JSON costs far more memory once parsed than its bytes (each
+/// number becomes a 32-byte node), so unlike gRPC's INT32_MAX the limit stays at 1 GiB; that
+/// is still hundreds of millions of values, well beyond any batch TF Serving users send.
+const MAX_BODY_BYTES: usize = 1 << 30;
+
+/// What the REST handlers share.
+pub struct RestState {
+    pub repository: Arc<ModelRepository>,
+    pub metrics: Arc<Metrics>,
+    /// `--rest_api_timeout_in_ms`: the most a request may spend after its body arrived before
+    /// it is answered with 504. Zero disables the limit.
+    pub timeout: Duration,
+}
+
+/// The REST API routes, ready to be merged with other routers and served.
+pub fn router(state: RestState) -> Router {
+    Router::new()
+        .route("/v1/{*path}", any(handle))
+        .route("/V1/{*path}", any(handle))
+        .with_state(Arc::new(state))
+}
+
+/// Every REST request: route, run under the timeout, record the metric, answer JSON.
+async fn handle(State(state): State<Arc<RestState>>, method: Method, uri: Uri, body: Body) -> Response {
+    let started = Instant::now();
+    let mut served = None;
+    let (model, api, result) = match routes::parse(&method, uri.path()) {
+        // Counted under an empty model name: the request named none we could read.
+        Err(err) => (String::new(), "unknown", Err(err)),
+        Ok(route) => {
+            let model = route.model().to_string();
+            let api = route.api();
+            let result = dispatch(&state, route, body, &mut served).await;
+            (model, api, result)
+        }
+    };
+    state.metrics.observe_request(&RequestRecord {
+        model: &model,
+        version: served,
+        api,
+        entrypoint: Entrypoint::Rest,
+        outcome: result.as_ref().map(|_| ()).map_err(RestError::kind),
+        elapsed: started.elapsed(),
+    });
+    match result {
+        Ok(body) => json_response(StatusCode::OK, body),
+        Err(err) => {
+            tracing::debug!(%model, api, code = err.kind().label(), error = err.message(), "REST request failed");
+            err.into_response()
+        }
+    }
+}
+
+async fn dispatch(state: &RestState, route: Route, body: Body, served: &mut Option<i64>) -> Result<String, RestError> {
+    match route {
+        Route::Status { model, version } => status::status(&state.repository, &model, version),
+        Route::Metadata { model, version } => {
+            let (version, json) = status::metadata(&state.repository, &model, &version)?;
+            *served = Some(version);
+            Ok(json)
+        }
+        Route::Predict { model, version } => {
+            let _inflight = state.metrics.inflight(&model);
+            let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|e| {
+                RestError::invalid(format!("Failed to read the request body (at most {MAX_BODY_BYTES} bytes are accepted): {e}"))
+            })?;
+            let work = predict::run(&state.repository, &model, &version, &bytes, served);
+            if state.timeout.is_zero() {
+                return work.await;
+            }
+            match tokio::time::timeout(state.timeout, work).await {
+                Ok(result) => result,
+                Err(_) => Err(RestError::new(
+                    ErrorKind::DeadlineExceeded,
+                    format!(
+                        "Deadline exceeded: the request did not finish within --rest_api_timeout_in_ms={} ms",
+                        state.timeout.as_millis()
+                    ),
+                )),
+            }
+        }
+        Route::Unsupported { verb, .. } => {
+            let what = match verb {
+                Verb::Classify => "Classify (:classify, tf.Example input)",
+                Verb::Regress => "Regress (:regress, tf.Example input)",
+            };
+            Err(ServingError::Unimplemented(format!(
+                "{what} is not implemented yet: candle-serving serves ONNX models through Predict; use POST /v1/models/<name>:predict"
+            ))
+            .into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    fn app() -> Router {
+        let state = RestState {
+            repository: Arc::new(ModelRepository::new()),
+            metrics: Arc::new(Metrics::new().expect("metrics")),
+            timeout: Duration::from_secs(5),
+        };
+        router(state).merge(Router::new().route("/v1/health/live", get(|| async { "live" })))
+    }
+
+    async fn call(app: Router, method: Method, path: &str, body: &str) -> (StatusCode, Option<String>, String) {
+        let request = axum::http::Request::builder().method(method).uri(path).body(Body::from(body.to_string())).expect("request");
+        let response = app.oneshot(request).await.expect("response");
+        let status = response.status();
+        let content_type =
+            response.headers().get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("body");
+        (status, content_type, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    #[tokio::test]
+    async fn merged_routes_keep_their_paths() {
+        let (status, _, body) = call(app(), Method::GET, "/v1/health/live", "").await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "live"));
+        let (status, content_type, body) = call(app(), Method::GET, "/v1/health/other", "").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(content_type.as_deref(), Some("application/json"));
+        assert_eq!(body, r#"{"error":"Malformed request: GET /v1/health/other"}"#);
+        let (status, _, _) = call(app(), Method::GET, "/metrics", "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn errors_are_json_with_tf_codes() {
+        let (status, _, body) = call(app(), Method::GET, "/v1/models", "").await;
+        assert_eq!((status, body.as_str()), (StatusCode::BAD_REQUEST, r#"{"error":"Missing model name in request."}"#));
+        let (status, _, body) = call(app(), Method::POST, "/v1/models/nope:predict", r#"{"instances": [1]}"#).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::NOT_FOUND, r#"{"error":"Servable not found for request: Latest(nope)"}"#)
+        );
+        let (status, _, body) = call(app(), Method::POST, "/v1/models/nope:predict", "").await;
+        assert_eq!((status, body.as_str()), (StatusCode::BAD_REQUEST, r#"{"error":"JSON Parse error: The document is empty"}"#));
+        let (status, _, body) = call(app(), Method::POST, "/V1/MODELS/nope:classify", "{}").await;
+        assert_eq!(status, StatusCode::NOT_IMPLEMENTED);
+        assert!(body.contains("Classify"), "{body}");
+        let (status, _, body) = call(app(), Method::GET, "/v1/models/nope/metadata", "").await;
+        assert_eq!((status, body.as_str()), (StatusCode::NOT_FOUND, r#"{"error":"Servable not found for request: Latest(nope)"}"#));
+    }
+}
