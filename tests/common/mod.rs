@@ -127,3 +127,15 @@ pub fn assert_close(got: &[f32], want: &[f32], atol: f32, what: &str) {
     let worst = got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0f32, f32::max);
     assert!(worst <= atol, "{what}: max |diff| {worst} > {atol}");
 }
+
+impl Server {
+    /// Starts the binary like [`Server::start`] with the REST API on another free port, which
+    /// it returns with the server.
+    pub async fn start_with_rest(args: &[&str], model: &str) -> (Server, u16) {
+        let rest_port = free_port();
+        let flag = format!("--rest_api_port={rest_port}");
+        let mut all: Vec<&str> = args.to_vec();
+        all.push(&flag);
+        (Server::start(&all, model).await, rest_port)
+    }
+}

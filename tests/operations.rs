@@ -1,0 +1,214 @@
+//! What Kubernetes and grpcurl touch: gRPC health across start-up, load and SIGTERM, server
+//! reflection, draining on shutdown, and connection recycling by maximum age.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use candle_serving::proto::onnx::tensor_proto::DataType as OnnxType;
+use candle_serving::proto::onnx::tensor_shape_proto::{Dimension, dimension};
+use candle_serving::proto::onnx::type_proto::{self, Tensor as TensorType};
+use candle_serving::proto::onnx::{
+    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto as OnnxTensor, TensorShapeProto, TypeProto,
+    ValueInfoProto,
+};
+use candle_serving::proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
+use common::*;
+use prost::Message;
+use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("kill");
+    assert!(status.success());
+}
+
+fn spawn(args: &[String]) -> Child {
+    Command::new(BIN).args(args).current_dir(repo_root()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn")
+}
+
+async fn health(port: u16, service: &str) -> Option<i32> {
+    let channel = Channel::from_shared(format!("http://127.0.0.1:{port}")).ok()?.connect().await.ok()?;
+    let response = HealthClient::new(channel).check(HealthCheckRequest { service: service.into() }).await.ok()?;
+    Some(response.into_inner().status)
+}
+
+/// A model that takes a while to load (a 96 MiB initializer), so "loading" is observable.
+fn write_slow_model(dir: &Path) {
+    let value = |name: &str| ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(TensorType {
+                elem_type: OnnxType::Float as i32,
+                shape: Some(TensorShapeProto {
+                    dim: vec![
+                        Dimension { value: Some(dimension::Value::DimParam("N".into())), ..Default::default() },
+                        Dimension { value: Some(dimension::Value::DimValue(4)), ..Default::default() },
+                    ],
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let count = 24 << 20;
+    let big = OnnxTensor {
+        name: "big".into(),
+        dims: vec![count],
+        data_type: OnnxType::Float as i32,
+        raw_data: vec![0u8; count as usize * 4],
+        ..Default::default()
+    };
+    let graph = GraphProto {
+        node: vec![NodeProto { op_type: "Relu".into(), name: "r".into(), input: vec!["x".into()], output: vec!["y".into()], ..Default::default() }],
+        initializer: vec![big],
+        input: vec![value("x")],
+        output: vec![value("y")],
+        ..Default::default()
+    };
+    let model = ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 13 }],
+        graph: Some(graph),
+        ..Default::default()
+    };
+    std::fs::create_dir_all(dir.join("1")).expect("mkdir");
+    std::fs::write(dir.join("1/model.onnx"), model.encode_to_vec()).expect("write");
+}
+
+#[tokio::test]
+async fn health_goes_not_serving_serving_not_serving_across_load_and_sigterm() {
+    let dir = std::env::temp_dir().join(format!("candle-serving-slow-{}", std::process::id()));
+    write_slow_model(&dir.join("slow"));
+    let port = free_port();
+    let mut child = spawn(&[
+        format!("--port={port}"),
+        "--model_name=slow".into(),
+        format!("--model_base_path={}", dir.join("slow").display()),
+        "--shutdown_delay_seconds=1".into(),
+    ]);
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Some(status) = health(port, "").await {
+            if seen.last() != Some(&status) {
+                seen.push(status);
+            }
+            if status == ServingStatus::Serving as i32 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(seen, vec![ServingStatus::NotServing as i32, ServingStatus::Serving as i32], "start-up sequence");
+    for service in ["tensorflow.serving.PredictionService", "PredictionService", "ModelService", "tensorflow.serving.ModelService"] {
+        assert_eq!(health(port, service).await, Some(ServingStatus::Serving as i32), "{service}");
+    }
+
+    sigterm(&child);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(health(port, "").await, Some(ServingStatus::NotServing as i32), "after SIGTERM, during the delay");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "server did not exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn sigterm_during_slow_requests_loses_none() {
+    let port = free_port();
+    let mut child = spawn(&[format!("--port={port}"), "--drain_timeout_seconds=60".into()]);
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while health(port, "").await != Some(ServingStatus::Serving as i32) {
+        assert!(Instant::now() < deadline, "not serving");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, image) = npy(&fixture("mnist_cnn/input_b1.npy"));
+    let batch = 512;
+    let input: Vec<f32> = image.iter().copied().cycle().take(batch * 784).collect();
+    let channel = Channel::from_shared(url).expect("url").connect().await.expect("connect");
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let mut client = PredictionServiceClient::new(channel.clone());
+        let request = predict_request("mnist_cnn", "image", float_tensor(&[batch, 28, 28, 1], input.clone()));
+        tasks.push(tokio::spawn(async move { client.predict(request).await }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sigterm(&child);
+    let mut ok = 0;
+    for task in tasks {
+        let response = task.await.expect("join").expect("in-flight request must finish during drain");
+        assert_eq!(response.into_inner().outputs["probabilities"].float_val.len(), batch * 10);
+        ok += 1;
+    }
+    assert_eq!(ok, 8);
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "exit status {status}");
+}
+
+#[tokio::test]
+async fn reflection_lists_the_services() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let server = Server::start(&[], "mnist_cnn").await;
+    let channel = Channel::from_shared(server.url()).expect("url").connect().await.expect("connect");
+    let mut client = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let mut stream = client.server_reflection_info(tokio_stream::iter(vec![request])).await.expect("reflection").into_inner();
+    let response = stream.message().await.expect("message").expect("one response");
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else { panic!("unexpected response") };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in [
+        "tensorflow.serving.PredictionService",
+        "tensorflow.serving.ModelService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+    ] {
+        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+    }
+}
+
+#[tokio::test]
+async fn connections_are_recycled_by_max_age_without_failed_requests() {
+    let rest = free_port();
+    let server = Server::start(
+        &["--grpc_max_connection_age_ms=300", "--grpc_max_connection_age_grace_ms=5000", &format!("--rest_api_port={rest}")],
+        "mnist_cnn",
+    )
+    .await;
+    let (dims, input) = npy(&fixture("mnist_cnn/input_b1.npy"));
+    let mut client = server.predict_client().await;
+    let started = Instant::now();
+    let (mut ok, mut failed) = (0, 0);
+    while started.elapsed() < Duration::from_secs(2) {
+        match client.predict(predict_request("mnist_cnn", "image", float_tensor(&dims, input.clone()))).await {
+            Ok(_) => ok += 1,
+            Err(status) => {
+                failed += 1;
+                eprintln!("failed: {status:?}");
+            }
+        }
+    }
+    assert_eq!(failed, 0, "{failed} failed of {}", ok + failed);
+    let metrics = reqwest::get(format!("http://127.0.0.1:{rest}/metrics")).await.expect("metrics").text().await.expect("body");
+    let accepted: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("candle_serving_connections_accepted_total{transport=\"grpc\"} "))
+        .and_then(|v| v.parse().ok())
+        .expect("connection counter");
+    assert!(accepted >= 4.0, "expected the client to reconnect several times, saw {accepted} connections");
+}
