@@ -3,9 +3,7 @@
 //! drain in-flight requests. Tests call it directly with listeners bound to port 0.
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -14,10 +12,11 @@ use tokio::task::JoinSet;
 
 use crate::config::text_proto::{self, TextProtoError};
 use crate::config::{ModelSource, ServerConfig};
-use crate::engine::{ComputePool, EngineOptions};
+use crate::engine::ComputePool;
 use crate::metrics::Metrics;
 use crate::proto::tensorflow::serving::MonitoringConfig;
-use crate::repository::{LayoutError, ModelRepository, VersionState, discover_models, load_servable, scan_versions};
+use crate::config::model_config::{self, ConfigError, ModelConfig};
+use crate::repository::{LayoutError, ModelManager, ModelRepository, discover_models, manager_channel};
 use crate::transport::connections::{self, ConnectionLimits};
 use crate::transport::grpc::{self, PredictOptions};
 use crate::transport::health::Readiness;
@@ -36,8 +35,10 @@ pub enum ServeError {
     Layout(#[from] LayoutError),
     #[error(transparent)]
     Config(#[from] TextProtoError),
-    #[error("{count} model(s) did not become available: {details}")]
-    ModelsUnavailable { count: usize, details: String },
+    #[error(transparent)]
+    ModelConfig(#[from] ConfigError),
+    #[error("{0}")]
+    ModelsUnavailable(String),
     #[error("cannot set up {0}")]
     Setup(String),
 }
@@ -63,9 +64,12 @@ pub async fn serve(
             })
         }
     };
-    let models: Vec<(String, PathBuf)> = match &config.models {
-        ModelSource::Single { name, base_path } => vec![(name.clone(), base_path.clone())],
-        ModelSource::Discover { root } => discover_models(root)?,
+    let (models, config_file) = match &config.models {
+        ModelSource::Single { name, base_path } => (vec![ModelConfig::latest(name.clone(), base_path.clone())], None),
+        ModelSource::Discover { root } => {
+            (discover_models(root)?.into_iter().map(|(name, path)| ModelConfig::latest(name, path)).collect(), None)
+        }
+        ModelSource::ConfigFile(path) => (model_config::load_file(path)?, Some(path.clone())),
     };
 
     let compute = ComputePool::new(threads, COMPUTE_QUEUE);
@@ -81,7 +85,8 @@ pub async fn serve(
         tensor_content_outputs: config.enable_serialization_as_tensor_content,
         max_tensor_bytes: config.max_tensor_bytes,
     };
-    let routes = grpc::routes(Arc::clone(&repository), Arc::clone(&metrics), options, health_service)
+    let (manager_handle, manager_inbox) = manager_channel();
+    let routes = grpc::routes(Arc::clone(&repository), Arc::clone(&metrics), options, health_service, manager_handle)
         .map_err(|e| ServeError::Setup(format!("gRPC reflection: {e}")))?;
     let grpc_address = listeners.grpc.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let limits = ConnectionLimits {
@@ -120,13 +125,21 @@ pub async fn serve(
     }
     tracing::info!(grpc = %grpc_address, rest = ?rest_address, compute_threads = threads, "listening; loading models");
 
-    if let Err(err) = load_all(&repository, &metrics, &models, &compute).await {
+    let mut manager = ModelManager::new(
+        Arc::clone(&repository),
+        Arc::clone(&metrics),
+        compute,
+        config.lifecycle.clone(),
+        config.max_tensor_bytes,
+    );
+    if let Err(err) = manager.apply(models).await {
         let _ = stop_tx.send(true);
         while transports.join_next().await.is_some() {}
-        return Err(err);
+        return Err(ServeError::ModelsUnavailable(err));
     }
     readiness.set(true).await;
     tracing::info!(models = ?repository.model_names(), "all models available; SERVING");
+    let manager_task = tokio::spawn(manager.run(manager_inbox, config_file, stop_rx.clone()));
 
     shutdown.await;
     readiness.set(false).await;
@@ -136,50 +149,7 @@ pub async fn serve(
     }
     let _ = stop_tx.send(true);
     while transports.join_next().await.is_some() {}
+    let _ = manager_task.await;
     tracing::info!("server stopped");
     Ok(())
-}
-
-/// Loads the newest version of every model, like TF Serving at start-up. Any model that fails
-/// keeps its error in the repository and fails start-up with every message listed.
-async fn load_all(
-    repository: &Arc<ModelRepository>,
-    metrics: &Metrics,
-    models: &[(String, PathBuf)],
-    compute: &ComputePool,
-) -> Result<(), ServeError> {
-    let mut failures = Vec::new();
-    for (name, base_path) in models {
-        let versions = scan_versions(base_path)?;
-        let Some((&version, dir)) = versions.iter().next_back() else { continue };
-        repository.set_state(name, version, VersionState::Loading, None);
-        metrics.set_version_state(name, version, "LOADING");
-        let started = Instant::now();
-        let (n, d, c) = (name.clone(), dir.clone(), compute.clone());
-        let loaded = tokio::task::spawn_blocking(move || load_servable(&n, version, &d, &EngineOptions::default(), c))
-            .await
-            .map_err(|e| crate::engine::LoadError::Invalid(format!("loader thread failed: {e}")))
-            .and_then(|r| r);
-        let elapsed = started.elapsed();
-        metrics.observe_load(name, &dir.display().to_string(), elapsed, loaded.is_ok());
-        match loaded {
-            Ok(servable) => {
-                repository.make_available(servable);
-                metrics.set_version_state(name, version, "AVAILABLE");
-                tracing::info!(model = %name, version, elapsed_ms = elapsed.as_millis() as u64, "model version AVAILABLE");
-            }
-            Err(err) => {
-                let message = err.to_string();
-                tracing::error!(model = %name, version, error = %message, "model version failed to load; END");
-                repository.set_state(name, version, VersionState::End, Some(message.clone()));
-                metrics.set_version_state(name, version, "END");
-                failures.push(format!("{{name: {name} version: {version}, error: {message}}}"));
-            }
-        }
-    }
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(ServeError::ModelsUnavailable { count: failures.len(), details: failures.join(", ") })
-    }
 }

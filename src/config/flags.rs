@@ -13,9 +13,11 @@ pub enum ModelSource {
     Single { name: String, base_path: PathBuf },
     /// Every `<root>/<name>/<version>/` directory; the default with no flags at all.
     Discover { root: PathBuf },
+    /// `--model_config_file`: TF Serving's text-format ModelServerConfig.
+    ConfigFile(PathBuf),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     pub port: u16,
     /// 0 = REST off.
@@ -36,6 +38,33 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     pub grpc_max_connection_age: Option<Duration>,
     pub grpc_max_connection_age_grace: Option<Duration>,
+    pub lifecycle: LifecycleOptions,
+}
+
+/// Model lifecycle knobs, with TF Serving's flag names and defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LifecycleOptions {
+    /// How often version directories are re-scanned; `None` = only at start-up.
+    pub file_system_poll: Option<Duration>,
+    /// How often `--model_config_file` is re-read; `None` = only at start-up.
+    pub config_file_poll: Option<Duration>,
+    pub max_load_retries: u32,
+    pub load_retry_interval: Duration,
+    pub allow_labels_for_unavailable: bool,
+    pub enable_warmup: bool,
+}
+
+impl Default for LifecycleOptions {
+    fn default() -> Self {
+        Self {
+            file_system_poll: Some(Duration::from_secs(1)),
+            config_file_poll: None,
+            max_load_retries: 5,
+            load_retry_interval: Duration::from_secs(60),
+            allow_labels_for_unavailable: false,
+            enable_warmup: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +89,7 @@ impl Default for ServerConfig {
             drain_timeout: Duration::from_secs(30),
             grpc_max_connection_age: None,
             grpc_max_connection_age_grace: None,
+            lifecycle: LifecycleOptions::default(),
         }
     }
 }
@@ -79,7 +109,7 @@ pub enum FlagError {
 }
 
 /// What the command line asks for.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub enum ParseOutcome {
     Serve(ServerConfig),
     Help,
@@ -107,6 +137,13 @@ const FLAGS: &[(&str, Kind, &str, &str)] = &[
     ("model_base_path", Kind::Value, "", "directory holding <version>/model.onnx of that model"),
     ("enable_serialization_as_tensor_content", Kind::Bool, "false", "answer Predict in tensor_content bytes"),
     ("tensorflow_intra_op_parallelism", Kind::Value, "0", "threads that execute models (0 = available cores)"),
+    ("model_config_file", Kind::Value, "", "text ModelServerConfig listing the models (overrides --model_name/--model_base_path)"),
+    ("model_config_file_poll_wait_seconds", Kind::Value, "0", "re-read --model_config_file this often (0 = once)"),
+    ("file_system_poll_wait_seconds", Kind::Value, "1", "re-scan version directories this often (0 = once; fractions allowed)"),
+    ("max_num_load_retries", Kind::Value, "5", "retries after a failed version load"),
+    ("load_retry_interval_micros", Kind::Value, "60000000", "delay between load retries"),
+    ("allow_version_labels_for_unavailable_models", Kind::Bool, "false", "allow labels on versions not yet available"),
+    ("enable_model_warmup", Kind::Bool, "true", "replay assets.extra/tf_serving_warmup_requests (or one synthetic request) before AVAILABLE"),
     ("help", Kind::Bool, "", "print this help"),
     ("version", Kind::Bool, "", "print the version"),
 ];
@@ -137,6 +174,15 @@ where
         .map_err(|e: T::Err| FlagError::BadValue { flag: flag.into(), value: value.into(), reason: e.to_string() })
 }
 
+/// Poll periods: 0 = once (None), negative = never (None), fractions allowed for tests.
+fn seconds(flag: &str, value: &str) -> Result<Option<Duration>, FlagError> {
+    let s: f64 = parse_num(flag, value)?;
+    if !s.is_finite() {
+        return Err(FlagError::BadValue { flag: flag.into(), value: value.into(), reason: "not a finite number".into() });
+    }
+    Ok((s > 0.0).then(|| Duration::from_secs_f64(s)))
+}
+
 fn millis(ms: u64) -> Option<Duration> {
     (ms > 0).then(|| Duration::from_millis(ms))
 }
@@ -145,6 +191,7 @@ fn millis(ms: u64) -> Option<Duration> {
 pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<ParseOutcome, FlagError> {
     let mut config = ServerConfig::default();
     let mut model_name: Option<String> = None;
+    let mut config_file: Option<PathBuf> = None;
     let mut base_path: Option<String> = None;
     let mut args = args.into_iter().peekable();
     if args.peek().is_none() {
@@ -174,6 +221,17 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<ParseOutcom
                 config.enable_serialization_as_tensor_content = parse_bool(&name, &value)?;
             }
             "tensorflow_intra_op_parallelism" => config.compute_threads = parse_num(&name, &value)?,
+            "model_config_file" => config_file = Some(PathBuf::from(value)).filter(|p| !p.as_os_str().is_empty()),
+            "model_config_file_poll_wait_seconds" => config.lifecycle.config_file_poll = seconds(&name, &value)?,
+            "file_system_poll_wait_seconds" => config.lifecycle.file_system_poll = seconds(&name, &value)?,
+            "max_num_load_retries" => config.lifecycle.max_load_retries = parse_num(&name, &value)?,
+            "load_retry_interval_micros" => {
+                config.lifecycle.load_retry_interval = Duration::from_micros(parse_num(&name, &value)?);
+            }
+            "allow_version_labels_for_unavailable_models" => {
+                config.lifecycle.allow_labels_for_unavailable = parse_bool(&name, &value)?;
+            }
+            "enable_model_warmup" => config.lifecycle.enable_warmup = parse_bool(&name, &value)?,
             "rest_api_timeout_in_ms" => config.rest_api_timeout = Duration::from_millis(parse_num(&name, &value)?),
             "monitoring_config_file" => config.monitoring_config_file = Some(PathBuf::from(value)).filter(|p| !p.as_os_str().is_empty()),
             "log_format" => {
@@ -191,6 +249,11 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<ParseOutcom
             "version" if parse_bool(&name, &value)? => return Ok(ParseOutcome::Version),
             _ => {}
         }
+    }
+    if let Some(path) = config_file {
+        // As in TF Serving, the config file wins over --model_name/--model_base_path.
+        config.models = ModelSource::ConfigFile(path);
+        return Ok(ParseOutcome::Serve(config));
     }
     match (model_name, base_path) {
         (name, Some(path)) if !path.is_empty() => {

@@ -2,5 +2,6 @@
 
 mod flags;
 
-pub use flags::{FlagError, LogFormat, ModelSource, ParseOutcome, ServerConfig, parse_args, usage};
+pub use flags::{FlagError, LifecycleOptions, LogFormat, ModelSource, ParseOutcome, ServerConfig, parse_args, usage};
 pub mod text_proto;
+pub mod model_config;

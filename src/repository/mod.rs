@@ -3,8 +3,13 @@
 
 mod layout;
 mod loader;
+mod manager;
 mod state;
+mod tfrecord;
+mod warmup;
 
 pub use layout::{LayoutError, discover_models, scan_versions};
 pub use loader::load_servable;
+pub use manager::{ManagerHandle, ManagerInbox, ModelManager, channel as manager_channel};
+pub use tfrecord::write_records as write_tfrecords;
 pub use state::{LookupError, ModelRepository, VersionRequest, VersionState, VersionStatus};

@@ -93,14 +93,49 @@ impl ModelRepository {
         }
     }
 
-    /// Publishes a loaded version; from now on requests can reach it.
-    pub fn make_available(&self, servable: Servable) {
+    /// Publishes a loaded (and warmed-up) version; from now on requests can reach it.
+    pub fn make_available(&self, servable: Arc<Servable>) {
         let mut models = self.write();
         let model = models.entry(servable.name().to_string()).or_default();
-        model.versions.insert(
-            servable.version(),
-            Slot { state: VersionState::Available, error: None, servable: Some(Arc::new(servable)) },
-        );
+        model.versions.insert(servable.version(), Slot { state: VersionState::Available, error: None, servable: Some(servable) });
+    }
+
+    /// Takes a version out of routing (state UNLOADING) and hands back the servable so the caller
+    /// can wait for in-flight requests, which hold their own `Arc`, before releasing it.
+    pub fn begin_unload(&self, name: &str, version: i64) -> Option<Arc<Servable>> {
+        let mut models = self.write();
+        let slot = models.get_mut(name)?.versions.get_mut(&version)?;
+        let servable = slot.servable.take()?;
+        slot.state = VersionState::Unloading;
+        slot.error = None;
+        Some(servable)
+    }
+
+    pub fn state(&self, name: &str, version: i64) -> Option<VersionState> {
+        self.read().get(name).and_then(|m| m.versions.get(&version)).map(|s| s.state)
+    }
+
+    /// Versions that currently answer requests.
+    pub fn available_versions(&self, name: &str) -> Vec<i64> {
+        self.read()
+            .get(name)
+            .map(|m| m.versions.iter().filter(|(_, s)| s.servable.is_some()).map(|(v, _)| *v).collect())
+            .unwrap_or_default()
+    }
+
+    /// The last error of any version of `name`, newest first.
+    pub fn last_error(&self, name: &str) -> Option<String> {
+        self.read().get(name).and_then(|m| m.versions.values().rev().find_map(|s| s.error.clone()))
+    }
+
+    pub fn set_labels(&self, name: &str, labels: HashMap<String, i64>) {
+        if let Some(model) = self.write().get_mut(name) {
+            model.labels = labels;
+        }
+    }
+
+    pub fn remove_model(&self, name: &str) {
+        self.write().remove(name);
     }
 
     pub fn model_names(&self) -> Vec<String> {

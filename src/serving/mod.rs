@@ -6,7 +6,7 @@ pub(crate) mod servable;
 mod signature;
 mod validate;
 
-pub use predict::{PredictCall, PredictOutcome, RequestTensor, predict};
+pub use predict::{PredictCall, PredictOutcome, RequestTensor, WireTensor, predict, predict_on};
 pub use servable::Servable;
 pub use signature::{DEFAULT_SIGNATURE, PREDICT_METHOD, Signature};
 pub use validate::{RequestError, check_input, check_input_keys, select_outputs};

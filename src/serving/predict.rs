@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::engine::Timing;
 use crate::error::ServingError;
 use crate::repository::{ModelRepository, VersionRequest};
+use crate::tensor::tf_proto;
 use crate::tensor::{DType, HostTensor, TensorSpec};
 
 use super::{RequestError, Servable, check_input, check_input_keys, select_outputs};
@@ -40,12 +41,21 @@ pub struct PredictOutcome {
 
 pub async fn predict<T: RequestTensor>(
     repository: &ModelRepository,
-    mut call: PredictCall<T>,
+    call: PredictCall<T>,
 ) -> Result<PredictOutcome, ServingError> {
     if call.model.is_empty() {
         return Err(RequestError::EmptyModelName.into());
     }
     let servable = repository.resolve(&call.model, &call.version)?;
+    predict_on(servable, call).await
+}
+
+/// Runs a call on a servable already in hand (warm-up uses this before the version is
+/// published, so no request can reach it half-ready).
+pub async fn predict_on<T: RequestTensor>(
+    servable: Arc<Servable>,
+    mut call: PredictCall<T>,
+) -> Result<PredictOutcome, ServingError> {
     let signature = servable.signature(&call.signature_name)?;
     check_input_keys(signature, call.inputs.keys().map(String::as_str))?;
     let selected = select_outputs(signature, &call.output_filter)?;
@@ -69,4 +79,34 @@ pub async fn predict<T: RequestTensor>(
         .filter_map(|i| results.get_mut(i).and_then(Option::take).map(|t| (signature.outputs[i].key.clone(), t)))
         .collect();
     Ok(PredictOutcome { servable, signature_name, outputs, timing })
+}
+
+/// A `TensorProto` from the wire, decoded only after its header passed the signature check.
+pub struct WireTensor {
+    pub proto: crate::proto::tensorflow::TensorProto,
+    pub max_bytes: usize,
+}
+
+impl RequestTensor for WireTensor {
+    fn header(&self, spec: &TensorSpec) -> Result<(DType, Vec<usize>), RequestError> {
+        let header = tf_proto::header(&self.proto, self.max_bytes)
+            .map_err(|source| RequestError::Tensor { key: spec.key.clone(), source })?;
+        Ok((header.dtype, header.shape))
+    }
+
+    fn materialise(self, spec: &TensorSpec, dtype: DType, shape: Vec<usize>) -> Result<HostTensor, RequestError> {
+        tf_proto::decode(&self.proto, tf_proto::TensorHeader { dtype, shape })
+            .map_err(|source| RequestError::Tensor { key: spec.key.clone(), source })
+    }
+}
+
+/// Already-decoded tensors (REST after JSON parsing, synthetic warm-up requests).
+impl RequestTensor for HostTensor {
+    fn header(&self, _: &TensorSpec) -> Result<(DType, Vec<usize>), RequestError> {
+        Ok((self.dtype(), self.shape().to_vec()))
+    }
+
+    fn materialise(self, _: &TensorSpec, _: DType, _: Vec<usize>) -> Result<HostTensor, RequestError> {
+        Ok(self)
+    }
 }

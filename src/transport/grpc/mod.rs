@@ -13,7 +13,7 @@ use crate::proto::tensorflow::serving::prediction_service_server::PredictionServ
 use tonic_health::pb::health_server::{Health, HealthServer};
 
 use crate::metrics::Metrics;
-use crate::repository::ModelRepository;
+use crate::repository::{ManagerHandle, ModelRepository};
 
 pub use model_service::ModelServiceImpl;
 pub use prediction::{PredictOptions, PredictionServiceImpl};
@@ -28,11 +28,12 @@ pub fn routes(
     metrics: Arc<Metrics>,
     options: PredictOptions,
     health: HealthServer<impl Health>,
+    manager: ManagerHandle,
 ) -> Result<Routes, tonic_reflection::server::Error> {
     let prediction = PredictionServiceServer::new(PredictionServiceImpl::new(Arc::clone(&repository), metrics, options))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let models = ModelServiceServer::new(ModelServiceImpl::new(repository))
+    let models = ModelServiceServer::new(ModelServiceImpl::new(repository, manager))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let reflection = || {

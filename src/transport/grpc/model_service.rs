@@ -10,18 +10,20 @@ use crate::proto::tensorflow::serving::{
     GetModelStatusRequest, GetModelStatusResponse, ModelVersionStatus, ReloadConfigRequest, ReloadConfigResponse,
     StatusProto,
 };
-use crate::repository::{ModelRepository, VersionRequest, VersionState};
+use crate::config::model_config;
+use crate::repository::{ManagerHandle, ModelRepository, VersionRequest, VersionState};
 use crate::serving::RequestError;
 
 use super::model_spec;
 
 pub struct ModelServiceImpl {
     repository: Arc<ModelRepository>,
+    manager: ManagerHandle,
 }
 
 impl ModelServiceImpl {
-    pub fn new(repository: Arc<ModelRepository>) -> Self {
-        Self { repository }
+    pub fn new(repository: Arc<ModelRepository>, manager: ManagerHandle) -> Self {
+        Self { repository, manager }
     }
 
     fn status_inner(&self, request: GetModelStatusRequest) -> Result<GetModelStatusResponse, ServingError> {
@@ -69,13 +71,20 @@ impl ModelService for ModelServiceImpl {
         self.status_inner(request.into_inner()).map(Response::new).map_err(Status::from)
     }
 
+    /// Applies the new model list and answers once every model in it has an available version,
+    /// or with the reasons some do not (the new config stays applied, as in TF Serving).
     async fn handle_reload_config_request(
         &self,
-        _: Request<ReloadConfigRequest>,
+        request: Request<ReloadConfigRequest>,
     ) -> Result<Response<ReloadConfigResponse>, Status> {
-        Err(ServingError::Unimplemented(
-            "HandleReloadConfigRequest is not implemented yet: model configuration reload is not available in this release".into(),
-        )
-        .into())
+        let config = request.into_inner().config.unwrap_or_default();
+        let models = model_config::from_proto(config).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        match self.manager.reload(models).await {
+            Ok(()) => Ok(Response::new(ReloadConfigResponse {
+                status: Some(StatusProto { error_code: Code::Ok as i32, error_message: String::new() }),
+                metric: Vec::new(),
+            })),
+            Err(message) => Err(Status::failed_precondition(crate::error::truncate_message(message))),
+        }
     }
 }

@@ -14,8 +14,7 @@ use crate::proto::tensorflow::serving::{
 };
 use crate::proto::tensorflow::{SignatureDef, TensorInfo, tensor_info};
 use crate::repository::ModelRepository;
-use crate::serving::{PredictCall, RequestError, RequestTensor, Signature, predict};
-use crate::tensor::{DType, HostTensor, TensorSpec};
+use crate::serving::{PredictCall, RequestError, Signature, WireTensor, predict};
 use crate::tensor::tf_proto::{self, dtype_to_tf, shape_to_tf};
 
 use super::model_spec;
@@ -101,25 +100,6 @@ impl PredictionServiceImpl {
             model_spec: Some(spec),
             metadata: [(SIGNATURE_DEF_FIELD.to_string(), any)].into_iter().collect(),
         })
-    }
-}
-
-/// A `TensorProto` from the wire, decoded only after its header passed the signature check.
-struct WireTensor {
-    proto: crate::proto::tensorflow::TensorProto,
-    max_bytes: usize,
-}
-
-impl RequestTensor for WireTensor {
-    fn header(&self, spec: &TensorSpec) -> Result<(DType, Vec<usize>), RequestError> {
-        let header = tf_proto::header(&self.proto, self.max_bytes)
-            .map_err(|source| RequestError::Tensor { key: spec.key.clone(), source })?;
-        Ok((header.dtype, header.shape))
-    }
-
-    fn materialise(self, spec: &TensorSpec, dtype: DType, shape: Vec<usize>) -> Result<HostTensor, RequestError> {
-        tf_proto::decode(&self.proto, tf_proto::TensorHeader { dtype, shape })
-            .map_err(|source| RequestError::Tensor { key: spec.key.clone(), source })
     }
 }
 

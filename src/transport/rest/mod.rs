@@ -38,8 +38,9 @@ const MAX_BODY_BYTES: usize = 1 << 30;
 pub struct RestState {
     pub repository: Arc<ModelRepository>,
     pub metrics: Arc<Metrics>,
-    /// `--rest_api_timeout_in_ms`: the most a request may spend after its body arrived before
-    /// it is answered with 504. Zero disables the limit.
+    /// `--rest_api_timeout_in_ms`: the most a Predict may spend between its body arriving and
+    /// its answer (parsing, queueing, inference) before it is answered with 504. Status and
+    /// metadata answer from memory and are not limited. Zero disables the limit.
     pub timeout: Duration,
 }
 

@@ -130,10 +130,10 @@ impl RequestTensor for JsonTensor<'_, '_> {
             DType::F32 => TensorData::F32(self.collect(key, count, |v| decimal(v, dtype, F32_MAX_INT, f64::from(f32::MAX)).map(|x| x as f32))?),
             DType::F64 => TensorData::F64(self.collect(key, count, |v| decimal(v, dtype, F64_MAX_INT, f64::MAX))?),
             DType::F16 => TensorData::F16(
-                self.collect(key, count, |v| decimal(v, dtype, F32_MAX_INT, f64::from(f32::MAX)).map(|x| f16::from_f64(x)))?,
+                self.collect(key, count, |v| decimal(v, dtype, F32_MAX_INT, f64::from(f32::MAX)).map(f16::from_f64))?,
             ),
             DType::BF16 => TensorData::BF16(
-                self.collect(key, count, |v| decimal(v, dtype, F32_MAX_INT, f64::from(f32::MAX)).map(|x| bf16::from_f64(x)))?,
+                self.collect(key, count, |v| decimal(v, dtype, F32_MAX_INT, f64::from(f32::MAX)).map(bf16::from_f64))?,
             ),
             DType::I8 => TensorData::I8(self.collect(key, count, |v| integer(v, dtype))?),
             DType::I16 => TensorData::I16(self.collect(key, count, |v| integer(v, dtype))?),

@@ -1,0 +1,328 @@
+//! The model lifecycle, owned by one task: which versions should be loaded (config + policy +
+//! what is on disk), loading and warming them up, publishing, and unloading what is no longer
+//! wanted only once a wanted version serves. Requests never wait on this task.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::LifecycleOptions;
+use crate::config::model_config::{self, ModelConfig};
+use crate::engine::{ComputePool, EngineOptions};
+use crate::metrics::Metrics;
+
+use super::loader::MODEL_FILE;
+use super::warmup::warm_up;
+use super::{ModelRepository, VersionState, load_servable, scan_versions};
+
+/// Size and modification time of a version's model file: a version whose fingerprint is the
+/// same on two consecutive polls is complete (a copy in progress keeps changing it).
+type Fingerprint = (u64, SystemTime);
+
+fn fingerprint(dir: &Path) -> Option<Fingerprint> {
+    let meta = std::fs::metadata(dir.join(MODEL_FILE)).ok()?;
+    Some((meta.len(), meta.modified().ok()?))
+}
+
+struct Failure {
+    count: u32,
+    retry_at: Instant,
+    fingerprint: Option<Fingerprint>,
+}
+
+pub struct ModelManager {
+    repository: Arc<ModelRepository>,
+    metrics: Arc<Metrics>,
+    compute: ComputePool,
+    options: LifecycleOptions,
+    max_tensor_bytes: usize,
+    config: Vec<ModelConfig>,
+    seen: HashMap<(String, i64), Fingerprint>,
+    failures: HashMap<(String, i64), Failure>,
+    scan_errors: HashMap<String, String>,
+}
+
+enum Command {
+    Reload { config: Vec<ModelConfig>, reply: oneshot::Sender<Result<(), String>> },
+}
+
+/// How transports ask the manager for a new config (HandleReloadConfigRequest).
+#[derive(Clone)]
+pub struct ManagerHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+impl ManagerHandle {
+    /// Applies `config` and answers once the new state is reached, or with what failed.
+    pub async fn reload(&self, config: Vec<ModelConfig>) -> Result<(), String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Reload { config, reply }).await.map_err(|_| "the model manager has stopped".to_string())?;
+        rx.await.map_err(|_| "the model manager has stopped".to_string())?
+    }
+}
+
+/// The receiving end, handed to [`ModelManager::run`] once start-up loading is done.
+pub struct ManagerInbox {
+    rx: mpsc::Receiver<Command>,
+}
+
+pub fn channel() -> (ManagerHandle, ManagerInbox) {
+    let (tx, rx) = mpsc::channel(16);
+    (ManagerHandle { tx }, ManagerInbox { rx })
+}
+
+impl ModelManager {
+    pub fn new(
+        repository: Arc<ModelRepository>,
+        metrics: Arc<Metrics>,
+        compute: ComputePool,
+        options: LifecycleOptions,
+        max_tensor_bytes: usize,
+    ) -> Self {
+        Self {
+            repository,
+            metrics,
+            compute,
+            options,
+            max_tensor_bytes,
+            config: Vec::new(),
+            seen: HashMap::new(),
+            failures: HashMap::new(),
+            scan_errors: HashMap::new(),
+        }
+    }
+
+    /// Replaces the config: removed models unload, new ones load (files present now are taken
+    /// as complete), labels apply. Errors list every model without an available version and
+    /// every refused label.
+    pub async fn apply(&mut self, config: Vec<ModelConfig>) -> Result<(), String> {
+        let keep: BTreeSet<&str> = config.iter().map(|m| m.name.as_str()).collect();
+        for old in self.config.iter().filter(|m| !keep.contains(m.name.as_str())) {
+            for version in self.repository.available_versions(&old.name) {
+                self.unload(&old.name, version, true);
+            }
+            tracing::info!(model = %old.name, "model removed from config");
+        }
+        self.config = config;
+        let models = self.config.clone();
+        let mut problems = Vec::new();
+        for model in &models {
+            self.reconcile(model, true).await;
+            if self.repository.available_versions(&model.name).is_empty() {
+                let why = self
+                    .scan_errors
+                    .get(&model.name)
+                    .cloned()
+                    .or_else(|| self.repository.last_error(&model.name))
+                    .unwrap_or_else(|| "no version matches the version policy".to_string());
+                problems.push(format!("{{name: {} error: {why}}}", model.name));
+            }
+        }
+        let unavailable = problems.len();
+        for model in &models {
+            problems.extend(self.apply_labels(model));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else if unavailable > 0 {
+            Err(format!("{unavailable} model(s) did not become available: {}", problems.join(", ")))
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+
+    fn apply_labels(&self, model: &ModelConfig) -> Vec<String> {
+        let available = self.repository.available_versions(&model.name);
+        let mut refused = Vec::new();
+        for (label, version) in &model.labels {
+            if !available.contains(version) && !self.options.allow_labels_for_unavailable {
+                refused.push(format!(
+                    "Request to assign label {label} to version {version} of model {}, which is not currently available for inference",
+                    model.name
+                ));
+            }
+        }
+        if refused.is_empty() {
+            self.repository.set_labels(&model.name, model.labels.clone().into_iter().collect());
+        }
+        refused
+    }
+
+    /// One polling round over every configured model.
+    pub async fn poll(&mut self) {
+        for model in self.config.clone() {
+            self.reconcile(&model, false).await;
+        }
+    }
+
+    async fn reconcile(&mut self, model: &ModelConfig, trust_files: bool) {
+        let versions = match scan_versions(&model.base_path) {
+            Ok(v) => {
+                self.scan_errors.remove(&model.name);
+                v
+            }
+            Err(err) => {
+                if self.scan_errors.insert(model.name.clone(), err.to_string()).is_none() {
+                    tracing::warn!(model = %model.name, error = %err, "cannot scan model base path; will retry");
+                }
+                return;
+            }
+        };
+        let mut complete = BTreeSet::new();
+        for (&version, dir) in &versions {
+            let key = (model.name.clone(), version);
+            let print = fingerprint(dir);
+            let stable = match print {
+                Some(p) => self.seen.insert(key, p) == Some(p),
+                None => false,
+            };
+            if trust_files || stable {
+                complete.insert(version);
+            }
+        }
+        let wanted = model.policy.select(&complete);
+        for &version in wanted.iter().rev() {
+            if self.repository.state(&model.name, version) == Some(VersionState::Available) {
+                continue;
+            }
+            let dir = &versions[&version];
+            if !trust_files && !self.may_retry(&model.name, version, fingerprint(dir)) {
+                continue;
+            }
+            self.load(&model.name, version, dir).await;
+        }
+        let serving = self.repository.available_versions(&model.name);
+        if serving.iter().any(|v| wanted.contains(v)) {
+            for version in serving.into_iter().filter(|v| !wanted.contains(v)) {
+                self.unload(&model.name, version, false);
+            }
+        }
+    }
+
+    /// A failed version is retried after the retry interval, up to the retry limit, or at
+    /// once when its files changed (someone fixed it).
+    fn may_retry(&mut self, name: &str, version: i64, print: Option<Fingerprint>) -> bool {
+        let key = (name.to_string(), version);
+        match self.failures.get(&key) {
+            None => true,
+            Some(f) if f.fingerprint != print => {
+                self.failures.remove(&key);
+                true
+            }
+            Some(f) => f.count <= self.options.max_load_retries && Instant::now() >= f.retry_at,
+        }
+    }
+
+    async fn load(&mut self, name: &str, version: i64, dir: &Path) {
+        let started = Instant::now();
+        self.repository.set_state(name, version, VersionState::Loading, None);
+        self.metrics.set_version_state(name, version, "LOADING");
+        tracing::info!(model = %name, version, state = "LOADING", "model version transition");
+        let result = self.load_and_warm(name, version, dir.to_path_buf()).await;
+        let elapsed = started.elapsed();
+        self.metrics.observe_load(name, &dir.display().to_string(), elapsed, result.is_ok());
+        let key = (name.to_string(), version);
+        match result {
+            Ok(servable) => {
+                self.failures.remove(&key);
+                self.repository.make_available(servable);
+                self.metrics.set_version_state(name, version, "AVAILABLE");
+                tracing::info!(model = %name, version, state = "AVAILABLE", duration_ms = elapsed.as_millis() as u64, "model version transition");
+            }
+            Err(message) => {
+                let count = self.failures.get(&key).map_or(1, |f| f.count + 1);
+                let retry_at = Instant::now() + self.options.load_retry_interval;
+                self.failures.insert(key, Failure { count, retry_at, fingerprint: fingerprint(dir) });
+                self.repository.set_state(name, version, VersionState::End, Some(message.clone()));
+                self.metrics.set_version_state(name, version, "END");
+                tracing::error!(model = %name, version, state = "END", attempt = count, duration_ms = elapsed.as_millis() as u64, error = %message, "model version failed to load");
+            }
+        }
+    }
+
+    async fn load_and_warm(&self, name: &str, version: i64, dir: PathBuf) -> Result<Arc<crate::serving::Servable>, String> {
+        let (n, d, compute) = (name.to_string(), dir.clone(), self.compute.clone());
+        let servable = tokio::task::spawn_blocking(move || load_servable(&n, version, &d, &EngineOptions::default(), compute))
+            .await
+            .map_err(|e| format!("loader thread failed: {e}"))?
+            .map_err(|e| e.to_string())?;
+        let servable = Arc::new(servable);
+        if self.options.enable_warmup {
+            let runs = warm_up(&servable, &dir, self.max_tensor_bytes).await?;
+            tracing::debug!(model = %name, version, requests = runs, "warm-up done");
+        }
+        Ok(servable)
+    }
+
+    /// Stops routing to a version at once; it is released (END) after its in-flight requests,
+    /// which hold their own references, have finished.
+    fn unload(&self, name: &str, version: i64, remove_model: bool) {
+        let Some(servable) = self.repository.begin_unload(name, version) else { return };
+        let started = Instant::now();
+        self.metrics.set_version_state(name, version, "UNLOADING");
+        tracing::info!(model = %name, version, state = "UNLOADING", "model version transition");
+        let repository = Arc::clone(&self.repository);
+        let metrics = Arc::clone(&self.metrics);
+        let name = name.to_string();
+        tokio::spawn(async move {
+            while Arc::strong_count(&servable) > 1 && started.elapsed() < Duration::from_secs(600) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            drop(servable);
+            if remove_model && repository.available_versions(&name).is_empty() {
+                repository.remove_model(&name);
+            } else {
+                repository.set_state(&name, version, VersionState::End, None);
+            }
+            metrics.set_version_state(&name, version, "END");
+            tracing::info!(model = %name, version, state = "END", duration_ms = started.elapsed().as_millis() as u64, "model version transition");
+        });
+    }
+
+    /// The polling loop: version directories every `file_system_poll`, the config file every
+    /// `config_file_poll`, reload commands as they come, until `stop`.
+    pub async fn run(mut self, mut inbox: ManagerInbox, config_file: Option<PathBuf>, mut stop: watch::Receiver<bool>) {
+        let every = |d: Option<Duration>| d.unwrap_or(Duration::from_secs(86_400 * 365));
+        let mut fs_tick = tokio::time::interval(every(self.options.file_system_poll));
+        let mut config_tick = tokio::time::interval(every(self.options.config_file_poll.filter(|_| config_file.is_some())));
+        fs_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        config_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        fs_tick.tick().await;
+        config_tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = stopped(&mut stop) => return,
+                _ = fs_tick.tick(), if self.options.file_system_poll.is_some() => self.poll().await,
+                _ = config_tick.tick(), if self.options.config_file_poll.is_some() => {
+                    if let Some(path) = &config_file {
+                        self.reread(path).await;
+                    }
+                }
+                Some(Command::Reload { config, reply }) = inbox.rx.recv() => {
+                    let result = self.apply(config).await;
+                    let _ = reply.send(result);
+                }
+            }
+        }
+    }
+
+    async fn reread(&mut self, path: &Path) {
+        match model_config::load_file(path) {
+            Err(err) => tracing::error!(error = %err, "model config file rejected; the previous config stays in force"),
+            Ok(config) if config == self.config => {}
+            Ok(config) => {
+                tracing::info!(path = %path.display(), "model config file changed; applying");
+                if let Err(err) = self.apply(config).await {
+                    tracing::error!(error = %err, "new model config applied with errors");
+                }
+            }
+        }
+    }
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
