@@ -145,7 +145,8 @@ async fn status_and_metadata_match_tf_serving_json() {
     let (_server, port) = Server::start_with_rest(&[], "mnist_cnn").await;
     let rest = Rest::new(port);
     let available = r#"{"model_version_status":[{"version":"1","state":"AVAILABLE","status":{"error_code":"OK","error_message":""}}]}"#;
-    for path in ["/v1/models/mnist_cnn", "/v1/models/mnist_cnn/versions/1", "/v1/models/mnist_cnn/labels/stable"] {
+    // TF matches paths case-insensitively and ignores a label when reporting status.
+    for path in ["/v1/models/mnist_cnn", "/v1/models/mnist_cnn/versions/1", "/v1/models/mnist_cnn/labels/stable", "/V1/Models/mnist_cnn"] {
         let reply = rest.get(path).await;
         assert_eq!((reply.status, reply.body.as_str()), (200, available), "{path}");
         assert_eq!(reply.content_type, "application/json");
@@ -288,20 +289,26 @@ async fn errors_have_tf_codes_and_messages() {
 async fn nan_and_infinity_tokens_are_accepted() {
     let (_server, port) = Server::start_with_rest(&[], "mnist_cnn").await;
     let rest = Rest::new(port);
-    let mut pixels = [0.25f32; 784];
+    // Row 0: the bare tokens TF's parser accepts. Row 1: alternating +-3e38, which overflows in
+    // the first convolution, so inf - inf turns the logits (and the softmax) into NaN.
+    let mut pixels = vec![0.25f32; 2 * 784];
     pixels[0] = f32::INFINITY;
     pixels[1] = f32::NEG_INFINITY;
     pixels[300..400].fill(f32::NAN);
-    let image = tensor_json(&[1, 28, 28, 1], &pixels);
-    assert!(image.contains("NaN") && image.contains("-Infinity"));
-    let reply = rest.post("/v1/models/mnist_cnn:predict", format!(r#"{{"instances": {image}}}"#)).await;
+    for (i, p) in pixels[784..].iter_mut().enumerate() {
+        *p = if i % 2 == 0 { -3e38 } else { 3e38 };
+    }
+    let images = tensor_json(&[2, 28, 28, 1], &pixels);
+    assert!(images.contains("[NaN]") && images.contains("[-Infinity]") && images.contains("[Infinity]"));
+    let reply = rest.post("/v1/models/mnist_cnn:predict", format!(r#"{{"instances": {images}}}"#)).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     let doc = json::parse(reply.body.as_bytes()).expect("response parses in TF's dialect");
     let (shape, got) = flatten(doc.get("predictions").expect("predictions"));
-    assert_eq!(shape, [1, 10]);
-    // NaN reaches the softmax, and the server writes it as the bare token TF uses.
-    assert!(got.iter().any(|p| p.is_nan()), "{}", reply.body);
-    assert!(reply.body.contains("NaN") && !reply.body.contains("\"NaN\""), "{}", reply.body);
+    assert_eq!(shape, [2, 10]);
+    assert!(got[..10].iter().all(|p| p.is_finite()), "{}", reply.body);
+    assert!(got[10..].iter().all(|p| p.is_nan()), "{}", reply.body);
+    // Written as the bare token, as TF does, not as a string or null.
+    assert!(reply.body.contains("[NaN,NaN,") && !reply.body.contains("\"NaN\""), "{}", reply.body);
 }
 
 #[tokio::test]
