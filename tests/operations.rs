@@ -28,13 +28,18 @@ fn sigterm(child: &Child) {
 }
 
 fn spawn(args: &[String]) -> Child {
-    Command::new(BIN).args(args).current_dir(repo_root()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn")
+    Command::new(BIN).args(args).current_dir(repo_root()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn")
 }
 
 async fn health(port: u16, service: &str) -> Option<i32> {
     let channel = Channel::from_shared(format!("http://127.0.0.1:{port}")).ok()?.connect().await.ok()?;
     let response = HealthClient::new(channel).check(HealthCheckRequest { service: service.into() }).await.ok()?;
     Some(response.into_inner().status)
+}
+
+async fn http_ready(port: u16) -> Option<u16> {
+    let response = reqwest::get(format!("http://127.0.0.1:{port}/v2/health/ready")).await.ok()?;
+    Some(response.status().as_u16())
 }
 
 /// A model that takes a while to load (a 96 MiB initializer), so "loading" is observable.
@@ -85,15 +90,24 @@ async fn health_goes_not_serving_serving_not_serving_across_load_and_sigterm() {
     let dir = std::env::temp_dir().join(format!("candle-serving-slow-{}", std::process::id()));
     write_slow_model(&dir.join("slow"));
     let port = free_port();
+    let rest = free_port();
     let mut child = spawn(&[
         format!("--port={port}"),
+        format!("--rest_api_port={rest}"),
+        "--log_format=json".into(),
         "--model_name=slow".into(),
         format!("--model_base_path={}", dir.join("slow").display()),
         "--shutdown_delay_seconds=1".into(),
     ]);
     let mut seen = Vec::new();
+    let mut http_seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
+        if let Some(code) = http_ready(rest).await {
+            if http_seen.last() != Some(&code) {
+                http_seen.push(code);
+            }
+        }
         if let Some(status) = health(port, "").await {
             if seen.last() != Some(&status) {
                 seen.push(status);
@@ -105,6 +119,9 @@ async fn health_goes_not_serving_serving_not_serving_across_load_and_sigterm() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(seen, vec![ServingStatus::NotServing as i32, ServingStatus::Serving as i32], "start-up sequence");
+    assert_eq!(http_seen.first(), Some(&503), "HTTP readiness while loading: {http_seen:?}");
+    assert_eq!(http_ready(rest).await, Some(200));
+    assert_eq!(reqwest::get(format!("http://127.0.0.1:{rest}/v1/health/live")).await.map(|r| r.status().as_u16()).ok(), Some(200));
     for service in ["tensorflow.serving.PredictionService", "PredictionService", "ModelService", "tensorflow.serving.ModelService"] {
         assert_eq!(health(port, service).await, Some(ServingStatus::Serving as i32), "{service}");
     }
@@ -112,6 +129,7 @@ async fn health_goes_not_serving_serving_not_serving_across_load_and_sigterm() {
     sigterm(&child);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(health(port, "").await, Some(ServingStatus::NotServing as i32), "after SIGTERM, during the delay");
+    assert_eq!(http_ready(rest).await, Some(503), "HTTP readiness after SIGTERM");
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait") {
@@ -121,6 +139,18 @@ async fn health_goes_not_serving_serving_not_serving_across_load_and_sigterm() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "exit status {status}");
+    let mut logs = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut logs).expect("read logs");
+    let events: Vec<serde_json::Value> =
+        logs.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("--log_format=json line is not JSON ({e}): {l}"))).collect();
+    let transition = events
+        .iter()
+        .find(|e| e["fields"]["state"] == "AVAILABLE")
+        .unwrap_or_else(|| panic!("no AVAILABLE transition logged: {logs}"));
+    assert_eq!(transition["fields"]["model"], "slow");
+    assert_eq!(transition["fields"]["version"], 1);
+    assert!(transition["fields"]["duration_ms"].is_u64(), "{transition}");
+    assert!(events.iter().any(|e| e["fields"]["message"] == "shutdown signal received"), "{logs}");
     std::fs::remove_dir_all(&dir).ok();
 }
 
