@@ -153,7 +153,7 @@ pub fn usage() -> String {
     for (name, _, default, help) in FLAGS {
         out.push_str(&format!("  --{name:<42} {help} (default: {default})\n"));
     }
-    out.push_str("\nWith no flags, every <name>/<version>/model.onnx under ./models is served on port 8500.\n");
+    out.push_str("\nWith no flags, every <name>/<version>/model.onnx under ./models is served: gRPC on 8500, REST on 8501.\n");
     out
 }
 
