@@ -3,7 +3,9 @@
 
 use thiserror::Error;
 
+use crate::batching::BatchError;
 use crate::engine::{ComputeError, EngineError};
+use crate::serving::AdmissionError;
 use crate::repository::LookupError;
 use crate::serving::RequestError;
 use crate::serving::servable::RunError;
@@ -72,6 +74,8 @@ pub enum ServingError {
     Request(#[from] RequestError),
     #[error(transparent)]
     Run(#[from] RunError),
+    #[error(transparent)]
+    Admission(#[from] AdmissionError),
     #[error("{0}")]
     Unimplemented(String),
 }
@@ -92,6 +96,10 @@ impl ServingError {
             ServingError::Run(RunError::Compute(ComputeError::QueueFull { .. })) => ErrorKind::ResourceExhausted,
             ServingError::Run(RunError::Compute(ComputeError::ShutDown)) => ErrorKind::Unavailable,
             ServingError::Run(RunError::Compute(ComputeError::Panicked(_))) => ErrorKind::Internal,
+            ServingError::Run(RunError::Batch(BatchError::QueueFull { .. })) => ErrorKind::Unavailable,
+            ServingError::Run(RunError::Batch(BatchError::TooLarge { .. })) => ErrorKind::InvalidArgument,
+            ServingError::Run(RunError::DeadlineExceeded) => ErrorKind::DeadlineExceeded,
+            ServingError::Admission(_) => ErrorKind::ResourceExhausted,
             ServingError::Unimplemented(_) => ErrorKind::Unimplemented,
         }
     }

@@ -3,6 +3,7 @@
 //! Request path: transport (gRPC) -> request validation and tensor conversion (`serving`,
 //! `tensor`) -> model lookup (`repository`) -> engine (`engine`, on its own threads) -> response.
 
+pub mod batching;
 pub mod config;
 pub mod engine;
 pub mod error;

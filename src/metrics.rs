@@ -55,6 +55,9 @@ pub struct Metrics {
     load_seconds: HistogramVec,
     version_state: IntGaugeVec,
     connections: IntCounterVec,
+    batch_size: HistogramVec,
+    rejected: IntCounterVec,
+    dropped: IntCounterVec,
 }
 
 /// Decrements the in-flight gauge when the request finishes, however it finishes.
@@ -111,6 +114,9 @@ impl Metrics {
                 &["model", "version", "state"],
             )?,
             connections: counter("candle_serving_connections_accepted_total", "Connections accepted, by transport.", &["transport"])?,
+            batch_size: histogram("candle_serving_batch_size", "Rows per executed batch (before padding).", exponential_buckets(1.0, 2.0, 12)?, &["model"])?,
+            rejected: counter("candle_serving_rejected_requests_total", "Requests refused at admission, by reason (inflight_limit, queue_full, too_large).", &["model", "reason"])?,
+            dropped: counter("candle_serving_dropped_requests_total", "Queued requests dropped before compute, by reason (cancelled, deadline).", &["model", "reason"])?,
             registry,
         };
         m.register()?;
@@ -132,6 +138,9 @@ impl Metrics {
         r.register(Box::new(self.load_seconds.clone()))?;
         r.register(Box::new(self.version_state.clone()))?;
         r.register(Box::new(self.connections.clone()))?;
+        r.register(Box::new(self.batch_size.clone()))?;
+        r.register(Box::new(self.rejected.clone()))?;
+        r.register(Box::new(self.dropped.clone()))?;
         #[cfg(target_os = "linux")]
         r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         Ok(())
@@ -186,6 +195,18 @@ impl Metrics {
     /// The counter the accept loop bumps for each new connection (shows max-age recycling).
     pub fn connection_counter(&self, transport: &str) -> prometheus::IntCounter {
         self.connections.with_label_values(&[transport])
+    }
+
+    pub fn observe_batch(&self, model: &str, rows: usize, _padded: usize) {
+        self.batch_size.with_label_values(&[model]).observe(rows as f64);
+    }
+
+    pub fn count_rejection(&self, model: &str, reason: &str) {
+        self.rejected.with_label_values(&[model, reason]).inc();
+    }
+
+    pub fn count_dropped(&self, model: &str, reason: &str) {
+        self.dropped.with_label_values(&[model, reason]).inc();
     }
 
     /// The Prometheus text exposition of every metric.

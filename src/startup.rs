@@ -14,7 +14,9 @@ use crate::config::text_proto::{self, TextProtoError};
 use crate::config::{ModelSource, ServerConfig};
 use crate::engine::ComputePool;
 use crate::metrics::Metrics;
-use crate::proto::tensorflow::serving::MonitoringConfig;
+use crate::batching::BatchingOptions;
+use crate::proto::tensorflow::serving::{BatchingParameters, MonitoringConfig};
+use crate::serving::Admission;
 use crate::config::model_config::{self, ConfigError, ModelConfig};
 use crate::repository::{LayoutError, ModelManager, ModelRepository, discover_models, manager_channel};
 use crate::transport::connections::{self, ConnectionLimits};
@@ -81,12 +83,22 @@ pub async fn serve(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut transports = JoinSet::new();
+    let threads_for_batches = threads;
+    let batching = match (config.enable_batching, &config.batching_parameters_file) {
+        (false, _) => None,
+        (true, None) => Some(BatchingOptions::adaptive(threads_for_batches)),
+        (true, Some(path)) => {
+            let params: BatchingParameters = text_proto::parse_file("tensorflow.serving.BatchingParameters", path)?;
+            Some(BatchingOptions::from_params(&params, threads_for_batches).map_err(|e| ServeError::Setup(format!("{}: {e}", path.display())))?)
+        }
+    };
+    let admission = Admission::new(config.max_inflight_requests);
     let options = PredictOptions {
         tensor_content_outputs: config.enable_serialization_as_tensor_content,
         max_tensor_bytes: config.max_tensor_bytes,
     };
     let (manager_handle, manager_inbox) = manager_channel();
-    let routes = grpc::routes(Arc::clone(&repository), Arc::clone(&metrics), options, health_service, manager_handle)
+    let routes = grpc::routes(Arc::clone(&repository), Arc::clone(&metrics), admission.clone(), options, health_service, manager_handle)
         .map_err(|e| ServeError::Setup(format!("gRPC reflection: {e}")))?;
     let grpc_address = listeners.grpc.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let limits = ConnectionLimits {
@@ -110,6 +122,7 @@ pub async fn serve(
             repository: Arc::clone(&repository),
             metrics: Arc::clone(&metrics),
             timeout: config.rest_api_timeout,
+            admission: admission.clone(),
         };
         let app = rest::router(state).merge(ops_http::router(Arc::clone(&metrics), readiness.clone(), metrics_path));
         let counter = metrics.connection_counter("rest");
@@ -131,6 +144,7 @@ pub async fn serve(
         compute,
         config.lifecycle.clone(),
         config.max_tensor_bytes,
+        batching,
     );
     if let Err(err) = manager.apply(models).await {
         let _ = stop_tx.send(true);

@@ -39,6 +39,11 @@ pub struct ServerConfig {
     pub grpc_max_connection_age: Option<Duration>,
     pub grpc_max_connection_age_grace: Option<Duration>,
     pub lifecycle: LifecycleOptions,
+    pub enable_batching: bool,
+    /// `--batching_parameters_file`: a text-format `tensorflow.serving.BatchingParameters`.
+    pub batching_parameters_file: Option<PathBuf>,
+    /// `--max_inflight_requests`: Predict requests admitted at once (0 = unlimited).
+    pub max_inflight_requests: usize,
 }
 
 /// Model lifecycle knobs, with TF Serving's flag names and defaults.
@@ -90,6 +95,9 @@ impl Default for ServerConfig {
             grpc_max_connection_age: None,
             grpc_max_connection_age_grace: None,
             lifecycle: LifecycleOptions::default(),
+            enable_batching: false,
+            batching_parameters_file: None,
+            max_inflight_requests: 0,
         }
     }
 }
@@ -106,6 +114,8 @@ pub enum FlagError {
     Positional(String),
     #[error("--model_name was given without --model_base_path")]
     NameWithoutPath,
+    #[error("--batching_parameters_file was given without --enable_batching")]
+    BatchingFileWithoutBatching,
 }
 
 /// What the command line asks for.
@@ -144,6 +154,9 @@ const FLAGS: &[(&str, Kind, &str, &str)] = &[
     ("load_retry_interval_micros", Kind::Value, "60000000", "delay between load retries"),
     ("allow_version_labels_for_unavailable_models", Kind::Bool, "false", "allow labels on versions not yet available"),
     ("enable_model_warmup", Kind::Bool, "true", "replay assets.extra/tf_serving_warmup_requests (or one synthetic request) before AVAILABLE"),
+    ("enable_batching", Kind::Bool, "false", "batch concurrent Predict requests per model version"),
+    ("batching_parameters_file", Kind::Value, "", "text BatchingParameters (needs --enable_batching; without it: adaptive batching, no timer)"),
+    ("max_inflight_requests", Kind::Value, "0", "Predict requests admitted at once; more get RESOURCE_EXHAUSTED (0 = unlimited)"),
     ("help", Kind::Bool, "", "print this help"),
     ("version", Kind::Bool, "", "print the version"),
 ];
@@ -232,6 +245,9 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<ParseOutcom
                 config.lifecycle.allow_labels_for_unavailable = parse_bool(&name, &value)?;
             }
             "enable_model_warmup" => config.lifecycle.enable_warmup = parse_bool(&name, &value)?,
+            "enable_batching" => config.enable_batching = parse_bool(&name, &value)?,
+            "batching_parameters_file" => config.batching_parameters_file = Some(PathBuf::from(value)).filter(|p| !p.as_os_str().is_empty()),
+            "max_inflight_requests" => config.max_inflight_requests = parse_num(&name, &value)?,
             "rest_api_timeout_in_ms" => config.rest_api_timeout = Duration::from_millis(parse_num(&name, &value)?),
             "monitoring_config_file" => config.monitoring_config_file = Some(PathBuf::from(value)).filter(|p| !p.as_os_str().is_empty()),
             "log_format" => {
@@ -249,6 +265,9 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<ParseOutcom
             "version" if parse_bool(&name, &value)? => return Ok(ParseOutcome::Version),
             _ => {}
         }
+    }
+    if config.batching_parameters_file.is_some() && !config.enable_batching {
+        return Err(FlagError::BatchingFileWithoutBatching);
     }
     if let Some(path) = config_file {
         // As in TF Serving, the config file wins over --model_name/--model_base_path.

@@ -32,7 +32,7 @@ impl LoadError {
 
 /// Why one execution failed. Inputs were already validated against the signature, so these are
 /// shape combinations the graph itself rejects, or engine faults.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum EngineError {
     #[error("input {name}: {reason}")]
     Input { name: String, reason: String },

@@ -16,7 +16,7 @@ pub struct Timing {
     pub computed: Duration,
 }
 
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum ComputeError {
     #[error("compute queue is full ({capacity} requests waiting); retry later")]
     QueueFull { capacity: usize },

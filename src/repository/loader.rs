@@ -2,7 +2,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::engine::onnx::OnnxSession;
+use crate::batching::BatchingOptions;
 use crate::engine::{ComputePool, EngineOptions, LoadError};
+use crate::metrics::Metrics;
 use crate::serving::Servable;
 
 /// The file a version directory must hold.
@@ -15,11 +17,12 @@ pub fn load_servable(
     dir: &Path,
     options: &EngineOptions,
     compute: ComputePool,
+    batching: Option<(BatchingOptions, Arc<Metrics>)>,
 ) -> Result<Servable, LoadError> {
     let file = dir.join(MODEL_FILE);
     if !file.is_file() {
         return Err(LoadError::Invalid(format!("{} not found (a version directory must contain {MODEL_FILE})", file.display())));
     }
     let session = OnnxSession::load(&file, options)?;
-    Ok(Servable::new(name.to_string(), version, Arc::new(session), compute))
+    Ok(Servable::new(name.to_string(), version, Arc::new(session), compute, batching))
 }

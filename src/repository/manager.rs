@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::batching::BatchingOptions;
 use crate::config::LifecycleOptions;
 use crate::config::model_config::{self, ModelConfig};
 use crate::engine::{ComputePool, EngineOptions};
@@ -39,6 +40,7 @@ pub struct ModelManager {
     compute: ComputePool,
     options: LifecycleOptions,
     max_tensor_bytes: usize,
+    batching: Option<BatchingOptions>,
     config: Vec<ModelConfig>,
     seen: HashMap<(String, i64), Fingerprint>,
     failures: HashMap<(String, i64), Failure>,
@@ -81,6 +83,7 @@ impl ModelManager {
         compute: ComputePool,
         options: LifecycleOptions,
         max_tensor_bytes: usize,
+        batching: Option<BatchingOptions>,
     ) -> Self {
         Self {
             repository,
@@ -88,6 +91,7 @@ impl ModelManager {
             compute,
             options,
             max_tensor_bytes,
+            batching,
             config: Vec::new(),
             seen: HashMap::new(),
             failures: HashMap::new(),
@@ -245,7 +249,8 @@ impl ModelManager {
 
     async fn load_and_warm(&self, name: &str, version: i64, dir: PathBuf) -> Result<Arc<crate::serving::Servable>, String> {
         let (n, d, compute) = (name.to_string(), dir.clone(), self.compute.clone());
-        let servable = tokio::task::spawn_blocking(move || load_servable(&n, version, &d, &EngineOptions::default(), compute))
+        let batching = self.batching.clone().map(|b| (b, Arc::clone(&self.metrics)));
+        let servable = tokio::task::spawn_blocking(move || load_servable(&n, version, &d, &EngineOptions::default(), compute, batching))
             .await
             .map_err(|e| format!("loader thread failed: {e}"))?
             .map_err(|e| e.to_string())?;

@@ -43,6 +43,7 @@ pub(crate) async fn warm_up(servable: &Arc<Servable>, dir: &Path, max_tensor_byt
             signature_name,
             inputs: request.inputs.into_iter().map(|(k, proto)| (k, WireTensor { proto, max_bytes: max_tensor_bytes })).collect(),
             output_filter: request.output_filter,
+            deadline: None,
         };
         predict_on(Arc::clone(servable), call).await.map_err(|e| format!("warm-up record {index} failed: {e}"))?;
     }
@@ -86,6 +87,7 @@ async fn synthetic(servable: &Arc<Servable>) -> Result<(), String> {
         signature_name: DEFAULT_SIGNATURE.to_string(),
         inputs,
         output_filter: Vec::new(),
+        deadline: None,
     };
     predict_on(Arc::clone(servable), call).await.map(|_| ()).map_err(|e| format!("synthetic warm-up request failed: {e}"))
 }

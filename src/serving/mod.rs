@@ -1,11 +1,13 @@
 //! Transport-independent request handling: signatures, validation of request tensors against
 //! them, and the servable (one loaded model version) that executes a validated request.
 
+mod admission;
 mod predict;
 pub(crate) mod servable;
 mod signature;
 mod validate;
 
+pub use admission::{Admission, AdmissionError};
 pub use predict::{PredictCall, PredictOutcome, RequestTensor, WireTensor, predict, predict_on};
 pub use servable::Servable;
 pub use signature::{DEFAULT_SIGNATURE, PREDICT_METHOD, Signature};

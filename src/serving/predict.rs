@@ -29,6 +29,8 @@ pub struct PredictCall<T> {
     pub inputs: HashMap<String, T>,
     /// Empty = every output.
     pub output_filter: Vec<String>,
+    /// From the client's `grpc-timeout` or the REST timeout; queued work past it is dropped.
+    pub deadline: Option<std::time::Instant>,
 }
 
 pub struct PredictOutcome {
@@ -71,7 +73,7 @@ pub async fn predict_on<T: RequestTensor>(
         inputs.push(tensor.materialise(spec, dtype, shape)?);
     }
 
-    let (results, timing) = servable.run(inputs).await?;
+    let (results, timing) = servable.run(inputs, call.deadline).await?;
     let mut results: Vec<Option<HostTensor>> = results.into_iter().map(Some).collect();
     let signature_name = signature.name.clone();
     let outputs = selected

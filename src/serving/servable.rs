@@ -1,7 +1,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use std::time::Instant;
+
+use crate::batching::{BatchError, Batcher, BatchingOptions};
 use crate::engine::{ComputePool, EngineError, Session, Timing};
+use crate::metrics::Metrics;
 use crate::tensor::HostTensor;
 
 use super::{DEFAULT_SIGNATURE, PREDICT_METHOD, RequestError, Signature};
@@ -13,20 +17,37 @@ pub struct Servable {
     version: i64,
     signatures: BTreeMap<String, Signature>,
     session: Arc<dyn Session>,
-    compute: ComputePool,
+    executor: Executor,
 }
 
 /// Why running a validated request failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error(transparent)]
     Compute(#[from] crate::engine::ComputeError),
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    #[error("Deadline exceeded: the request's deadline passed before the model ran")]
+    DeadlineExceeded,
+}
+
+/// How a version executes: straight onto the compute threads, or through its batch queue.
+enum Executor {
+    Direct(ComputePool),
+    Batched(Batcher, ComputePool),
 }
 
 impl Servable {
-    pub fn new(name: String, version: i64, session: Arc<dyn Session>, compute: ComputePool) -> Self {
+    /// `batching` turns on dynamic batching for this version (with the metrics it reports to).
+    pub fn new(
+        name: String,
+        version: i64,
+        session: Arc<dyn Session>,
+        compute: ComputePool,
+        batching: Option<(BatchingOptions, Arc<Metrics>)>,
+    ) -> Self {
         let default = Signature {
             name: DEFAULT_SIGNATURE.to_string(),
             method_name: PREDICT_METHOD.to_string(),
@@ -34,7 +55,14 @@ impl Servable {
             outputs: session.outputs().to_vec(),
         };
         let signatures = BTreeMap::from([(DEFAULT_SIGNATURE.to_string(), default)]);
-        Self { name, version, signatures, session, compute }
+        let executor = match batching {
+            None => Executor::Direct(compute),
+            Some((options, metrics)) => {
+                let batcher = Batcher::spawn(Arc::clone(&session), compute.clone(), options, metrics, name.clone());
+                Executor::Batched(batcher, compute)
+            }
+        };
+        Self { name, version, signatures, session, executor }
     }
 
     pub fn name(&self) -> &str {
@@ -59,9 +87,26 @@ impl Servable {
     }
 
     /// Executes validated inputs (in signature order) off the async runtime.
-    pub async fn run(&self, inputs: Vec<HostTensor>) -> Result<(Vec<HostTensor>, Timing), RunError> {
-        let session = Arc::clone(&self.session);
-        let (result, timing) = self.compute.run(move || session.run(inputs)).await?;
-        Ok((result?, timing))
+    /// A request whose `deadline` passes while it waits gets `DeadlineExceeded`.
+    pub async fn run(&self, inputs: Vec<HostTensor>, deadline: Option<Instant>) -> Result<(Vec<HostTensor>, Timing), RunError> {
+        if deadline.is_some_and(|d| d <= Instant::now()) {
+            return Err(RunError::DeadlineExceeded);
+        }
+        let work = async {
+            match &self.executor {
+                Executor::Batched(batcher, _) if Batcher::accepts(&inputs) => {
+                    batcher.submit(inputs, deadline.map(tokio::time::Instant::from_std)).await
+                }
+                Executor::Batched(_, compute) | Executor::Direct(compute) => {
+                    let session = Arc::clone(&self.session);
+                    let (result, timing) = compute.run(move || session.run(inputs)).await?;
+                    Ok((result?, timing))
+                }
+            }
+        };
+        match deadline {
+            None => work.await,
+            Some(d) => tokio::time::timeout_at(d.into(), work).await.unwrap_or(Err(RunError::DeadlineExceeded)),
+        }
     }
 }

@@ -4,6 +4,7 @@
 
 mod dtype;
 mod host;
+mod rows;
 mod shape;
 
 pub use dtype::DType;

@@ -13,6 +13,7 @@ use crate::proto::tensorflow::serving::prediction_service_server::PredictionServ
 use tonic_health::pb::health_server::{Health, HealthServer};
 
 use crate::metrics::Metrics;
+use crate::serving::Admission;
 use crate::repository::{ManagerHandle, ModelRepository};
 
 pub use model_service::ModelServiceImpl;
@@ -26,11 +27,12 @@ const MAX_MESSAGE_BYTES: usize = i32::MAX as usize;
 pub fn routes(
     repository: Arc<ModelRepository>,
     metrics: Arc<Metrics>,
+    admission: Admission,
     options: PredictOptions,
     health: HealthServer<impl Health>,
     manager: ManagerHandle,
 ) -> Result<Routes, tonic_reflection::server::Error> {
-    let prediction = PredictionServiceServer::new(PredictionServiceImpl::new(Arc::clone(&repository), metrics, options))
+    let prediction = PredictionServiceServer::new(PredictionServiceImpl::new(Arc::clone(&repository), metrics, admission, options))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let models = ModelServiceServer::new(ModelServiceImpl::new(repository, manager))

@@ -14,7 +14,7 @@ use crate::proto::tensorflow::serving::{
 };
 use crate::proto::tensorflow::{SignatureDef, TensorInfo, tensor_info};
 use crate::repository::ModelRepository;
-use crate::serving::{PredictCall, RequestError, Signature, WireTensor, predict};
+use crate::serving::{Admission, PredictCall, RequestError, Signature, WireTensor, predict};
 use crate::tensor::tf_proto::{self, dtype_to_tf, shape_to_tf};
 
 use super::model_spec;
@@ -34,12 +34,13 @@ pub struct PredictOptions {
 pub struct PredictionServiceImpl {
     repository: Arc<ModelRepository>,
     metrics: Arc<Metrics>,
+    admission: Admission,
     options: PredictOptions,
 }
 
 impl PredictionServiceImpl {
-    pub fn new(repository: Arc<ModelRepository>, metrics: Arc<Metrics>, options: PredictOptions) -> Self {
-        Self { repository, metrics, options }
+    pub fn new(repository: Arc<ModelRepository>, metrics: Arc<Metrics>, admission: Admission, options: PredictOptions) -> Self {
+        Self { repository, metrics, admission, options }
     }
 
     /// Metrics and the per-request log line, shared by every RPC of this service.
@@ -63,7 +64,7 @@ impl PredictionServiceImpl {
         }
     }
 
-    async fn predict_inner(&self, request: PredictRequest) -> Result<PredictResponse, ServingError> {
+    async fn predict_inner(&self, request: PredictRequest, deadline: Option<Instant>) -> Result<PredictResponse, ServingError> {
         let (name, version) = model_spec::parse(request.model_spec.as_ref())?;
         let call = PredictCall {
             model: name.to_string(),
@@ -71,6 +72,7 @@ impl PredictionServiceImpl {
             signature_name: request.model_spec.as_ref().map(|s| s.signature_name.clone()).unwrap_or_default(),
             inputs: request.inputs.into_iter().map(|(k, v)| (k, WireTensor { proto: v, max_bytes: self.options.max_tensor_bytes })).collect(),
             output_filter: request.output_filter,
+            deadline,
         };
         let outcome = predict(&self.repository, call).await?;
         self.metrics.observe_execution(outcome.servable.name(), "Predict", outcome.timing.queued, outcome.timing.computed);
@@ -123,6 +125,23 @@ fn signature_def(signature: &Signature) -> SignatureDef {
     }
 }
 
+/// The client's deadline from the `grpc-timeout` header (`<digits><H|M|S|m|u|n>`).
+fn grpc_deadline<T>(request: &Request<T>, now: Instant) -> Option<Instant> {
+    let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    let timeout = match unit {
+        "H" => std::time::Duration::from_secs(n.saturating_mul(3600)),
+        "M" => std::time::Duration::from_secs(n.saturating_mul(60)),
+        "S" => std::time::Duration::from_secs(n),
+        "m" => std::time::Duration::from_millis(n),
+        "u" => std::time::Duration::from_micros(n),
+        "n" => std::time::Duration::from_nanos(n),
+        _ => return None,
+    };
+    now.checked_add(timeout)
+}
+
 fn served_version(spec: Option<&crate::proto::tensorflow::serving::ModelSpec>) -> Option<i64> {
     match spec?.version_choice {
         Some(crate::proto::tensorflow::serving::model_spec::VersionChoice::Version(v)) => Some(v),
@@ -149,10 +168,18 @@ impl PredictionService for PredictionServiceImpl {
 
     async fn predict(&self, request: Request<PredictRequest>) -> Result<Response<PredictResponse>, Status> {
         let started = Instant::now();
+        let deadline = grpc_deadline(&request, started);
         let request = request.into_inner();
         let model = request.model_spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+        let _permit = match self.admission.admit() {
+            Ok(permit) => permit,
+            Err(err) => {
+                self.metrics.count_rejection(&model, "inflight_limit");
+                return self.finish::<PredictResponse>(&model, "Predict", started, Err(err.into()));
+            }
+        };
         let _inflight = self.metrics.inflight(&model);
-        let result = self.predict_inner(request).await.map(|r| {
+        let result = self.predict_inner(request, deadline).await.map(|r| {
             let version = served_version(r.model_spec.as_ref());
             (r, version)
         });

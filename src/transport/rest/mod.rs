@@ -23,6 +23,7 @@ use axum::response::Response;
 use axum::routing::any;
 
 use crate::error::{ErrorKind, ServingError};
+use crate::serving::Admission;
 use crate::metrics::{Entrypoint, Metrics, RequestRecord};
 use crate::repository::ModelRepository;
 
@@ -42,6 +43,8 @@ pub struct RestState {
     /// its answer (parsing, queueing, inference) before it is answered with 504. Status and
     /// metadata answer from memory and are not limited. Zero disables the limit.
     pub timeout: Duration,
+    /// The in-flight limit shared with gRPC.
+    pub admission: Admission,
 }
 
 /// The REST API routes, ready to be merged with other routers and served.
@@ -92,11 +95,16 @@ async fn dispatch(state: &RestState, route: Route, body: Body, served: &mut Opti
             Ok(json)
         }
         Route::Predict { model, version } => {
+            let _permit = state.admission.admit().map_err(|e| {
+                state.metrics.count_rejection(&model, "inflight_limit");
+                RestError::from(ServingError::from(e))
+            })?;
             let _inflight = state.metrics.inflight(&model);
+            let deadline = (!state.timeout.is_zero()).then(|| Instant::now() + state.timeout);
             let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|e| {
                 RestError::invalid(format!("Failed to read the request body (at most {MAX_BODY_BYTES} bytes are accepted): {e}"))
             })?;
-            let work = predict::run(&state.repository, &model, &version, &bytes, served);
+            let work = predict::run(&state.repository, &model, &version, &bytes, deadline, served);
             if state.timeout.is_zero() {
                 return work.await;
             }
@@ -135,6 +143,7 @@ mod tests {
             repository: Arc::new(ModelRepository::new()),
             metrics: Arc::new(Metrics::new().expect("metrics")),
             timeout: Duration::from_secs(5),
+            admission: Admission::new(0),
         };
         router(state).merge(Router::new().route("/v1/health/live", get(|| async { "live" })))
     }

@@ -28,6 +28,7 @@ pub(super) async fn run(
     model: &str,
     version: &VersionRequest,
     body: &[u8],
+    deadline: Option<std::time::Instant>,
     served: &mut Option<i64>,
 ) -> Result<String, RestError> {
     let doc = json::parse(body).map_err(|e| RestError::invalid(e.to_string()))?;
@@ -56,6 +57,7 @@ pub(super) async fn run(
         signature_name: signature_name.to_string(),
         inputs,
         output_filter: Vec::new(),
+        deadline,
     };
     let outcome = predict(repository, call).await?;
     write_outputs(format, &outcome.outputs)

@@ -1,0 +1,424 @@
+//! The per-version batch queue. One task owns the pending requests; a batch is formed when a
+//! batch slot (one of `num_batch_threads`) frees up, from whatever compatible requests are
+//! waiting, skipping those whose client left or whose deadline passed.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::time::Instant;
+
+use thiserror::Error;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+
+use crate::engine::{ComputePool, EngineError, Session, Timing};
+use crate::metrics::Metrics;
+use crate::serving::servable::RunError;
+use crate::tensor::HostTensor;
+
+use super::BatchingOptions;
+
+#[derive(Debug, Clone, Error)]
+pub enum BatchError {
+    #[error("The batch scheduling queue to which this task was submitted is full (limit {capacity} queued rows)")]
+    QueueFull { capacity: usize },
+    #[error("Task size {rows} is larger than maximum input batch size {max}")]
+    TooLarge { rows: usize, max: usize },
+}
+
+type Reply = Result<(Vec<HostTensor>, Timing), RunError>;
+
+struct Task {
+    inputs: Vec<HostTensor>,
+    rows: usize,
+    deadline: Option<Instant>,
+    enqueued: Instant,
+    reply: oneshot::Sender<Reply>,
+}
+
+impl Task {
+    fn compatible(&self, other: &Task) -> bool {
+        self.inputs.len() == other.inputs.len() && self.inputs.iter().zip(&other.inputs).all(|(a, b)| a.row_compatible(b))
+    }
+}
+
+/// Handle to one version's queue; dropping every handle stops the queue task.
+pub struct Batcher {
+    tx: mpsc::Sender<Task>,
+    /// Rows admitted and not yet taken into a batch: the queue bound that admission enforces.
+    queued: Arc<AtomicUsize>,
+    options: BatchingOptions,
+    metrics: Arc<Metrics>,
+    model: String,
+}
+
+impl Batcher {
+    pub fn spawn(
+        session: Arc<dyn Session>,
+        compute: ComputePool,
+        options: BatchingOptions,
+        metrics: Arc<Metrics>,
+        model: String,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(options.queue_capacity());
+        let queued = Arc::new(AtomicUsize::new(0));
+        let owner = QueueOwner {
+            rx,
+            queued: Arc::clone(&queued),
+            pending: VecDeque::new(),
+            slots: Arc::new(Semaphore::new(options.num_batch_threads)),
+            session,
+            compute,
+            options: options.clone(),
+            metrics: Arc::clone(&metrics),
+            model: model.clone(),
+        };
+        tokio::spawn(owner.run());
+        Self { tx, queued, options, metrics, model }
+    }
+
+    /// Whether these inputs can be batched: every input has the same leading dimension.
+    pub fn accepts(inputs: &[HostTensor]) -> bool {
+        let rows = inputs.first().map(HostTensor::rows);
+        !inputs.is_empty() && inputs.iter().all(|t| !t.shape().is_empty() && Some(t.rows()) == rows)
+    }
+
+    pub async fn submit(&self, inputs: Vec<HostTensor>, deadline: Option<Instant>) -> Reply {
+        let rows = inputs.first().map_or(0, HostTensor::rows);
+        if rows > self.options.max_batch_size {
+            self.metrics.count_rejection(&self.model, "too_large");
+            return Err(BatchError::TooLarge { rows, max: self.options.max_batch_size }.into());
+        }
+        let capacity = self.options.queue_capacity();
+        let full = || {
+            self.metrics.count_rejection(&self.model, "queue_full");
+            Err(BatchError::QueueFull { capacity }.into())
+        };
+        if self.queued.fetch_add(rows, Ordering::SeqCst) + rows > capacity {
+            self.queued.fetch_sub(rows, Ordering::SeqCst);
+            return full();
+        }
+        let (reply, answer) = oneshot::channel();
+        let task = Task { inputs, rows, deadline, enqueued: Instant::now(), reply };
+        if self.tx.try_send(task).is_err() {
+            self.queued.fetch_sub(rows, Ordering::SeqCst);
+            return full();
+        }
+        answer.await.map_err(|_| RunError::Compute(crate::engine::ComputeError::ShutDown))?
+    }
+}
+
+struct QueueOwner {
+    rx: mpsc::Receiver<Task>,
+    queued: Arc<AtomicUsize>,
+    pending: VecDeque<Task>,
+    slots: Arc<Semaphore>,
+    session: Arc<dyn Session>,
+    compute: ComputePool,
+    options: BatchingOptions,
+    metrics: Arc<Metrics>,
+    model: String,
+}
+
+impl QueueOwner {
+    async fn run(mut self) {
+        loop {
+            if self.pending.is_empty() {
+                match self.rx.recv().await {
+                    Some(task) => self.pending.push_back(task),
+                    None => return,
+                }
+            }
+            let Ok(permit) = Arc::clone(&self.slots).acquire_owned().await else { return };
+            self.wait_for_batch().await;
+            while let Ok(task) = self.rx.try_recv() {
+                self.pending.push_back(task);
+            }
+            let batch = self.take_batch();
+            if !batch.is_empty() {
+                let run = Execution {
+                    session: Arc::clone(&self.session),
+                    compute: self.compute.clone(),
+                    padded: self.options.padded_size(batch.iter().map(|t| t.rows).sum()),
+                    metrics: Arc::clone(&self.metrics),
+                    model: self.model.clone(),
+                };
+                tokio::spawn(run.execute(batch, permit));
+            }
+        }
+    }
+
+    /// With a batch timeout, hold the open batch until it is full or the oldest request has
+    /// waited `batch_timeout`.
+    async fn wait_for_batch(&mut self) {
+        if self.options.batch_timeout.is_zero() {
+            return;
+        }
+        let Some(oldest) = self.pending.front().map(|t| t.enqueued) else { return };
+        let until = oldest + self.options.batch_timeout;
+        while self.pending.iter().map(|t| t.rows).sum::<usize>() < self.options.max_batch_size {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => return,
+                task = self.rx.recv() => match task {
+                    Some(task) => self.pending.push_back(task),
+                    None => return,
+                },
+            }
+        }
+    }
+
+    /// The next batch: the oldest live request and every later compatible one that fits.
+    /// Requests whose client is gone or whose deadline passed are dropped here, before compute.
+    fn take_batch(&mut self) -> Vec<Task> {
+        let now = Instant::now();
+        let mut batch: Vec<Task> = Vec::new();
+        let mut rows = 0;
+        let mut index = 0;
+        while index < self.pending.len() {
+            let task = &self.pending[index];
+            if task.reply.is_closed() {
+                self.leave(index);
+                self.metrics.count_dropped(&self.model, "cancelled");
+                continue;
+            }
+            if task.deadline.is_some_and(|d| d <= now) {
+                if let Some(task) = self.leave(index) {
+                    let _ = task.reply.send(Err(RunError::DeadlineExceeded));
+                }
+                self.metrics.count_dropped(&self.model, "deadline");
+                continue;
+            }
+            let fits = rows + task.rows <= self.options.max_batch_size;
+            if batch.is_empty() || (fits && batch[0].compatible(task)) {
+                rows += task.rows;
+                if let Some(task) = self.leave(index) {
+                    batch.push(task);
+                }
+                continue;
+            }
+            if rows >= self.options.max_batch_size {
+                break;
+            }
+            index += 1;
+        }
+        batch
+    }
+
+    /// Takes a task out of the queue and releases its rows from the admission bound.
+    fn leave(&mut self, index: usize) -> Option<Task> {
+        let task = self.pending.remove(index)?;
+        self.queued.fetch_sub(task.rows, Ordering::SeqCst);
+        Some(task)
+    }
+}
+
+struct Execution {
+    session: Arc<dyn Session>,
+    compute: ComputePool,
+    padded: usize,
+    metrics: Arc<Metrics>,
+    model: String,
+}
+
+impl Execution {
+    async fn execute(self, batch: Vec<Task>, permit: OwnedSemaphorePermit) {
+        let sizes: Vec<usize> = batch.iter().map(|t| t.rows).collect();
+        let started = Instant::now();
+        self.metrics.observe_batch(&self.model, sizes.iter().sum(), self.padded);
+        let inputs = match stack(&batch, self.padded) {
+            Ok(inputs) => inputs,
+            Err(message) => {
+                for task in batch {
+                    let _ = task.reply.send(Err(EngineError::Internal(message.clone()).into()));
+                }
+                return;
+            }
+        };
+        let session = Arc::clone(&self.session);
+        let result = self.compute.run(move || session.run(inputs)).await;
+        drop(permit);
+        let outputs = match result {
+            Ok((Ok(outputs), timing)) => split(outputs, &sizes).map(|per_task| (per_task, timing)),
+            Ok((Err(err), _)) => Err(RunError::Engine(err)),
+            Err(err) => Err(RunError::Compute(err)),
+        };
+        match outputs {
+            Ok((per_task, timing)) => {
+                for (task, outputs) in batch.into_iter().zip(per_task) {
+                    let queued = started - task.enqueued + timing.queued;
+                    let _ = task.reply.send(Ok((outputs, Timing { queued, computed: timing.computed })));
+                }
+            }
+            Err(err) => {
+                for task in batch {
+                    let _ = task.reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Concatenates each input across the batch and pads to the allowed size.
+fn stack(batch: &[Task], padded: usize) -> Result<Vec<HostTensor>, String> {
+    let inputs = batch.first().map_or(0, |t| t.inputs.len());
+    (0..inputs)
+        .map(|i| {
+            let parts: Vec<&HostTensor> = batch.iter().map(|t| &t.inputs[i]).collect();
+            HostTensor::concat_rows(&parts)?.pad_rows(padded)
+        })
+        .collect()
+}
+
+/// Splits every output back into per-request pieces: `result[task][output]`.
+fn split(outputs: Vec<HostTensor>, sizes: &[usize]) -> Result<Vec<Vec<HostTensor>>, RunError> {
+    let mut per_task: Vec<Vec<HostTensor>> = sizes.iter().map(|_| Vec::with_capacity(outputs.len())).collect();
+    for output in outputs {
+        let pieces = output.split_rows(sizes).map_err(|e| {
+            RunError::Engine(EngineError::Internal(format!("batched output is not batch-major: {e}")))
+        })?;
+        for (slot, piece) in per_task.iter_mut().zip(pieces) {
+            slot.push(piece);
+        }
+    }
+    Ok(per_task)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use prost::Message;
+
+    use super::*;
+    use crate::engine::onnx::OnnxSession;
+    use crate::proto::onnx::tensor_proto::DataType;
+    use crate::proto::onnx::tensor_shape_proto::{Dimension, dimension};
+    use crate::proto::onnx::type_proto::{Tensor as TensorType, Value as TypeValue};
+    use crate::proto::onnx::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto, TypeProto, ValueInfoProto};
+    use crate::tensor::TensorData;
+
+    /// A real (tiny) engine session: y = Relu(x).
+    fn relu_session() -> Arc<dyn Session> {
+        let value = |name: &str| ValueInfoProto {
+            name: name.into(),
+            r#type: Some(TypeProto {
+                value: Some(TypeValue::TensorType(TensorType {
+                    elem_type: DataType::Float as i32,
+                    shape: Some(TensorShapeProto {
+                        dim: vec![
+                            Dimension { value: Some(dimension::Value::DimParam("N".into())), ..Default::default() },
+                            Dimension { value: Some(dimension::Value::DimParam("K".into())), ..Default::default() },
+                        ],
+                    }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let model = ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 13 }],
+            graph: Some(GraphProto {
+                node: vec![NodeProto { op_type: "Relu".into(), name: "r".into(), input: vec!["x".into()], output: vec!["y".into()], ..Default::default() }],
+                input: vec![value("x")],
+                output: vec![value("y")],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        Arc::new(OnnxSession::from_bytes(&model.encode_to_vec()).expect("session"))
+    }
+
+    fn options() -> BatchingOptions {
+        BatchingOptions {
+            max_batch_size: 8,
+            batch_timeout: Duration::from_millis(5),
+            max_enqueued_batches: 4,
+            num_batch_threads: 1,
+            allowed_batch_sizes: Vec::new(),
+        }
+    }
+
+    fn rows(shape: [usize; 2], start: f32) -> Vec<HostTensor> {
+        let n = shape[0] * shape[1];
+        let values = (0..n).map(|i| start - i as f32).collect();
+        vec![HostTensor::new(shape.to_vec(), TensorData::F32(values)).expect("tensor")]
+    }
+
+    fn relu(t: &[HostTensor]) -> Vec<HostTensor> {
+        let TensorData::F32(v) = t[0].data() else { panic!("f32") };
+        vec![HostTensor::new(t[0].shape().to_vec(), TensorData::F32(v.iter().map(|x| x.max(0.0)).collect())).expect("tensor")]
+    }
+
+    fn metric(metrics: &Metrics, line_start: &str) -> f64 {
+        metrics
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix(line_start).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn compatible_requests_share_a_batch_and_others_batch_separately() {
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let batcher = Arc::new(Batcher::spawn(relu_session(), ComputePool::new(1, 16), options(), Arc::clone(&metrics), "t".into()));
+        let inputs = [rows([1, 2], 1.0), rows([2, 2], 2.0), rows([1, 3], 0.5)];
+        let handles: Vec<_> = inputs
+            .iter()
+            .cloned()
+            .map(|i| {
+                let b = Arc::clone(&batcher);
+                tokio::spawn(async move { b.submit(i, None).await })
+            })
+            .collect();
+        for (handle, input) in handles.into_iter().zip(&inputs) {
+            let (outputs, _) = handle.await.expect("join").expect("batched run");
+            assert_eq!(outputs, relu(input), "each request gets exactly its own rows back");
+        }
+        assert_eq!(metric(&metrics, "candle_serving_batch_size_count{model=\"t\"}"), 2.0, "[1,2]+[2,2] together, [1,3] alone");
+        assert_eq!(metric(&metrics, "candle_serving_batch_size_sum{model=\"t\"}"), 4.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expired_and_cancelled_requests_are_dropped_before_compute() {
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let batcher = Arc::new(Batcher::spawn(relu_session(), ComputePool::new(1, 16), options(), Arc::clone(&metrics), "t".into()));
+        let expiring = {
+            let b = Arc::clone(&batcher);
+            tokio::spawn(async move { b.submit(rows([1, 2], 1.0), Some(Instant::now() + Duration::from_millis(1))).await })
+        };
+        let abandoned = {
+            let b = Arc::clone(&batcher);
+            tokio::spawn(async move { b.submit(rows([1, 2], 3.0), None).await })
+        };
+        tokio::task::yield_now().await;
+        abandoned.abort();
+        let kept = batcher.submit(rows([1, 2], 5.0), None).await.expect("live request runs");
+        assert_eq!(kept.0, relu(&rows([1, 2], 5.0)));
+        assert!(matches!(expiring.await.expect("join"), Err(RunError::DeadlineExceeded)));
+        assert_eq!(metric(&metrics, "candle_serving_dropped_requests_total{model=\"t\",reason=\"deadline\"}"), 1.0);
+        assert_eq!(metric(&metrics, "candle_serving_dropped_requests_total{model=\"t\",reason=\"cancelled\"}"), 1.0);
+        assert_eq!(metric(&metrics, "candle_serving_batch_size_sum{model=\"t\"}"), 1.0, "only the live request was computed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn oversized_requests_and_a_full_queue_are_refused_at_once() {
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let small = BatchingOptions { max_batch_size: 2, max_enqueued_batches: 1, ..options() };
+        let batcher = Batcher::spawn(relu_session(), ComputePool::new(1, 16), small, Arc::clone(&metrics), "t".into());
+        let err = batcher.submit(rows([3, 2], 1.0), None).await.expect_err("too large");
+        assert_eq!(err.to_string(), "Task size 3 is larger than maximum input batch size 2");
+        assert_eq!(metric(&metrics, "candle_serving_rejected_requests_total{model=\"t\",reason=\"too_large\"}"), 1.0);
+
+        // Polled in order within one poll cycle: two rows fill the queue, the third is refused.
+        let (first, second, third) = tokio::join!(
+            batcher.submit(rows([1, 2], 1.0), None),
+            batcher.submit(rows([1, 2], 2.0), None),
+            batcher.submit(rows([1, 2], 3.0), None),
+        );
+        let err = third.expect_err("queue full");
+        assert!(err.to_string().contains("queue to which this task was submitted is full (limit 2 queued rows)"), "{err}");
+        assert_eq!(metric(&metrics, "candle_serving_rejected_requests_total{model=\"t\",reason=\"queue_full\"}"), 1.0);
+        assert!(first.is_ok() && second.is_ok(), "admitted requests still complete");
+        assert!(batcher.submit(rows([1, 2], 1.0), None).await.is_ok(), "room again once the queue drained");
+    }
+}
