@@ -58,6 +58,11 @@ impl GrpcClient {
         request.set_timeout(self.timeout);
         match stub.predict(request).await {
             Ok(_) => Ok(()),
+            // tonic enforces the deadline on the client side too and reports it as CANCELLED;
+            // group it with the other client-side timeouts.
+            Err(status) if status.code() == tonic::Code::Cancelled && status.message() == "Timeout expired" => {
+                Err(Failure::new("timeout", "no response within the deadline (--timeout)"))
+            }
             Err(status) => Err(Failure::new(&format!("{:?}", status.code()), status.message())),
         }
     }

@@ -207,3 +207,20 @@ impl PredictionService for PredictionServiceImpl {
         self.finish(&model, "GetModelMetadata", started, result)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_header_becomes_a_deadline() {
+        let now = Instant::now();
+        let mut request = Request::new(());
+        request.metadata_mut().insert("grpc-timeout", "250m".parse().expect("value"));
+        assert_eq!(grpc_deadline(&request, now), Some(now + std::time::Duration::from_millis(250)));
+        let mut request = Request::new(());
+        request.metadata_mut().insert("grpc-timeout", "3S".parse().expect("value"));
+        assert_eq!(grpc_deadline(&request, now), Some(now + std::time::Duration::from_secs(3)));
+        assert_eq!(grpc_deadline(&Request::new(()), now), None);
+    }
+}
