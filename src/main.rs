@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 
 fn main() -> ExitCode {
     let config = match parse_args(std::env::args().skip(1)) {
-        Ok(ParseOutcome::Serve(config)) => config,
+        Ok(ParseOutcome::Serve(config)) => *config,
         Ok(ParseOutcome::Help) => {
             print!("{}", usage());
             return ExitCode::SUCCESS;

@@ -121,7 +121,7 @@ pub enum FlagError {
 /// What the command line asks for.
 #[derive(Debug, PartialEq)]
 pub enum ParseOutcome {
-    Serve(ServerConfig),
+    Serve(Box<ServerConfig>),
     Help,
     Version,
 }
@@ -272,7 +272,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<ParseOutcom
     if let Some(path) = config_file {
         // As in TF Serving, the config file wins over --model_name/--model_base_path.
         config.models = ModelSource::ConfigFile(path);
-        return Ok(ParseOutcome::Serve(config));
+        return Ok(ParseOutcome::Serve(Box::new(config)));
     }
     match (model_name, base_path) {
         (name, Some(path)) if !path.is_empty() => {
@@ -284,7 +284,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<ParseOutcom
         (Some(_), _) => return Err(FlagError::NameWithoutPath),
         (None, _) => {}
     }
-    Ok(ParseOutcome::Serve(config))
+    Ok(ParseOutcome::Serve(Box::new(config)))
 }
 
 #[cfg(test)]
@@ -297,7 +297,7 @@ mod tests {
 
     fn serve(args: &[&str]) -> ServerConfig {
         match parse(args) {
-            Ok(ParseOutcome::Serve(c)) => c,
+            Ok(ParseOutcome::Serve(c)) => *c,
             other => panic!("expected a config, got {other:?}"),
         }
     }

@@ -98,7 +98,7 @@ impl Op for Conv {
         let (_, _, h, wd) = x.dims4()?;
         let (_, _, kh, kw) = w.dims4()?;
         let pads = resolve_pads(self.auto_pad, explicit.as_deref(), &[h, wd], &[kh, kw], &strides, &dilations)?;
-        if strides[0] != strides[1] && !one_d || dilations[0] != dilations[1] && !one_d {
+        if !one_d && (strides[0] != strides[1] || dilations[0] != dilations[1]) {
             return Err(OpError::Invalid(format!(
                 "unequal strides {strides:?} or dilations {dilations:?} across axes are not supported yet"
             )));

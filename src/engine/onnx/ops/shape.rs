@@ -232,16 +232,22 @@ impl Op for Gather {
     }
 }
 
+/// Opset < 10 carries starts, ends and axes as attributes.
+struct SliceAttrs {
+    starts: Vec<i64>,
+    ends: Vec<i64>,
+    axes: Option<Vec<i64>>,
+}
+
 struct Slice {
-    /// Opset < 10 carries starts/ends/axes as attributes.
-    attrs: Option<(Vec<i64>, Vec<i64>, Option<Vec<i64>>)>,
+    attrs: Option<SliceAttrs>,
 }
 
 impl Op for Slice {
     fn run(&self, inputs: &[Option<&Tensor>]) -> OpResult {
         let x = required(inputs, 0, "data")?;
         let (starts, ends, axes, steps) = match &self.attrs {
-            Some((s, e, a)) => (s.clone(), e.clone(), a.clone(), None),
+            Some(a) => (a.starts.clone(), a.ends.clone(), a.axes.clone(), None),
             None => (
                 int_values(required(inputs, 1, "starts")?)?,
                 int_values(required(inputs, 2, "ends")?)?,
@@ -289,7 +295,7 @@ fn slice(ctx: &NodeCtx<'_>) -> Result<Box<dyn Op>, LoadError> {
     let attrs = if ctx.opset < 10 {
         let starts = ctx.ints("starts").ok_or_else(|| LoadError::Invalid("attribute 'starts' is required".into()))?;
         let ends = ctx.ints("ends").ok_or_else(|| LoadError::Invalid("attribute 'ends' is required".into()))?;
-        Some((starts, ends, ctx.ints("axes")))
+        Some(SliceAttrs { starts, ends, axes: ctx.ints("axes") })
     } else {
         None
     };
