@@ -146,6 +146,12 @@ impl Metrics {
         Ok(())
     }
 
+    /// Creates the per-model series at 0 when a model starts serving, so an idle pod still
+    /// exports the autoscaling signal (an HPA reading no sample would not scale it).
+    pub fn register_model(&self, model: &str) {
+        let _ = self.inflight.with_label_values(&[model]);
+    }
+
     /// Counts an inference request as in flight until the guard drops.
     pub fn inflight(&self, model: &str) -> InflightGuard {
         let gauge = self.inflight.with_label_values(&[model]);

@@ -233,6 +233,7 @@ impl ModelManager {
             Ok(servable) => {
                 self.failures.remove(&key);
                 self.repository.make_available(servable);
+                self.metrics.register_model(name);
                 self.metrics.set_version_state(name, version, "AVAILABLE");
                 tracing::info!(model = %name, version, state = "AVAILABLE", duration_ms = elapsed.as_millis() as u64, "model version transition");
             }

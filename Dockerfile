@@ -1,0 +1,41 @@
+# syntax=docker/dockerfile:1
+# CPU image, a drop-in for tensorflow/serving:
+#   docker build -t candle-serving:0.1.0 .
+#   docker run -p 8500:8500 -p 8501:8501 -v "$PWD/models/mnist_cnn:/models/mnist_cnn:ro" \
+#     -e MODEL_NAME=mnist_cnn --read-only candle-serving:0.1.0
+ARG RUST_IMAGE=rust:1.89-bookworm
+ARG RUNTIME_IMAGE=debian:bookworm-slim
+
+FROM ${RUST_IMAGE} AS build
+WORKDIR /src
+# Drop the line tables Cargo.toml keeps for release builds: 90 MB -> 14 MB; symbols stay, so
+# backtraces still name functions. Set in both steps so the dependency layer stays valid.
+ENV CARGO_PROFILE_RELEASE_STRIP=debuginfo
+# 1. Dependencies: built against a stub for every target Cargo.toml declares (`path = "src/…"`),
+#    so this layer is reused until Cargo.toml, Cargo.lock, build.rs or the protos change.
+COPY Cargo.toml Cargo.lock build.rs ./
+COPY proto ./proto
+RUN for f in $(sed -n 's/^path = "\(src\/.*\.rs\)"$/\1/p' Cargo.toml); do \
+      mkdir -p "$(dirname "$f")" && echo 'fn main() {}' >"$f"; \
+    done \
+ && cargo build --release --locked \
+ && rm -rf src
+# 2. The server (touch: the stubs' artefacts must not look newer than the real sources).
+COPY src ./src
+RUN find src -name '*.rs' -exec touch {} + \
+ && cargo build --release --locked --bin candle-serving
+
+FROM ${RUNTIME_IMAGE}
+# Same variables and defaults as tensorflow/serving; the entrypoint serves
+# $MODEL_BASE_PATH/$MODEL_NAME unless the args say otherwise.
+ENV MODEL_BASE_PATH=/models \
+    MODEL_NAME=model
+COPY --from=build /src/target/release/candle-serving /usr/bin/candle-serving
+COPY --chmod=0755 docker/entrypoint.sh /usr/bin/tf_serving_entrypoint.sh
+# Manifests that set `command: [tensorflow_model_server]` keep working; models are mounted under
+# /models (read-only is fine: the server writes nothing, so --read-only / readOnlyRootFilesystem work).
+RUN ln -s candle-serving /usr/bin/tensorflow_model_server \
+ && mkdir -p /models
+USER 65532:65532
+EXPOSE 8500 8501
+ENTRYPOINT ["/usr/bin/tf_serving_entrypoint.sh"]
