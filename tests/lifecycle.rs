@@ -288,6 +288,7 @@ async fn labels_route_and_specific_and_all_policies_hold() {
     let server = Server::start(&[&format!("--model_config_file={}", config_file.display())], "s").await;
     wait_available(&server, "s", &[1, 2]).await;
     wait_available(&server, "all", &[1, 2, 3]).await;
+    let load = Load::start(&server, "all", 2).await;
     let (dims, input) = npy(&fixture("mnist_cnn/input_b1.npy"));
     let mut client = server.predict_client().await;
     for (choice, served) in [
@@ -302,6 +303,9 @@ async fn labels_route_and_specific_and_all_policies_hold() {
     }
     let latest = client.predict(predict_request("s", "image", float_tensor(&dims, input.clone()))).await.expect("latest");
     assert_eq!(latest.into_inner().model_spec.expect("spec").version_choice, Some(VersionChoice::Version(2)));
+    let (ok, failed) = load.finish().await;
+    assert_eq!(failed, 0);
+    assert!(ok > 0);
 
     // A label on a version that is not available is refused at config time.
     let bad = dir.join("bad.config");
@@ -331,6 +335,7 @@ async fn warmup_records_are_replayed_and_a_corrupt_file_fails_the_load() {
     std::fs::write(base.join("1/assets.extra/tf_serving_warmup_requests"), write_tfrecords([record.as_slice(), record.as_slice()])).expect("write");
     let base_arg = format!("--model_base_path={}", base.display());
     let server = Server::start(&["--model_name=w", &base_arg, "--file_system_poll_wait_seconds=0.1"], "w").await;
+    let load = Load::start(&server, "w", 2).await;
 
     add_version(&base, 2);
     std::fs::create_dir_all(base.join("2/assets.extra")).expect("mkdir");
@@ -349,5 +354,55 @@ async fn warmup_records_are_replayed_and_a_corrupt_file_fails_the_load() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     wait_available(&server, "w", &[1]).await;
+    let (ok, failed) = load.finish().await;
+    assert_eq!(failed, 0);
+    assert!(ok > 0);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn failed_loads_are_retried_as_configured() {
+    let dir = temp("retry");
+    let base = dir.join("r");
+    add_version(&base, 1);
+    let rest = free_port();
+    let server = Server::start(
+        &[
+            "--model_name=r",
+            &format!("--model_base_path={}", base.display()),
+            "--file_system_poll_wait_seconds=0.05",
+            "--max_num_load_retries=2",
+            "--load_retry_interval_micros=100000",
+            &format!("--rest_api_port={rest}"),
+        ],
+        "r",
+    )
+    .await;
+    let load = Load::start(&server, "r", 2).await;
+    std::fs::create_dir_all(base.join("2")).expect("mkdir");
+    std::fs::write(base.join("2/model.onnx"), b"corrupt").expect("write");
+    let path = base.join("2").display().to_string();
+    let attempts = || async {
+        let text = reqwest::get(format!("http://127.0.0.1:{rest}/metrics")).await.expect("metrics").text().await.expect("body");
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(":tensorflow:cc:saved_model:load_attempt_count{model_path=\"")
+                    .and_then(|rest| rest.strip_prefix(path.as_str()))
+                    .and_then(|rest| rest.strip_prefix("\",status=\"fail\"} "))
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
+            .unwrap_or(0.0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while attempts().await < 3.0 {
+        assert!(Instant::now() < deadline, "expected 1 attempt + 2 retries");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(attempts().await, 3.0, "no attempts beyond --max_num_load_retries");
+    wait_available(&server, "r", &[1]).await;
+    let (ok, failed) = load.finish().await;
+    assert_eq!(failed, 0);
+    assert!(ok > 0);
     std::fs::remove_dir_all(&dir).ok();
 }
