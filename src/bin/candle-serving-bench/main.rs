@@ -19,6 +19,7 @@ mod report;
 mod rest;
 mod stats;
 
+use std::io::Write as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -69,11 +70,9 @@ fn main() -> ExitCode {
         let mut run = load::run(Arc::new(client), plan).await;
         let ctx = report::Context { args: &args, signature: ctx_signature, batch };
         let summary = report::json(&ctx, &mut run);
-        if args.json {
-            println!("{summary}");
-        } else {
-            print!("{}", report::table(&summary));
-        }
+        // Not println!: a closed pipe (`| head`) is the reader's choice, not a reason to panic.
+        let text = if args.json { format!("{summary}\n") } else { report::table(&summary) };
+        let _ = std::io::stdout().write_all(text.as_bytes());
         ExitCode::SUCCESS
     })
 }
