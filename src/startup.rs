@@ -74,6 +74,9 @@ pub async fn serve(
         ModelSource::ConfigFile(path) => (model_config::load_file(path)?, Some(path.clone())),
     };
 
+    for flag in &config.ignored_flags {
+        tracing::warn!(%flag, "TF Serving flag accepted for compatibility; it has no effect in candle-serving");
+    }
     let compute = ComputePool::new(threads, COMPUTE_QUEUE);
     let repository = Arc::new(ModelRepository::new());
     let metrics = Arc::new(Metrics::new().map_err(|e| ServeError::Setup(format!("metrics: {e}")))?);

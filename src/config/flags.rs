@@ -44,6 +44,9 @@ pub struct ServerConfig {
     pub batching_parameters_file: Option<PathBuf>,
     /// `--max_inflight_requests`: Predict requests admitted at once (0 = unlimited).
     pub max_inflight_requests: usize,
+    /// TF Serving flags accepted so existing manifests start unchanged, but with no effect here;
+    /// start-up logs each one as a warning.
+    pub ignored_flags: Vec<String>,
 }
 
 /// Model lifecycle knobs, with TF Serving's flag names and defaults.
@@ -98,6 +101,7 @@ impl Default for ServerConfig {
             enable_batching: false,
             batching_parameters_file: None,
             max_inflight_requests: 0,
+            ignored_flags: Vec::new(),
         }
     }
 }
@@ -157,6 +161,17 @@ const FLAGS: &[(&str, Kind, &str, &str)] = &[
     ("enable_batching", Kind::Bool, "false", "batch concurrent Predict requests per model version"),
     ("batching_parameters_file", Kind::Value, "", "text BatchingParameters (needs --enable_batching; without it: adaptive batching, no timer)"),
     ("max_inflight_requests", Kind::Value, "0", "Predict requests admitted at once; more get RESOURCE_EXHAUSTED (0 = unlimited)"),
+    ("grpc_channel_arguments", Kind::Value, "", "TF's k=v list; grpc.max_connection_age_ms and grpc.max_connection_age_grace_ms are honoured"),
+    ("tensorflow_session_parallelism", Kind::Value, "0", "as --tensorflow_intra_op_parallelism when that is unset"),
+    ("enable_grpc_healthcheck_service", Kind::Bool, "true", "accepted; grpc.health.v1 is always served"),
+    ("tensorflow_inter_op_parallelism", Kind::Value, "0", "accepted, no effect (logged)"),
+    ("rest_api_num_threads", Kind::Value, "0", "accepted, no effect (logged): tokio sizes its own pool"),
+    ("grpc_max_threads", Kind::Value, "0", "accepted, no effect (logged): tokio sizes its own pool"),
+    ("num_load_threads", Kind::Value, "0", "accepted, no effect (logged): versions load one at a time"),
+    ("num_unload_threads", Kind::Value, "0", "accepted, no effect (logged)"),
+    ("enable_profiler", Kind::Bool, "true", "accepted, no effect (logged)"),
+    ("flush_filesystem_caches", Kind::Bool, "true", "accepted, no effect (logged)"),
+    ("saved_model_tags", Kind::Value, "serve", "accepted, no effect (logged): ONNX models have no tags"),
     ("help", Kind::Bool, "", "print this help"),
     ("version", Kind::Bool, "", "print the version"),
 ];
@@ -187,6 +202,26 @@ where
         .map_err(|e: T::Err| FlagError::BadValue { flag: flag.into(), value: value.into(), reason: e.to_string() })
 }
 
+/// `--grpc_channel_arguments=k=v,k=v`: the connection-age keys map onto our flags; other gRPC
+/// core arguments have no equivalent in this server and are logged as ignored.
+fn apply_channel_arguments(config: &mut ServerConfig, list: &str) -> Result<(), FlagError> {
+    for pair in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').ok_or_else(|| FlagError::BadValue {
+            flag: "grpc_channel_arguments".into(),
+            value: pair.into(),
+            reason: "expected key=value".into(),
+        })?;
+        match key {
+            "grpc.max_connection_age_ms" => config.grpc_max_connection_age = millis(parse_num("grpc_channel_arguments", value)?),
+            "grpc.max_connection_age_grace_ms" => {
+                config.grpc_max_connection_age_grace = millis(parse_num("grpc_channel_arguments", value)?);
+            }
+            _ => config.ignored_flags.push(format!("--grpc_channel_arguments {key}={value}")),
+        }
+    }
+    Ok(())
+}
+
 /// Poll periods: 0 = once (None), negative = never (None), fractions allowed for tests.
 fn seconds(flag: &str, value: &str) -> Result<Option<Duration>, FlagError> {
     let s: f64 = parse_num(flag, value)?;
@@ -205,6 +240,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<ParseOutcom
     let mut config = ServerConfig::default();
     let mut model_name: Option<String> = None;
     let mut config_file: Option<PathBuf> = None;
+    let mut session_parallelism: Option<usize> = None;
     let mut base_path: Option<String> = None;
     let mut args = args.into_iter().peekable();
     if args.peek().is_none() {
@@ -261,10 +297,24 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<ParseOutcom
             "drain_timeout_seconds" => config.drain_timeout = Duration::from_secs(parse_num(&name, &value)?),
             "grpc_max_connection_age_ms" => config.grpc_max_connection_age = millis(parse_num(&name, &value)?),
             "grpc_max_connection_age_grace_ms" => config.grpc_max_connection_age_grace = millis(parse_num(&name, &value)?),
+            "grpc_channel_arguments" => apply_channel_arguments(&mut config, &value)?,
+            "tensorflow_session_parallelism" => session_parallelism = Some(parse_num::<usize>(&name, &value)?),
+            "enable_grpc_healthcheck_service" => {
+                parse_bool(&name, &value)?;
+            }
+            "tensorflow_inter_op_parallelism" | "rest_api_num_threads" | "grpc_max_threads" | "num_load_threads"
+            | "num_unload_threads" | "saved_model_tags" => config.ignored_flags.push(format!("--{name}={value}")),
+            "enable_profiler" | "flush_filesystem_caches" => {
+                parse_bool(&name, &value)?;
+                config.ignored_flags.push(format!("--{name}={value}"));
+            }
             "help" if parse_bool(&name, &value)? => return Ok(ParseOutcome::Help),
             "version" if parse_bool(&name, &value)? => return Ok(ParseOutcome::Version),
             _ => {}
         }
+    }
+    if let Some(n) = session_parallelism.filter(|_| config.compute_threads == 0) {
+        config.compute_threads = n;
     }
     if config.batching_parameters_file.is_some() && !config.enable_batching {
         return Err(FlagError::BatchingFileWithoutBatching);
@@ -329,5 +379,19 @@ mod tests {
         assert_eq!(parse(&["--model_name=x"]), Err(FlagError::NameWithoutPath));
         assert_eq!(parse(&["stray"]), Err(FlagError::Positional("stray".into())));
         assert_eq!(parse(&["--help"]), Ok(ParseOutcome::Help));
+    }
+
+    #[test]
+    fn tf_serving_flags_from_existing_manifests_are_accepted() {
+        let c = serve(&[
+            "--grpc_channel_arguments=grpc.max_connection_age_ms=2000,grpc.lb_policy_name=grpclb",
+            "--tensorflow_session_parallelism=3",
+            "--enable_grpc_healthcheck_service=true",
+            "--rest_api_num_threads=8",
+        ]);
+        assert_eq!(c.grpc_max_connection_age, Some(Duration::from_millis(2000)));
+        assert_eq!(c.compute_threads, 3);
+        assert_eq!(c.ignored_flags, vec!["--grpc_channel_arguments grpc.lb_policy_name=grpclb", "--rest_api_num_threads=8"]);
+        assert!(matches!(parse(&["--grpc_channel_arguments=oops"]), Err(FlagError::BadValue { .. })));
     }
 }
