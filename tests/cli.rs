@@ -4,37 +4,14 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use candle_serving::proto::onnx::tensor_proto::DataType as OnnxType;
-use candle_serving::proto::onnx::tensor_shape_proto::{Dimension, dimension};
-use candle_serving::proto::onnx::type_proto::{self, Tensor as TensorType};
-use candle_serving::proto::onnx::{
-    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto, TypeProto, ValueInfoProto,
-};
+use candle_serving::proto::onnx::{GraphProto, NodeProto};
 use common::*;
-use prost::Message;
 
 fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("candle-serving-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
-}
-
-fn value(name: &str) -> ValueInfoProto {
-    let dim = |v| Dimension { value: Some(v), ..Default::default() };
-    ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(TensorType {
-                elem_type: OnnxType::Float as i32,
-                shape: Some(TensorShapeProto {
-                    dim: vec![dim(dimension::Value::DimParam("N".into())), dim(dimension::Value::DimValue(4))],
-                }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
 }
 
 fn node(op: &str, name: &str, input: &str, output: &str) -> NodeProto {
@@ -51,18 +28,12 @@ fn write_unsupported_model(dir: &Path) {
             node("HardMax9", "hm", "b", "c"),
             node("Frobnicate", "frob_2", "c", "y"),
         ],
-        input: vec![value("x")],
-        output: vec![value("y")],
-        ..Default::default()
-    };
-    let model = ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 13 }],
-        graph: Some(graph),
+        input: vec![onnx_value("x", &[None, Some(4)])],
+        output: vec![onnx_value("y", &[None, Some(4)])],
         ..Default::default()
     };
     std::fs::create_dir_all(dir.join("1")).expect("mkdir");
-    std::fs::write(dir.join("1/model.onnx"), model.encode_to_vec()).expect("write model");
+    std::fs::write(dir.join("1/model.onnx"), onnx_model_bytes(graph)).expect("write model");
 }
 
 #[test]

@@ -8,15 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use candle_serving::proto::onnx::tensor_proto::DataType as OnnxType;
-use candle_serving::proto::onnx::tensor_shape_proto::{Dimension, dimension};
-use candle_serving::proto::onnx::type_proto::{self, Tensor as TensorType};
-use candle_serving::proto::onnx::{
-    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto as OnnxTensor, TensorShapeProto, TypeProto,
-    ValueInfoProto,
-};
+use candle_serving::proto::onnx::{GraphProto, NodeProto, TensorProto as OnnxTensor};
 use candle_serving::proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
 use common::*;
-use prost::Message;
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -44,22 +38,6 @@ async fn http_ready(port: u16) -> Option<u16> {
 
 /// A model that takes a while to load (a 96 MiB initializer), so "loading" is observable.
 fn write_slow_model(dir: &Path) {
-    let value = |name: &str| ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(TensorType {
-                elem_type: OnnxType::Float as i32,
-                shape: Some(TensorShapeProto {
-                    dim: vec![
-                        Dimension { value: Some(dimension::Value::DimParam("N".into())), ..Default::default() },
-                        Dimension { value: Some(dimension::Value::DimValue(4)), ..Default::default() },
-                    ],
-                }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
     let count = 24 << 20;
     let big = OnnxTensor {
         name: "big".into(),
@@ -71,18 +49,12 @@ fn write_slow_model(dir: &Path) {
     let graph = GraphProto {
         node: vec![NodeProto { op_type: "Relu".into(), name: "r".into(), input: vec!["x".into()], output: vec!["y".into()], ..Default::default() }],
         initializer: vec![big],
-        input: vec![value("x")],
-        output: vec![value("y")],
-        ..Default::default()
-    };
-    let model = ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 13 }],
-        graph: Some(graph),
+        input: vec![onnx_value("x", &[None, Some(4)])],
+        output: vec![onnx_value("y", &[None, Some(4)])],
         ..Default::default()
     };
     std::fs::create_dir_all(dir.join("1")).expect("mkdir");
-    std::fs::write(dir.join("1/model.onnx"), model.encode_to_vec()).expect("write");
+    std::fs::write(dir.join("1/model.onnx"), onnx_model_bytes(graph)).expect("write");
 }
 
 #[tokio::test]

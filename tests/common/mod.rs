@@ -139,3 +139,40 @@ impl Server {
         (Server::start(&all, model).await, rest_port)
     }
 }
+
+/// A float tensor graph input/output for hand-built ONNX models; `None` dims are dynamic.
+pub fn onnx_value(name: &str, dims: &[Option<i64>]) -> candle_serving::proto::onnx::ValueInfoProto {
+    use candle_serving::proto::onnx::tensor_shape_proto::{Dimension, dimension};
+    use candle_serving::proto::onnx::{TensorShapeProto, TypeProto, ValueInfoProto, type_proto};
+    let dim = |d: &Option<i64>| Dimension {
+        value: Some(match d {
+            Some(n) => dimension::Value::DimValue(*n),
+            None => dimension::Value::DimParam("N".into()),
+        }),
+        ..Default::default()
+    };
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: candle_serving::proto::onnx::tensor_proto::DataType::Float as i32,
+                shape: Some(TensorShapeProto { dim: dims.iter().map(dim).collect() }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Encodes `graph` as an opset-13 ONNX model file.
+pub fn onnx_model_bytes(graph: candle_serving::proto::onnx::GraphProto) -> Vec<u8> {
+    use candle_serving::proto::onnx::{ModelProto, OperatorSetIdProto};
+    use prost::Message;
+    ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 13 }],
+        graph: Some(graph),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
