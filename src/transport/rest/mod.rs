@@ -108,15 +108,21 @@ async fn dispatch(state: &RestState, route: Route, body: Body, served: &mut Opti
             if state.timeout.is_zero() {
                 return work.await;
             }
-            match tokio::time::timeout(state.timeout, work).await {
-                Ok(result) => result,
-                Err(_) => Err(RestError::new(
+            // The deadline can fire in two places (this timer, or the queue that drops expired
+            // work before compute); either way the client gets the same 504 naming the flag.
+            let expired = || {
+                RestError::new(
                     ErrorKind::DeadlineExceeded,
                     format!(
                         "Deadline exceeded: the request did not finish within --rest_api_timeout_in_ms={} ms",
                         state.timeout.as_millis()
                     ),
-                )),
+                )
+            };
+            match tokio::time::timeout(state.timeout, work).await {
+                Ok(Err(e)) if e.kind() == ErrorKind::DeadlineExceeded => Err(expired()),
+                Ok(result) => result,
+                Err(_) => Err(expired()),
             }
         }
         Route::Unsupported { verb, .. } => {
