@@ -1,6 +1,5 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc::{self, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use crossbeam_channel::{Sender, TrySendError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -30,27 +29,20 @@ pub enum ComputeError {
 /// model never stalls the transports, health checks or other models' I/O.
 #[derive(Clone)]
 pub struct ComputePool {
-    sender: SyncSender<Job>,
+    sender: Sender<Job>,
     capacity: usize,
 }
 
 impl ComputePool {
     pub fn new(threads: usize, capacity: usize) -> Self {
-        let (sender, receiver) = mpsc::sync_channel::<Job>(capacity);
-        let receiver = Arc::new(Mutex::new(receiver));
+        // A multi-consumer channel: a job wakes exactly one idle thread (a mutex around a
+        // single-consumer receiver would wake a second one just to park it again).
+        let (sender, receiver) = crossbeam_channel::bounded::<Job>(capacity);
         for index in 0..threads.max(1) {
-            let receiver = Arc::clone(&receiver);
+            let receiver = receiver.clone();
             let spawned = thread::Builder::new().name(format!("compute-{index}")).spawn(move || {
-                loop {
-                    // The lock is held only while waiting for the next job, not while running it.
-                    let job = match receiver.lock() {
-                        Ok(guard) => guard.recv(),
-                        Err(_) => return,
-                    };
-                    match job {
-                        Ok(job) => job(),
-                        Err(_) => return,
-                    }
+                while let Ok(job) = receiver.recv() {
+                    job();
                 }
             });
             if let Err(err) = spawned {
