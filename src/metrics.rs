@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
     exponential_buckets,
 };
 
@@ -56,6 +56,9 @@ pub struct Metrics {
     version_state: IntGaugeVec,
     connections: IntCounterVec,
     batch_size: HistogramVec,
+    tf_input_batch_size: Histogram,
+    tf_processed_batch_size: Histogram,
+    tf_queuing_latency: HistogramVec,
     rejected: IntCounterVec,
     dropped: IntCounterVec,
 }
@@ -115,6 +118,15 @@ impl Metrics {
             )?,
             connections: counter("candle_serving_connections_accepted_total", "Connections accepted, by transport.", &["transport"])?,
             batch_size: histogram("candle_serving_batch_size", "Rows per executed batch (before padding).", exponential_buckets(1.0, 2.0, 12)?, &["model"])?,
+            tf_input_batch_size: Histogram::with_opts(
+                HistogramOpts::new(":tensorflow:serving:batching_session:input_batch_size", "Batch sizes of the inputs.")
+                    .buckets(exponential_buckets(1.0, 2.0, 14)?),
+            )?,
+            tf_processed_batch_size: Histogram::with_opts(
+                HistogramOpts::new(":tensorflow:serving:batching_session:processed_batch_size", "Batch sizes after padding.")
+                    .buckets(exponential_buckets(1.0, 2.0, 14)?),
+            )?,
+            tf_queuing_latency: histogram(":tensorflow:serving:batching_session:queuing_latency", "Distribution of wall time spent (in microseconds) in queuing", exponential_buckets(100.0, 1.2, 52)?, &["thread_pool_name"])?,
             rejected: counter("candle_serving_rejected_requests_total", "Requests refused at admission, by reason (inflight_limit, queue_full, too_large).", &["model", "reason"])?,
             dropped: counter("candle_serving_dropped_requests_total", "Queued requests dropped before compute, by reason (cancelled, deadline).", &["model", "reason"])?,
             registry,
@@ -139,6 +151,9 @@ impl Metrics {
         r.register(Box::new(self.version_state.clone()))?;
         r.register(Box::new(self.connections.clone()))?;
         r.register(Box::new(self.batch_size.clone()))?;
+        r.register(Box::new(self.tf_input_batch_size.clone()))?;
+        r.register(Box::new(self.tf_processed_batch_size.clone()))?;
+        r.register(Box::new(self.tf_queuing_latency.clone()))?;
         r.register(Box::new(self.rejected.clone()))?;
         r.register(Box::new(self.dropped.clone()))?;
         #[cfg(target_os = "linux")]
@@ -203,8 +218,16 @@ impl Metrics {
         self.connections.with_label_values(&[transport])
     }
 
-    pub fn observe_batch(&self, model: &str, rows: usize, _padded: usize) {
+    /// One executed batch: `rows` from requests, `padded` after padding to an allowed size.
+    pub fn observe_batch(&self, model: &str, rows: usize, padded: usize) {
         self.batch_size.with_label_values(&[model]).observe(rows as f64);
+        self.tf_input_batch_size.observe(rows as f64);
+        self.tf_processed_batch_size.observe(padded as f64);
+    }
+
+    /// Time one request waited in a batch queue, under TF Serving's batching metric.
+    pub fn observe_batch_queueing(&self, waited: Duration) {
+        self.tf_queuing_latency.with_label_values(&["model_server_batch_threads"]).observe(waited.as_micros() as f64);
     }
 
     pub fn count_rejection(&self, model: &str, reason: &str) {

@@ -244,7 +244,9 @@ impl Execution {
         match outputs {
             Ok((per_task, timing)) => {
                 for (task, outputs) in batch.into_iter().zip(per_task) {
-                    let queued = started - task.enqueued + timing.queued;
+                    let waited = started - task.enqueued;
+                    self.metrics.observe_batch_queueing(waited);
+                    let queued = waited + timing.queued;
                     let _ = task.reply.send(Ok((outputs, Timing { queued, computed: timing.computed })));
                 }
             }
@@ -376,6 +378,7 @@ mod tests {
         }
         assert_eq!(metric(&metrics, "candle_serving_batch_size_count{model=\"t\"}"), 2.0, "[1,2]+[2,2] together, [1,3] alone");
         assert_eq!(metric(&metrics, "candle_serving_batch_size_sum{model=\"t\"}"), 4.0);
+        assert_eq!(metric(&metrics, ":tensorflow:serving:batching_session:processed_batch_size_count "), 2.0, "TF's name too");
     }
 
     #[tokio::test(start_paused = true)]
