@@ -86,13 +86,12 @@ pub async fn serve(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut transports = JoinSet::new();
-    let threads_for_batches = threads;
     let batching = match (config.enable_batching, &config.batching_parameters_file) {
         (false, _) => None,
-        (true, None) => Some(BatchingOptions::adaptive(threads_for_batches)),
+        (true, None) => Some(BatchingOptions::adaptive(threads)),
         (true, Some(path)) => {
             let params: BatchingParameters = text_proto::parse_file("tensorflow.serving.BatchingParameters", path)?;
-            Some(BatchingOptions::from_params(&params, threads_for_batches).map_err(|e| ServeError::Setup(format!("{}: {e}", path.display())))?)
+            Some(BatchingOptions::from_params(&params, threads).map_err(|e| ServeError::Setup(format!("{}: {e}", path.display())))?)
         }
     };
     let admission = Admission::new(config.max_inflight_requests);

@@ -96,10 +96,8 @@ impl PredictionServiceImpl {
             signature_def: servable.signatures().iter().map(|(k, s)| (k.clone(), signature_def(s))).collect(),
         };
         let any = prost_types::Any { type_url: SIGNATURE_DEF_MAP_URL.to_string(), value: map.encode_to_vec() };
-        let mut spec = model_spec::echo(servable.name(), servable.version(), "");
-        spec.signature_name.clear();
         Ok(GetModelMetadataResponse {
-            model_spec: Some(spec),
+            model_spec: Some(model_spec::echo(servable.name(), servable.version(), "")),
             metadata: [(SIGNATURE_DEF_FIELD.to_string(), any)].into_iter().collect(),
         })
     }

@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use half::{bf16, f16};
 
 use crate::repository::{ModelRepository, VersionRequest};
-use crate::serving::{PredictCall, Signature, predict};
+use crate::serving::{PredictCall, Signature, predict_on};
 use crate::tensor::{HostTensor, TensorData};
 
 use super::json::{self, Value, Writer, preview, write_f32, write_f64};
@@ -46,7 +46,7 @@ pub(super) async fn run(
         }
     };
     // The signature decides how rows map to inputs and which dtype each value must have, so
-    // resolve first (TF does the same); the Predict call then pins this exact version.
+    // resolve first (TF does the same) and run the call on that same servable.
     let servable = repository.resolve(model, version)?;
     *served = Some(servable.version());
     let signature = servable.signature(signature_name)?;
@@ -59,7 +59,7 @@ pub(super) async fn run(
         output_filter: Vec::new(),
         deadline,
     };
-    let outcome = predict(repository, call).await?;
+    let outcome = predict_on(servable, call).await?;
     write_outputs(format, &outcome.outputs)
 }
 
