@@ -29,10 +29,6 @@ async fn concurrent_predictions(server: &Server) -> Vec<Vec<f32>> {
     out
 }
 
-fn metric(text: &str, prefix: &str) -> f64 {
-    text.lines().find_map(|l| l.strip_prefix(prefix).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn batched_results_equal_unbatched_ones_and_batches_form() {
     let (_, golden) = npy(&fixture("mnist_cnn/output_b16.npy"));
@@ -45,9 +41,9 @@ async fn batched_results_equal_unbatched_ones_and_batches_form() {
         assert_close(&batched[i], &unbatched[i], 1e-6, &format!("request {i}: batched vs unbatched"));
         assert_close(&batched[i], &golden[(i % 16) * 10..(i % 16 + 1) * 10], 1e-5, &format!("request {i}: golden"));
     }
-    let text = reqwest::get(format!("http://127.0.0.1:{rest}/metrics")).await.expect("metrics").text().await.expect("body");
-    let rows = metric(&text, "candle_serving_batch_size_sum{model=\"mnist_cnn\"}");
-    let batches = metric(&text, "candle_serving_batch_size_count{model=\"mnist_cnn\"}");
+    let text = scrape(rest).await;
+    let rows = metric_value(&text, "candle_serving_batch_size_sum{model=\"mnist_cnn\"}").unwrap_or(0.0);
+    let batches = metric_value(&text, "candle_serving_batch_size_count{model=\"mnist_cnn\"}").unwrap_or(0.0);
     println!("32 concurrent requests ran in {batches} batches");
     assert!(rows >= 32.0, "every request went through the queue: {rows}");
     assert!(batches < rows, "no batch had more than one request ({batches} batches for {rows} rows)");
@@ -90,9 +86,9 @@ async fn overload_is_refused_at_once_and_admitted_requests_finish() {
     println!("admitted {ok}, refused {refused}");
     assert_eq!(ok + refused, 10);
     assert!(ok >= 2 && refused >= 1, "admitted {ok}, refused {refused}");
-    let text = reqwest::get(format!("http://127.0.0.1:{rest}/metrics")).await.expect("metrics").text().await.expect("body");
+    let text = scrape(rest).await;
     assert_eq!(
-        metric(&text, "candle_serving_rejected_requests_total{model=\"mnist_cnn\",reason=\"inflight_limit\"}"),
+        metric_value(&text, "candle_serving_rejected_requests_total{model=\"mnist_cnn\",reason=\"inflight_limit\"}").unwrap_or(0.0),
         refused as f64
     );
 }

@@ -382,17 +382,8 @@ async fn failed_loads_are_retried_as_configured() {
     std::fs::create_dir_all(base.join("2")).expect("mkdir");
     std::fs::write(base.join("2/model.onnx"), b"corrupt").expect("write");
     let path = base.join("2").display().to_string();
-    let attempts = || async {
-        let text = reqwest::get(format!("http://127.0.0.1:{rest}/metrics")).await.expect("metrics").text().await.expect("body");
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix(":tensorflow:cc:saved_model:load_attempt_count{model_path=\"")
-                    .and_then(|rest| rest.strip_prefix(path.as_str()))
-                    .and_then(|rest| rest.strip_prefix("\",status=\"fail\"} "))
-                    .and_then(|v| v.parse::<f64>().ok())
-            })
-            .unwrap_or(0.0)
-    };
+    let series = format!(":tensorflow:cc:saved_model:load_attempt_count{{model_path=\"{path}\",status=\"fail\"}}");
+    let attempts = || async { metric_value(&scrape(rest).await, &series).unwrap_or(0.0) };
     let deadline = Instant::now() + Duration::from_secs(20);
     while attempts().await < 3.0 {
         assert!(Instant::now() < deadline, "expected 1 attempt + 2 retries");

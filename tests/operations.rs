@@ -206,11 +206,7 @@ async fn connections_are_recycled_by_max_age_without_failed_requests() {
         }
     }
     assert_eq!(failed, 0, "{failed} failed of {}", ok + failed);
-    let metrics = reqwest::get(format!("http://127.0.0.1:{rest}/metrics")).await.expect("metrics").text().await.expect("body");
-    let accepted: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("candle_serving_connections_accepted_total{transport=\"grpc\"} "))
-        .and_then(|v| v.parse().ok())
-        .expect("connection counter");
+    let metrics = scrape(rest).await;
+    let accepted = metric_value(&metrics, "candle_serving_connections_accepted_total{transport=\"grpc\"}").expect("connection counter");
     assert!(accepted >= 4.0, "expected the client to reconnect several times, saw {accepted} connections");
 }

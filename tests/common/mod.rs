@@ -176,3 +176,13 @@ pub fn onnx_model_bytes(graph: candle_serving::proto::onnx::GraphProto) -> Vec<u
     }
     .encode_to_vec()
 }
+
+/// The Prometheus text of the server's REST port.
+pub async fn scrape(rest_port: u16) -> String {
+    reqwest::get(format!("http://127.0.0.1:{rest_port}/metrics")).await.expect("metrics").text().await.expect("metrics body")
+}
+
+/// The value of one series, `series` being its name and labels exactly as exposed.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+}
