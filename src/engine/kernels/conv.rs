@@ -51,31 +51,40 @@ impl Conv2d {
     pub(crate) fn run(&self, input: &[f32], weights: &[f32], bias: &[f32], act: Option<Activation>, threads: usize) -> Vec<f32> {
         let pixels = self.batch * self.out_h * self.out_w;
         let patch = self.patch_len();
-        let mut output = vec![0.0f32; pixels * self.out_c];
         if pixels == 0 || self.out_c == 0 {
-            return output;
+            return vec![0.0; pixels * self.out_c];
+        }
+        // the bias seeds every output row; the GEMMs accumulate onto it
+        let mut output: Vec<f32> = Vec::with_capacity(pixels * self.out_c);
+        for _ in 0..pixels {
+            output.extend_from_slice(bias);
         }
         let mut rows_per_chunk = (CHUNK_FLOATS / patch.max(1)).clamp(16, 4096).min(pixels);
         if threads > 1 && pixels >= 64 {
             // at least one chunk per thread, so small batches still use every core
             rows_per_chunk = rows_per_chunk.min(pixels.div_ceil(threads));
         }
+        let in_g = self.in_c / self.groups;
+        let out_g = self.out_c / self.groups;
+        // Few channels per tap make pixel-major rows a scatter of tiny copies; tap-major columns
+        // are long runs along the output row instead, and the GEMM reads them transposed.
+        let tap_major = in_g < 16;
         let run_chunk = |col: &mut Vec<f32>, (index, out): (usize, &mut [f32])| {
             let first = index * rows_per_chunk;
             let rows = out.len() / self.out_c;
-            for row in out.chunks_exact_mut(self.out_c) {
-                row.copy_from_slice(bias);
-            }
             if self.is_pointwise() {
                 let a = MatRef::row_major(&input[first * self.in_c..(first + rows) * self.in_c], rows, self.in_c);
                 sgemm(a, MatRef::row_major(weights, self.in_c, self.out_c), out, self.out_c, true, 1);
             } else {
-                let in_g = self.in_c / self.groups;
-                let out_g = self.out_c / self.groups;
                 col.resize(rows * patch, 0.0);
                 for g in 0..self.groups {
-                    self.im2col(input, first, rows, g * in_g, in_g, col);
-                    let a = MatRef::row_major(col, rows, patch);
+                    let a = if tap_major {
+                        self.im2col_tap_major(input, first, rows, g * in_g, in_g, col);
+                        MatRef { data: col, rows, cols: patch, row_stride: 1, col_stride: rows }
+                    } else {
+                        self.im2col(input, first, rows, g * in_g, in_g, col);
+                        MatRef::row_major(col, rows, patch)
+                    };
                     // weights for group g: columns g*out_g.. of the [patch, out_c] matrix
                     let b = MatRef { data: &weights[g * out_g..], rows: patch, cols: out_g, row_stride: self.out_c, col_stride: 1 };
                     sgemm(a, b, &mut out[g * out_g..], self.out_c, true, 1);
@@ -99,11 +108,15 @@ impl Conv2d {
         let [kh, kw] = self.kernel;
         let patch = kh * kw * channels;
         let per_image = self.out_h * self.out_w;
+        // with unit dilation and every channel, a kernel row inside the image is one run
+        let whole_rows = self.dilations[1] == 1 && channels == self.in_c;
         for (r, dst) in col.chunks_exact_mut(patch).take(rows).enumerate() {
             let pixel = first + r;
             let (n, rem) = (pixel / per_image, pixel % per_image);
             let (oh, ow) = (rem / self.out_w, rem % self.out_w);
             let image = &input[n * self.in_h * self.in_w * self.in_c..];
+            let x0 = (ow * self.strides[1]) as isize - self.pad_begin[1] as isize;
+            let inside_x = x0 >= 0 && x0 as usize + (kw - 1) * self.dilations[1] < self.in_w;
             for ky in 0..kh {
                 let iy = (oh * self.strides[0] + ky * self.dilations[0]) as isize - self.pad_begin[0] as isize;
                 let taps = &mut dst[ky * kw * channels..(ky + 1) * kw * channels];
@@ -112,14 +125,51 @@ impl Conv2d {
                     continue;
                 }
                 let row = &image[iy as usize * self.in_w * self.in_c..];
+                if whole_rows && inside_x {
+                    let at = x0 as usize * self.in_c;
+                    taps.copy_from_slice(&row[at..at + kw * channels]);
+                    continue;
+                }
                 for (kx, tap) in taps.chunks_exact_mut(channels).enumerate() {
-                    let ix = (ow * self.strides[1] + kx * self.dilations[1]) as isize - self.pad_begin[1] as isize;
+                    let ix = x0 + (kx * self.dilations[1]) as isize;
                     if ix < 0 || ix as usize >= self.in_w {
                         tap.fill(0.0);
                     } else {
                         let at = ix as usize * self.in_c + c0;
                         tap.copy_from_slice(&row[at..at + channels]);
                     }
+                }
+            }
+        }
+    }
+
+    /// The same patches stored tap-major: `col[tap * rows + r]`. Each tap is filled along runs
+    /// of one output row, which for unit stride reads consecutive input pixels.
+    fn im2col_tap_major(&self, input: &[f32], first: usize, rows: usize, c0: usize, channels: usize, col: &mut [f32]) {
+        let [_, kw] = self.kernel;
+        let per_image = self.out_h * self.out_w;
+        for (tap, dst) in col.chunks_exact_mut(rows).enumerate() {
+            let ci = tap % channels;
+            let kx = (tap / channels) % kw;
+            let ky = tap / (channels * kw);
+            let mut r = 0;
+            while r < rows {
+                let pixel = first + r;
+                let (n, rem) = (pixel / per_image, pixel % per_image);
+                let (oh, ow0) = (rem / self.out_w, rem % self.out_w);
+                let run = (self.out_w - ow0).min(rows - r);
+                let seg = &mut dst[r..r + run];
+                r += run;
+                let iy = (oh * self.strides[0] + ky * self.dilations[0]) as isize - self.pad_begin[0] as isize;
+                if iy < 0 || iy as usize >= self.in_h {
+                    seg.fill(0.0);
+                    continue;
+                }
+                let base = ((n * self.in_h + iy as usize) * self.in_w) * self.in_c + c0 + ci;
+                let x_off = (kx * self.dilations[1]) as isize - self.pad_begin[1] as isize;
+                for (j, d) in seg.iter_mut().enumerate() {
+                    let ix = ((ow0 + j) * self.strides[1]) as isize + x_off;
+                    *d = if ix < 0 || ix as usize >= self.in_w { 0.0 } else { input[base + ix as usize * self.in_c] };
                 }
             }
         }
@@ -175,6 +225,8 @@ mod tests {
             (1, 5, 5, 4, 4, [3, 3], [1, 1], [1, 1], [1, 1], 4), // depthwise
             (4, 6, 5, 8, 5, [1, 1], [1, 1], [1, 1], [0, 0], 1), // pointwise
             (70, 6, 6, 1, 3, [3, 3], [1, 1], [1, 1], [0, 0], 1), // several chunks
+            (3, 7, 7, 32, 8, [3, 3], [1, 1], [1, 1], [1, 1], 1), // pixel-major, whole kernel rows
+            (2, 7, 7, 32, 4, [3, 3], [2, 2], [1, 2], [1, 0], 2), // pixel-major, per tap
         ];
         for (batch, in_h, in_w, in_c, out_c, kernel, strides, dilations, pad_begin, groups) in cases {
             let out_h = (in_h + 2 * pad_begin[0] - (dilations[0] * (kernel[0] - 1) + 1)) / strides[0] + 1;

@@ -6,6 +6,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape};
 
 use super::activation::Activation;
 use super::conv::Conv2d;
+use super::gemm::{MatRef, sgemm};
 use super::geometry::Window;
 use super::pool::{Pool2d, Reduce};
 use super::threads::intra_op_threads;
@@ -100,5 +101,41 @@ impl CustomOp1 for NhwcPool {
         };
         let out = pool.run(f32s(storage, layout, "pool input")?, self.reduce, intra_op_threads());
         Ok((CpuStorage::F32(out), Shape::from_dims(&[batch, r.out[0], r.out[1], channels])))
+    }
+}
+
+/// A dense layer `y = act(x · W + b)` over the last axis of `x`, with `W` `[K, N]` and `b` `[N]`:
+/// the bias seeds the output and the activation runs on it in place, so a Keras `Dense` is one
+/// GEMM call instead of MatMul, a broadcast Add and an activation.
+pub(crate) struct Dense {
+    pub(crate) activation: Option<Activation>,
+}
+
+impl CustomOp3 for Dense {
+    fn name(&self) -> &'static str {
+        "dense"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (&k, lead) = match l1.dims().split_last() {
+            Some(split) => split,
+            None => candle_core::bail!("dense input must have at least one axis"),
+        };
+        let &[wk, n] = l2.dims() else { candle_core::bail!("dense weights must be 2-D, got {:?}", l2.dims()) };
+        if wk != k || l3.dims().iter().product::<usize>() != n {
+            candle_core::bail!("dense shapes disagree: input {:?}, weights {:?}, bias {:?}", l1.dims(), l2.dims(), l3.dims());
+        }
+        let rows: usize = lead.iter().product();
+        let (x, w, b) = (f32s(s1, l1, "dense input")?, f32s(s2, l2, "dense weights")?, f32s(s3, l3, "dense bias")?);
+        let mut out = vec![0.0f32; rows * n];
+        for row in out.chunks_exact_mut(n.max(1)) {
+            row.copy_from_slice(b);
+        }
+        let threads = if rows * k * n >= 1 << 20 { intra_op_threads() } else { 1 };
+        sgemm(MatRef::row_major(x, rows, k), MatRef::row_major(w, k, n), &mut out, n, true, threads);
+        super::activation::apply(self.activation, &mut out);
+        let mut dims = lead.to_vec();
+        dims.push(n);
+        Ok((CpuStorage::F32(out), Shape::from_dims(&dims)))
     }
 }

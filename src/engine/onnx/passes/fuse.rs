@@ -5,10 +5,11 @@ use crate::engine::kernels::Activation;
 use crate::proto::onnx::GraphProto;
 
 use super::graph::{FUSED_ACTIVATION, FUSED_ALPHA, attr, float_attr, reader_counts, string_attr};
+use super::dense::DENSE;
 use super::layout::NHWC_CONV;
 
 /// Ops whose builders honour [`FUSED_ACTIVATION`].
-const PRODUCERS: &[&str] = &[NHWC_CONV];
+const PRODUCERS: &[&str] = &[NHWC_CONV, DENSE];
 
 pub(super) fn activations(graph: &mut GraphProto) {
     let readers = reader_counts(graph);

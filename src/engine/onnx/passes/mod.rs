@@ -7,6 +7,7 @@
 //! activations fuse last, into whichever conv survived.
 
 mod batchnorm;
+mod dense;
 mod fuse;
 mod graph;
 mod layout;
@@ -30,6 +31,7 @@ pub(crate) fn optimize(graph: &mut GraphProto, target: Target) -> Result<(), Loa
     if target == Target::Cpu {
         layout::convs_to_nhwc(graph)?;
         transpose::cancel_pairs(graph);
+        dense::matmul_bias(graph);
     }
     fuse::activations(graph);
     graph::remove_dead_nodes(graph);

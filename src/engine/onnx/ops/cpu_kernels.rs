@@ -1,10 +1,11 @@
-//! The internal NHWC ops the layout pass produces (CPU only), backed by engine::kernels.
+//! The internal ops the CPU passes produce (NHWC conv and pools, dense layers), backed by
+//! engine::kernels.
 
 use candle_core::Tensor;
 
 use crate::engine::LoadError;
 use crate::engine::kernels::Activation;
-use crate::engine::kernels::custom::{NhwcConv, NhwcPool};
+use crate::engine::kernels::custom::{Dense, NhwcConv, NhwcPool};
 use crate::engine::kernels::geometry::{Padding, Window};
 use crate::engine::kernels::pool::Reduce;
 use crate::engine::onnx::attrs::NodeCtx;
@@ -18,7 +19,19 @@ pub(super) const OPS: &[(&str, Builder)] = &[
     ("_NhwcAveragePool", |ctx| pool(ctx, Reduce::Average { count_include_pad: ctx.int("count_include_pad", 0) != 0 })),
     ("_NhwcGlobalAveragePool", |_| Ok(Box::new(GlobalPool { max: false }))),
     ("_NhwcGlobalMaxPool", |_| Ok(Box::new(GlobalPool { max: true }))),
+    ("_Dense", |ctx| Ok(Box::new(DenseOp(Dense { activation: fused_activation(ctx)? })))),
 ];
+
+struct DenseOp(Dense);
+
+impl Op for DenseOp {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> OpResult {
+        let x = required(inputs, 0, "A")?.contiguous()?;
+        let w = required(inputs, 1, "B")?;
+        let b = required(inputs, 2, "bias")?;
+        Ok(vec![x.apply_op3_no_bwd(w, b, &self.0)?])
+    }
+}
 
 /// The 2-D window attributes shared by Conv, MaxPool and AveragePool.
 pub(crate) fn window(ctx: &NodeCtx<'_>) -> Result<Window, LoadError> {
