@@ -106,6 +106,17 @@ fn host_tensor(t: &TensorProto) -> Result<HostTensor, String> {
         Ok(DataType::Double) => TensorData::F64(values(raw, &t.double_data, f64::from_le_bytes)?),
         Ok(DataType::Int32) => TensorData::I32(values(raw, &t.int32_data, i32::from_le_bytes)?),
         Ok(DataType::Int64) => TensorData::I64(values(raw, &t.int64_data, i64::from_le_bytes)?),
+        // uint32 travels in uint64_data, int16 in int32_data (ONNX's onnx.proto rules).
+        Ok(DataType::Uint32) => TensorData::U32(if raw.is_empty() {
+            t.uint64_data.iter().map(|&v| v as u32).collect()
+        } else {
+            values(raw, &[], u32::from_le_bytes)?
+        }),
+        Ok(DataType::Int16) => TensorData::I16(if raw.is_empty() {
+            t.int32_data.iter().map(|&v| v as i16).collect()
+        } else {
+            values(raw, &[], i16::from_le_bytes)?
+        }),
         // bool and uint8 travel one per int32 in the typed field, one byte each in raw_data.
         Ok(DataType::Uint8) => TensorData::U8(if raw.is_empty() {
             t.int32_data.iter().map(|&v| v as u8).collect()
