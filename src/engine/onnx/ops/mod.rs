@@ -7,6 +7,7 @@ mod conv;
 mod logic;
 mod matmul;
 mod pool;
+mod reduce;
 mod shape;
 mod softmax;
 mod unary;
@@ -39,7 +40,7 @@ pub(crate) trait Op: Send + Sync {
 pub(crate) type Builder = fn(&NodeCtx<'_>) -> Result<Box<dyn Op>, LoadError>;
 
 const FAMILIES: &[&[(&str, Builder)]] =
-    &[activation::OPS, binary::OPS, conv::OPS, logic::OPS, matmul::OPS, pool::OPS, shape::OPS, softmax::OPS, unary::OPS];
+    &[activation::OPS, binary::OPS, conv::OPS, logic::OPS, matmul::OPS, pool::OPS, reduce::OPS, shape::OPS, softmax::OPS, unary::OPS];
 
 pub(crate) fn lookup(op_type: &str) -> Option<Builder> {
     FAMILIES.iter().flat_map(|f| f.iter()).find(|(name, _)| *name == op_type).map(|(_, b)| *b)
