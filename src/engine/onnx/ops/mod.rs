@@ -3,9 +3,11 @@
 
 mod activation;
 mod binary;
+mod constant;
 mod conv;
 mod logic;
 mod matmul;
+mod movement;
 mod nhwc;
 mod pool;
 mod reduce;
@@ -43,9 +45,11 @@ pub(crate) type Builder = fn(&NodeCtx<'_>) -> Result<Box<dyn Op>, LoadError>;
 const FAMILIES: &[&[(&str, Builder)]] = &[
     activation::OPS,
     binary::OPS,
+    constant::OPS,
     conv::OPS,
     logic::OPS,
     matmul::OPS,
+    movement::OPS,
     nhwc::OPS,
     pool::OPS,
     reduce::OPS,
