@@ -3,11 +3,17 @@
 
 mod activation;
 mod binary;
+mod constant;
 mod conv;
+mod logic;
 mod matmul;
 mod cpu_kernels;
+mod movement;
 mod pool;
+mod reduce;
 mod shape;
+mod softmax;
+mod unary;
 
 use candle_core::{DType as CDType, Tensor};
 use thiserror::Error;
@@ -36,8 +42,21 @@ pub(crate) trait Op: Send + Sync {
 
 pub(crate) type Builder = fn(&NodeCtx<'_>) -> Result<Box<dyn Op>, LoadError>;
 
-const FAMILIES: &[&[(&str, Builder)]] =
-    &[activation::OPS, binary::OPS, conv::OPS, matmul::OPS, cpu_kernels::OPS, pool::OPS, shape::OPS];
+const FAMILIES: &[&[(&str, Builder)]] = &[
+    activation::OPS,
+    binary::OPS,
+    constant::OPS,
+    conv::OPS,
+    cpu_kernels::OPS,
+    logic::OPS,
+    matmul::OPS,
+    movement::OPS,
+    pool::OPS,
+    reduce::OPS,
+    shape::OPS,
+    softmax::OPS,
+    unary::OPS,
+];
 
 pub(crate) fn lookup(op_type: &str) -> Option<Builder> {
     FAMILIES.iter().flat_map(|f| f.iter()).find(|(name, _)| *name == op_type).map(|(_, b)| *b)
