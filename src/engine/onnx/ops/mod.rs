@@ -7,6 +7,7 @@ mod conv;
 mod matmul;
 mod pool;
 mod shape;
+mod window;
 
 use candle_core::{DType as CDType, Tensor};
 use thiserror::Error;
