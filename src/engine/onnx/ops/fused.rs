@@ -135,6 +135,20 @@ mod tests {
     }
 
     #[test]
+    fn gemm_applies_fused_activation_with_default_alpha() {
+        let a = Tensor::new(&[[1.0f32, -2.0, 0.5], [-1.0, 0.25, 3.0]], &Device::Cpu).expect("a");
+        let b = Tensor::new(&[[0.5f32, -1.0], [1.0, 0.5], [-0.25, 2.0]], &Device::Cpu).expect("b");
+        let c = Tensor::new(&[0.1f32, -0.3], &Device::Cpu).expect("c");
+        let plain = run(build("Gemm", vec![]).expect("plain gemm").as_ref(), &[&a, &b, &c]);
+        assert!(plain.iter().any(|&v| v < 0.0));
+        // No _fused_alpha: LeakyRelu's own default slope, 0.01.
+        let leaky = build("Gemm", vec![string_attr(FUSED_ACTIVATION, "LeakyRelu")]).expect("fused gemm");
+        assert_close(&run(leaky.as_ref(), &[&a, &b, &c]), &expect(&plain, "LeakyRelu", 0.01));
+        let relu = build("Gemm", vec![string_attr(FUSED_ACTIVATION, "Relu")]).expect("fused gemm");
+        assert_close(&run(relu.as_ref(), &[&a, &b, &c]), &expect(&plain, "Relu", 0.0));
+    }
+
+    #[test]
     fn unknown_fused_activation_is_a_load_error_naming_the_attribute() {
         let err = build("Conv", vec![string_attr(FUSED_ACTIVATION, "Swish")]).err().expect("rejected");
         let message = err.to_string();
