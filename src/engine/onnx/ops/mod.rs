@@ -7,6 +7,7 @@ mod conv;
 mod conv_transpose;
 mod fused;
 mod matmul;
+mod norm;
 mod pool;
 mod prepared;
 mod shape;
@@ -39,8 +40,16 @@ pub(crate) trait Op: Send + Sync {
 
 pub(crate) type Builder = fn(&NodeCtx<'_>) -> Result<Box<dyn Op>, LoadError>;
 
-const FAMILIES: &[&[(&str, Builder)]] =
-    &[activation::OPS, binary::OPS, conv::OPS, conv_transpose::OPS, matmul::OPS, pool::OPS, shape::OPS];
+const FAMILIES: &[&[(&str, Builder)]] = &[
+    activation::OPS,
+    binary::OPS,
+    conv::OPS,
+    conv_transpose::OPS,
+    matmul::OPS,
+    norm::OPS,
+    pool::OPS,
+    shape::OPS,
+];
 
 pub(crate) fn lookup(op_type: &str) -> Option<Builder> {
     FAMILIES.iter().flat_map(|f| f.iter()).find(|(name, _)| *name == op_type).map(|(_, b)| *b)
