@@ -10,6 +10,7 @@ mod matmul;
 mod norm;
 mod pool;
 mod prepared;
+mod resize;
 mod shape;
 mod window;
 
@@ -48,6 +49,7 @@ const FAMILIES: &[&[(&str, Builder)]] = &[
     matmul::OPS,
     norm::OPS,
     pool::OPS,
+    resize::OPS,
     shape::OPS,
 ];
 
