@@ -8,6 +8,7 @@ mod conv_transpose;
 mod fused;
 mod matmul;
 mod norm;
+mod pad;
 mod pool;
 mod prepared;
 mod resize;
@@ -48,6 +49,7 @@ const FAMILIES: &[&[(&str, Builder)]] = &[
     conv_transpose::OPS,
     matmul::OPS,
     norm::OPS,
+    pad::OPS,
     pool::OPS,
     resize::OPS,
     shape::OPS,
