@@ -49,9 +49,16 @@ struct Case {
 }
 
 impl Case {
-    /// Plain names are node tests; names with a slash are relative to the data dir.
+    /// Plain names are node tests; `ort/<case>` are this repository's onnxruntime-generated cases
+    /// (tests/conformance/ort); other names with a slash are relative to the data dir.
     fn dir(&self, data: &Path) -> PathBuf {
-        if self.name.contains('/') { data.join(&self.name) } else { data.join("node").join(&self.name) }
+        if let Some(local) = self.name.strip_prefix("ort/") {
+            repo_root().join("tests/conformance/ort").join(local)
+        } else if self.name.contains('/') {
+            data.join(&self.name)
+        } else {
+            data.join("node").join(&self.name)
+        }
     }
 }
 

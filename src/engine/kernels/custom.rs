@@ -97,7 +97,6 @@ impl CustomOp1 for NhwcPool {
             strides: self.window.strides,
             dilations: self.window.dilations,
             pad_begin: r.pad_begin,
-            pad_end: r.pad_end,
         };
         let out = pool.run(f32s(storage, layout, "pool input")?, self.reduce, intra_op_threads());
         Ok((CpuStorage::F32(out), Shape::from_dims(&[batch, r.out[0], r.out[1], channels])))

@@ -19,15 +19,13 @@ pub(crate) struct Pool2d {
     pub(crate) strides: [usize; 2],
     pub(crate) dilations: [usize; 2],
     pub(crate) pad_begin: [usize; 2],
-    /// Padding after the last row and column; bounds the window for `count_include_pad`.
-    pub(crate) pad_end: [usize; 2],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Reduce {
     Max,
-    /// `count_include_pad`: divide by the window clipped to the padded input instead of by the
-    /// taps that hit real pixels.
+    /// `count_include_pad`: divide by the kernel size instead of by the taps that hit real
+    /// pixels.
     Average { count_include_pad: bool },
 }
 
@@ -83,22 +81,12 @@ impl Pool2d {
             }
         }
         if let Reduce::Average { count_include_pad } = reduce {
-            let count = if count_include_pad { self.padded_window(oh, ow) } else { taps };
+            // with pads counted, every window divides by the full kernel, even one that
+            // ceil_mode lets hang past the padding (onnxruntime's reading of the spec)
+            let count = if count_include_pad { self.kernel[0] * self.kernel[1] } else { taps };
             let scale = if count == 0 { 0.0 } else { 1.0 / count as f32 };
             dst.iter_mut().for_each(|d| *d *= scale);
         }
-    }
-
-    /// Taps of the window that lie inside the padded input (ONNX counts pads, not the overhang
-    /// that `ceil_mode` adds past them).
-    fn padded_window(&self, oh: usize, ow: usize) -> usize {
-        let axis = |o: usize, a: usize, size: usize| {
-            let limit = (size + self.pad_begin[a] + self.pad_end[a]) as isize;
-            (0..self.kernel[a])
-                .filter(|k| ((o * self.strides[a] + k * self.dilations[a]) as isize) < limit)
-                .count()
-        };
-        axis(oh, 0, self.in_h) * axis(ow, 1, self.in_w)
     }
 }
 
@@ -112,13 +100,13 @@ mod tests {
         let input: Vec<f32> = (0..9).flat_map(|i| [i as f32, -(i as f32)]).collect();
         let p = Pool2d {
             batch: 1, in_h: 3, in_w: 3, channels: 2, out_h: 2, out_w: 2,
-            kernel: [2, 2], strides: [1, 1], dilations: [1, 1], pad_begin: [0, 0], pad_end: [0, 0],
+            kernel: [2, 2], strides: [1, 1], dilations: [1, 1], pad_begin: [0, 0],
         };
         assert_eq!(p.run(&input, Reduce::Max, 1), vec![4.0, -0.0, 5.0, -1.0, 7.0, -3.0, 8.0, -4.0]);
         let avg = p.run(&input, Reduce::Average { count_include_pad: false }, 2);
         assert_eq!(avg, vec![2.0, -2.0, 3.0, -3.0, 5.0, -5.0, 6.0, -6.0]);
         // padding 1 on every side, 3x3 window, stride 2: corners see 4 real pixels of 9 taps
-        let padded = Pool2d { out_h: 2, out_w: 2, kernel: [3, 3], strides: [2, 2], pad_begin: [1, 1], pad_end: [1, 1], ..p };
+        let padded = Pool2d { out_h: 2, out_w: 2, kernel: [3, 3], strides: [2, 2], pad_begin: [1, 1], ..p };
         let excl = padded.run(&input, Reduce::Average { count_include_pad: false }, 1);
         let incl = padded.run(&input, Reduce::Average { count_include_pad: true }, 1);
         assert_eq!(excl[0], (0.0 + 1.0 + 3.0 + 4.0) / 4.0);

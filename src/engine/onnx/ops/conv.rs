@@ -1,127 +1,149 @@
-//! Convolution (1-D and 2-D, grouped, with explicit or automatic padding).
+//! Conv: N-D (1-D, 2-D, 3-D...), grouped and depthwise, strided and dilated, with explicit or
+//! automatic padding, optional bias and an optional fused activation.
+//!
+//! 1-D and 2-D convolutions whose strides and dilations are the same on every axis go to candle's
+//! conv1d/conv2d (asymmetric padding is applied explicitly first); everything else runs as a
+//! strided gather (im2col) plus one batched matmul over the groups.
 
 use candle_core::Tensor;
 
 use crate::engine::LoadError;
 use crate::engine::onnx::attrs::NodeCtx;
 
+use super::fused::{Activation, activate};
+use super::window::{AutoPad, Axis, Window, gather_windows, pad_for_windows, pad_spatial, per_axis, positive};
 use super::{Builder, Op, OpError, OpResult, optional, required};
 
 pub(super) const OPS: &[(&str, Builder)] = &[("Conv", conv)];
-
-/// ONNX `auto_pad`; shared with pooling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum AutoPad {
-    NotSet,
-    Valid,
-    SameUpper,
-    SameLower,
-}
-
-impl AutoPad {
-    pub(super) fn parse(ctx: &NodeCtx<'_>) -> Result<Self, LoadError> {
-        match ctx.string("auto_pad", "NOTSET")?.as_str() {
-            "NOTSET" | "" => Ok(AutoPad::NotSet),
-            "VALID" => Ok(AutoPad::Valid),
-            "SAME_UPPER" => Ok(AutoPad::SameUpper),
-            "SAME_LOWER" => Ok(AutoPad::SameLower),
-            other => Err(LoadError::Invalid(format!("attribute 'auto_pad' has unknown value '{other}'"))),
-        }
-    }
-}
-
-/// Per spatial axis (begin, end) padding, resolved against the actual input size.
-pub(super) fn resolve_pads(
-    auto_pad: AutoPad,
-    explicit: Option<&[usize]>,
-    input: &[usize],
-    kernel: &[usize],
-    strides: &[usize],
-    dilations: &[usize],
-) -> Result<Vec<(usize, usize)>, OpError> {
-    let n = input.len();
-    match auto_pad {
-        AutoPad::NotSet => match explicit {
-            None => Ok(vec![(0, 0); n]),
-            Some(p) if p.len() == 2 * n => Ok((0..n).map(|i| (p[i], p[i + n])).collect()),
-            Some(p) => Err(OpError::Invalid(format!("pads has {} values, expected {}", p.len(), 2 * n))),
-        },
-        AutoPad::Valid => Ok(vec![(0, 0); n]),
-        AutoPad::SameUpper | AutoPad::SameLower => Ok((0..n)
-            .map(|i| {
-                let out = input[i].div_ceil(strides[i]);
-                let span = (kernel[i] - 1) * dilations[i] + 1;
-                let total = ((out.saturating_sub(1)) * strides[i] + span).saturating_sub(input[i]);
-                let small = total / 2;
-                if auto_pad == AutoPad::SameUpper { (small, total - small) } else { (total - small, small) }
-            })
-            .collect()),
-    }
-}
 
 struct Conv {
     auto_pad: AutoPad,
     pads: Option<Vec<usize>>,
     strides: Option<Vec<usize>>,
     dilations: Option<Vec<usize>>,
+    kernel_shape: Option<Vec<usize>>,
     group: usize,
+    activation: Option<Activation>,
+}
+
+/// Checks X and W against each other and the group count; returns (spatial rank, kernel dims).
+pub(super) fn check_shapes(
+    x: &Tensor,
+    w: &Tensor,
+    group: usize,
+    kernel_shape: Option<&[usize]>,
+    transposed: bool,
+) -> Result<(usize, Vec<usize>), OpError> {
+    if x.rank() < 3 || w.rank() != x.rank() {
+        return Err(OpError::Invalid(format!(
+            "X must be [N, C, spatial...] and W of the same rank; got X {:?}, W {:?}",
+            x.dims(),
+            w.dims()
+        )));
+    }
+    let channels = x.dims()[1];
+    let (w0, w1) = (w.dims()[0], w.dims()[1]);
+    let ok = if transposed {
+        // W is [C, M/group, k...]
+        w0 == channels && channels % group == 0
+    } else {
+        // W is [M, C/group, k...]
+        w1 * group == channels && w0 % group == 0
+    };
+    if !ok {
+        return Err(OpError::Invalid(format!(
+            "W {:?} does not fit X {:?} with group {group}",
+            w.dims(),
+            x.dims()
+        )));
+    }
+    let kernel = w.dims()[2..].to_vec();
+    if kernel.contains(&0) {
+        return Err(OpError::Invalid(format!("W {:?} has an empty kernel axis", w.dims())));
+    }
+    if let Some(k) = kernel_shape {
+        if k != kernel.as_slice() {
+            return Err(OpError::Invalid(format!("attribute 'kernel_shape' {k:?} does not match W's spatial dims {kernel:?}")));
+        }
+    }
+    Ok((x.rank() - 2, kernel))
+}
+
+/// Adds a per-output-channel bias to [N, M, spatial...].
+pub(super) fn add_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tensor, OpError> {
+    let Some(b) = bias else { return Ok(y) };
+    let m = y.dims()[1];
+    if b.elem_count() != m {
+        return Err(OpError::Invalid(format!("bias has {} values, expected {m} (one per output channel)", b.elem_count())));
+    }
+    let mut shape = vec![1; y.rank()];
+    shape[1] = m;
+    Ok(y.broadcast_add(&b.reshape(shape)?)?)
 }
 
 impl Op for Conv {
     fn run(&self, inputs: &[Option<&Tensor>]) -> OpResult {
         let x = required(inputs, 0, "X")?;
         let w = required(inputs, 1, "W")?;
-        let bias = optional(inputs, 2);
-        let one_d = x.rank() == 3;
-        // 1-D convolution runs as 2-D with a unit height, so there is one code path to tune.
-        let (x, w) = match (x.rank(), w.rank()) {
-            (3, 3) => (x.unsqueeze(2)?, w.unsqueeze(2)?),
-            (4, 4) => (x.clone(), w.clone()),
-            (xr, wr) => {
-                return Err(OpError::Invalid(format!("Conv supports 1-D and 2-D inputs; got X rank {xr}, W rank {wr}")));
-            }
+        let (n, kernel) = check_shapes(x, w, self.group, self.kernel_shape.as_deref(), false)?;
+        let strides = per_axis(self.strides.as_deref(), n, 1, "strides")?;
+        let dilations = per_axis(self.dilations.as_deref(), n, 1, "dilations")?;
+        let window = Window {
+            auto_pad: self.auto_pad,
+            pads: self.pads.as_deref(),
+            kernel: &kernel,
+            strides: &strides,
+            dilations: &dilations,
+            ceil_mode: false,
         };
-        let lift = |v: &Option<Vec<usize>>, default: usize| -> Result<Vec<usize>, OpError> {
-            match v {
-                None => Ok(vec![default; 2]),
-                Some(v) if one_d && v.len() == 1 => Ok(vec![default, v[0]]),
-                Some(v) if !one_d && v.len() == 2 => Ok(v.clone()),
-                Some(v) => Err(OpError::Invalid(format!("attribute length {} does not match the input rank", v.len()))),
-            }
-        };
-        let strides = lift(&self.strides, 1)?;
-        let dilations = lift(&self.dilations, 1)?;
-        let explicit = match &self.pads {
-            Some(p) if one_d && p.len() == 2 => Some(vec![0, p[0], 0, p[1]]),
-            other => other.clone(),
-        };
-        let (_, _, h, wd) = x.dims4()?;
-        let (_, _, kh, kw) = w.dims4()?;
-        let pads = resolve_pads(self.auto_pad, explicit.as_deref(), &[h, wd], &[kh, kw], &strides, &dilations)?;
-        if !one_d && (strides[0] != strides[1] || dilations[0] != dilations[1]) {
-            return Err(OpError::Invalid(format!(
-                "unequal strides {strides:?} or dilations {dilations:?} across axes are not supported yet"
-            )));
-        }
-        let (stride, dilation) = (strides[1], dilations[1]);
-        let symmetric = pads.iter().all(|&(b, e)| b == e) && pads[0].0 == pads[1].0;
-        let (x, padding) = if symmetric && !one_d {
-            (x, pads[0].0)
+        let axes = window.resolve(&x.dims()[2..])?;
+        let uniform = strides.iter().all(|&s| s == strides[0]) && dilations.iter().all(|&d| d == dilations[0]);
+        let y = if uniform && (n == 1 || n == 2) { self.candle(x, w, &axes)? } else { self.im2col(x, w, &axes)? };
+        let y = add_bias(y, optional(inputs, 2))?;
+        Ok(vec![activate(y, self.activation)?])
+    }
+}
+
+impl Conv {
+    /// candle's own conv1d/conv2d; they take one symmetric padding, so anything else is padded here.
+    fn candle(&self, x: &Tensor, w: &Tensor, axes: &[Axis]) -> Result<Tensor, OpError> {
+        let (stride, dilation) = (axes[0].stride, axes[0].dilation);
+        let symmetric = axes.iter().all(|a| a.pad_begin == axes[0].pad_begin && a.pad_end == axes[0].pad_begin);
+        let (x, padding) = if symmetric {
+            (x.clone(), axes[0].pad_begin)
         } else {
-            (x.pad_with_zeros(2, pads[0].0, pads[0].1)?.pad_with_zeros(3, pads[1].0, pads[1].1)?, 0)
+            let pads: Vec<(usize, usize)> = axes.iter().map(|a| (a.pad_begin, a.pad_end)).collect();
+            (pad_spatial(x, &pads, 0.0)?, 0)
         };
-        let mut y = if one_d {
-            x.squeeze(2)?.conv1d(&w.squeeze(2)?, padding, stride, dilation, self.group)?.unsqueeze(2)?
+        Ok(if axes.len() == 1 {
+            x.conv1d(w, padding, stride, dilation, self.group)?
         } else {
-            x.conv2d(&w, padding, stride, dilation, self.group)?
-        };
-        if let Some(b) = bias {
-            y = y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?)?;
-        }
-        if one_d {
-            y = y.squeeze(2)?;
-        }
-        Ok(vec![y])
+            x.conv2d(w, padding, stride, dilation, self.group)?
+        })
+    }
+
+    /// Any rank, any per-axis strides and dilations: gather windows into columns
+    /// [G, C/G * K, N * L] and multiply by W as [G, M/G, C/G * K].
+    fn im2col(&self, x: &Tensor, w: &Tensor, axes: &[Axis]) -> Result<Tensor, OpError> {
+        let n = axes.len();
+        let (batch, channels) = (x.dims()[0], x.dims()[1]);
+        let m = w.dims()[0];
+        let g = self.group;
+        let taps: usize = axes.iter().map(|a| a.kernel).product();
+        let outputs: Vec<usize> = axes.iter().map(|a| a.output).collect();
+        let positions: usize = outputs.iter().product();
+        let cols = gather_windows(&pad_for_windows(x, axes, 0.0)?, axes)?; // [N, C, K1, O1, ..., Kn, On]
+        // -> [C, K1..Kn, N, O1..On]
+        let mut perm = vec![1];
+        perm.extend((0..n).map(|i| 2 + 2 * i));
+        perm.push(0);
+        perm.extend((0..n).map(|i| 3 + 2 * i));
+        let cols = cols.permute(perm)?.contiguous()?.reshape((g, channels / g * taps, batch * positions))?;
+        let w = w.contiguous()?.reshape((g, m / g, channels / g * taps))?;
+        let y = w.matmul(&cols)?; // [G, M/G, N*L]
+        let mut shape = vec![m, batch];
+        shape.extend(&outputs);
+        Ok(y.reshape(shape)?.transpose(0, 1)?.contiguous()?)
     }
 }
 
@@ -133,8 +155,10 @@ fn conv(ctx: &NodeCtx<'_>) -> Result<Box<dyn Op>, LoadError> {
     Ok(Box::new(Conv {
         auto_pad: AutoPad::parse(ctx)?,
         pads: ctx.sizes("pads")?,
-        strides: ctx.sizes("strides")?,
-        dilations: ctx.sizes("dilations")?,
+        strides: positive(ctx, "strides")?,
+        dilations: positive(ctx, "dilations")?,
+        kernel_shape: ctx.sizes("kernel_shape")?,
         group: group as usize,
+        activation: Activation::from_node(ctx)?,
     }))
 }

@@ -5,15 +5,22 @@ mod activation;
 mod binary;
 mod constant;
 mod conv;
+mod conv_transpose;
+mod cpu_kernels;
+mod fused;
 mod logic;
 mod matmul;
-mod cpu_kernels;
 mod movement;
+mod norm;
+mod pad;
 mod pool;
+mod prepared;
 mod reduce;
+mod resize;
 mod shape;
 mod softmax;
 mod unary;
+mod window;
 
 use candle_core::{DType as CDType, Tensor};
 use thiserror::Error;
@@ -47,12 +54,16 @@ const FAMILIES: &[&[(&str, Builder)]] = &[
     binary::OPS,
     constant::OPS,
     conv::OPS,
+    conv_transpose::OPS,
     cpu_kernels::OPS,
     logic::OPS,
     matmul::OPS,
     movement::OPS,
+    norm::OPS,
+    pad::OPS,
     pool::OPS,
     reduce::OPS,
+    resize::OPS,
     shape::OPS,
     softmax::OPS,
     unary::OPS,

@@ -9,7 +9,7 @@ use super::dense::DENSE;
 use super::layout::NHWC_CONV;
 
 /// Ops whose builders honour [`FUSED_ACTIVATION`].
-const PRODUCERS: &[&str] = &[NHWC_CONV, DENSE];
+const PRODUCERS: &[&str] = &[NHWC_CONV, DENSE, "Conv", "Gemm"];
 
 pub(super) fn activations(graph: &mut GraphProto) {
     let readers = reader_counts(graph);

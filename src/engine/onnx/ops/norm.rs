@@ -1,0 +1,109 @@
+//! BatchNormalization (inference) and LRN.
+
+use candle_core::Tensor;
+
+use crate::engine::LoadError;
+use crate::engine::onnx::attrs::NodeCtx;
+
+use super::prepared::Prepared;
+use super::{Builder, Op, OpError, OpResult, required};
+
+pub(super) const OPS: &[(&str, Builder)] = &[("BatchNormalization", batch_norm), ("LRN", lrn)];
+
+struct BatchNorm {
+    epsilon: f64,
+    /// scale / sqrt(var + eps) and B - mean * that, shaped to broadcast against X.
+    folded: Prepared,
+}
+
+impl Op for BatchNorm {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> OpResult {
+        let x = required(inputs, 0, "X")?;
+        let scale = required(inputs, 1, "scale")?;
+        let bias = required(inputs, 2, "B")?;
+        let mean = required(inputs, 3, "input_mean")?;
+        let var = required(inputs, 4, "input_var")?;
+        if x.rank() < 2 {
+            return Err(OpError::Invalid(format!("X must be [N, C, ...], got {:?}", x.dims())));
+        }
+        let c = x.dims()[1];
+        // Per-channel parameters are [C]; the pre-opset-9 spatial=0 form is [C, D1, ...].
+        let mut shape = vec![1];
+        let params = [scale, bias, mean, var];
+        for p in params {
+            if p.dims() != scale.dims() || p.dims().first() != Some(&c) || p.rank() > x.rank() - 1 {
+                return Err(OpError::Invalid(format!(
+                    "scale, B, mean and var must share a [C, ...] shape with C = {c}; got {:?}, {:?}, {:?}, {:?}",
+                    scale.dims(),
+                    bias.dims(),
+                    mean.dims(),
+                    var.dims()
+                )));
+            }
+        }
+        shape.extend(scale.dims());
+        shape.resize(x.rank(), 1);
+        let folded = self.folded.get(&params, || {
+            let a = scale.broadcast_div(&(var.affine(1.0, self.epsilon)?.sqrt()?))?;
+            let b = (bias - mean.mul(&a)?)?;
+            Ok(vec![a.reshape(shape.as_slice())?.to_dtype(x.dtype())?, b.reshape(shape.as_slice())?.to_dtype(x.dtype())?])
+        })?;
+        Ok(vec![x.broadcast_mul(&folded[0])?.broadcast_add(&folded[1])?])
+    }
+}
+
+fn batch_norm(ctx: &NodeCtx<'_>) -> Result<Box<dyn Op>, LoadError> {
+    if ctx.int("training_mode", 0) != 0 {
+        return Err(LoadError::Invalid(
+            "attribute 'training_mode' = 1 is not supported: the engine runs BatchNormalization in inference mode only".into(),
+        ));
+    }
+    // Before opset 14 training is signalled by asking for the running statistics outputs.
+    if ctx.node.output.iter().skip(1).any(|o| !o.is_empty()) {
+        return Err(LoadError::Invalid(
+            "BatchNormalization's training outputs (mean, var, saved statistics) are not supported: inference mode only".into(),
+        ));
+    }
+    Ok(Box::new(BatchNorm { epsilon: f64::from(ctx.float("epsilon", 1e-5)), folded: Prepared::default() }))
+}
+
+struct Lrn {
+    alpha: f64,
+    beta: f64,
+    bias: f64,
+    size: usize,
+}
+
+impl Op for Lrn {
+    /// y = x / (bias + alpha / size * sum of x^2 over the `size` channels around c)^beta, the
+    /// window running from c - floor((size-1)/2) to c + ceil((size-1)/2).
+    fn run(&self, inputs: &[Option<&Tensor>]) -> OpResult {
+        let x = required(inputs, 0, "X")?;
+        if x.rank() < 3 {
+            return Err(OpError::Invalid(format!("LRN needs X as [N, C, spatial...], got {:?}", x.dims())));
+        }
+        let c = x.dims()[1];
+        let before = (self.size - 1) / 2;
+        let after = self.size - 1 - before;
+        let squares = x.sqr()?.pad_with_zeros(1, before, after)?;
+        let mut sum = squares.narrow(1, 0, c)?;
+        for j in 1..self.size {
+            sum = (sum + squares.narrow(1, j, c)?)?;
+        }
+        let denominator = sum.affine(self.alpha / self.size as f64, self.bias)?.powf(self.beta)?;
+        Ok(vec![x.div(&denominator)?])
+    }
+}
+
+fn lrn(ctx: &NodeCtx<'_>) -> Result<Box<dyn Op>, LoadError> {
+    let size = ctx.int("size", 0);
+    if size < 1 {
+        return Err(LoadError::Invalid(format!("attribute 'size' is required and must be >= 1, got {size}")));
+    }
+    Ok(Box::new(Lrn {
+        alpha: f64::from(ctx.float("alpha", 1e-4)),
+        beta: f64::from(ctx.float("beta", 0.75)),
+        bias: f64::from(ctx.float("bias", 1.0)),
+        size: size as usize,
+    }))
+}
