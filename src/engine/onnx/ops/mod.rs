@@ -6,6 +6,7 @@ mod binary;
 mod conv;
 mod logic;
 mod matmul;
+mod nhwc;
 mod pool;
 mod shape;
 mod softmax;
@@ -39,7 +40,7 @@ pub(crate) trait Op: Send + Sync {
 pub(crate) type Builder = fn(&NodeCtx<'_>) -> Result<Box<dyn Op>, LoadError>;
 
 const FAMILIES: &[&[(&str, Builder)]] =
-    &[activation::OPS, binary::OPS, conv::OPS, logic::OPS, matmul::OPS, pool::OPS, shape::OPS, softmax::OPS, unary::OPS];
+    &[activation::OPS, binary::OPS, conv::OPS, logic::OPS, matmul::OPS, nhwc::OPS, pool::OPS, shape::OPS, softmax::OPS, unary::OPS];
 
 pub(crate) fn lookup(op_type: &str) -> Option<Builder> {
     FAMILIES.iter().flat_map(|f| f.iter()).find(|(name, _)| *name == op_type).map(|(_, b)| *b)
