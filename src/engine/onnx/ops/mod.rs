@@ -8,6 +8,7 @@ mod logic;
 mod matmul;
 mod nhwc;
 mod pool;
+mod reduce;
 mod shape;
 mod softmax;
 mod unary;
@@ -39,8 +40,19 @@ pub(crate) trait Op: Send + Sync {
 
 pub(crate) type Builder = fn(&NodeCtx<'_>) -> Result<Box<dyn Op>, LoadError>;
 
-const FAMILIES: &[&[(&str, Builder)]] =
-    &[activation::OPS, binary::OPS, conv::OPS, logic::OPS, matmul::OPS, nhwc::OPS, pool::OPS, shape::OPS, softmax::OPS, unary::OPS];
+const FAMILIES: &[&[(&str, Builder)]] = &[
+    activation::OPS,
+    binary::OPS,
+    conv::OPS,
+    logic::OPS,
+    matmul::OPS,
+    nhwc::OPS,
+    pool::OPS,
+    reduce::OPS,
+    shape::OPS,
+    softmax::OPS,
+    unary::OPS,
+];
 
 pub(crate) fn lookup(op_type: &str) -> Option<Builder> {
     FAMILIES.iter().flat_map(|f| f.iter()).find(|(name, _)| *name == op_type).map(|(_, b)| *b)
