@@ -49,9 +49,16 @@ struct Case {
 }
 
 impl Case {
-    /// Plain names are node tests; names with a slash are relative to the data dir.
+    /// Plain names are node tests; names with a slash are relative to the data dir, except
+    /// `tests/...`, which names a case committed in this repository (same layout).
     fn dir(&self, data: &Path) -> PathBuf {
-        if self.name.contains('/') { data.join(&self.name) } else { data.join("node").join(&self.name) }
+        if self.name.starts_with("tests/") {
+            repo_root().join(&self.name)
+        } else if self.name.contains('/') {
+            data.join(&self.name)
+        } else {
+            data.join("node").join(&self.name)
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod activation;
 mod binary;
+mod control;
 mod conv;
 mod logic;
 mod matmul;
@@ -43,6 +44,7 @@ pub(crate) type Builder = fn(&NodeCtx<'_>) -> Result<Box<dyn Op>, LoadError>;
 const FAMILIES: &[&[(&str, Builder)]] = &[
     activation::OPS,
     binary::OPS,
+    control::OPS,
     conv::OPS,
     logic::OPS,
     matmul::OPS,
