@@ -50,9 +50,12 @@ struct Case {
 
 impl Case {
     /// Plain names are node tests; `ort/<case>` are this repository's onnxruntime-generated cases
-    /// (tests/conformance/ort); other names with a slash are relative to the data dir.
+    /// (tests/conformance/ort); `tests/...` names a case committed elsewhere in this repository
+    /// (same layout); other names with a slash are relative to the data dir.
     fn dir(&self, data: &Path) -> PathBuf {
-        if let Some(local) = self.name.strip_prefix("ort/") {
+        if self.name.starts_with("tests/") {
+            repo_root().join(&self.name)
+        } else if let Some(local) = self.name.strip_prefix("ort/") {
             repo_root().join("tests/conformance/ort").join(local)
         } else if self.name.contains('/') {
             data.join(&self.name)

@@ -4,7 +4,7 @@
 use candle_core::{Device, Tensor};
 
 use crate::engine::LoadError;
-use crate::proto::onnx::{AttributeProto, NodeProto};
+use crate::proto::onnx::{AttributeProto, GraphProto, NodeProto};
 
 use super::initializer;
 
@@ -13,6 +13,10 @@ pub(crate) struct NodeCtx<'a> {
     pub(crate) node: &'a NodeProto,
     pub(crate) opset: i64,
     pub(crate) device: &'a Device,
+    /// Values of the enclosing scope that the node's subgraphs read by name, in the order they
+    /// trail the node's own inputs at run time, each with its value when already constant at
+    /// load (those are baked into the body instead and do not trail). Empty for most nodes.
+    pub(crate) implicit: &'a [(String, Option<Tensor>)],
 }
 
 impl<'a> NodeCtx<'a> {
@@ -52,6 +56,11 @@ impl<'a> NodeCtx<'a> {
             None => Ok(None),
             Some(t) => initializer::to_tensor(t, self.device).map(Some),
         }
+    }
+
+    /// A graph-valued attribute (a Loop, Scan or If body).
+    pub(crate) fn graph(&self, name: &str) -> Result<&'a GraphProto, LoadError> {
+        self.find(name).and_then(|a| a.g.as_ref()).ok_or_else(|| self.bad(name, "is missing (a graph is required)"))
     }
 
     /// A non-negative attribute list, for sizes such as `kernel_shape` and `strides`.

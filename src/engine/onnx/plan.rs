@@ -34,6 +34,10 @@ impl Plan {
         self.steps.iter().map(|s| s.op_type.as_str()).collect()
     }
 
+    pub(crate) fn input_count(&self) -> usize {
+        self.inputs.len()
+    }
+
     pub(crate) fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
         let mut slots = self.template.clone();
         for (&slot, tensor) in self.inputs.iter().zip(inputs) {
@@ -100,6 +104,11 @@ impl PlanBuilder {
 
     pub(crate) fn add_input(&mut self, name: &str) -> usize {
         self.define(name, None)
+    }
+
+    /// The value of `name` if it is known at load (an initializer or a folded result).
+    pub(crate) fn constant(&self, name: &str) -> Option<&Tensor> {
+        self.slot(name).and_then(|slot| self.template[slot].as_ref())
     }
 
     pub(crate) fn slot(&self, name: &str) -> Option<usize> {

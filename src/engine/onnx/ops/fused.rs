@@ -76,7 +76,7 @@ mod tests {
 
     fn build(op: &str, attributes: Vec<AttributeProto>) -> Result<Box<dyn Op>, crate::engine::LoadError> {
         let node = NodeProto { op_type: op.into(), name: "n".into(), attribute: attributes, ..Default::default() };
-        let ctx = NodeCtx { node: &node, opset: 17, device: &Device::Cpu };
+        let ctx = NodeCtx { node: &node, opset: 17, device: &Device::Cpu, implicit: &[] };
         let builder = lookup(op).expect("op is registered");
         builder(&ctx)
     }

@@ -4,6 +4,7 @@
 mod activation;
 mod binary;
 mod constant;
+mod control;
 mod conv;
 mod conv_transpose;
 mod cpu_kernels;
@@ -53,6 +54,7 @@ const FAMILIES: &[&[(&str, Builder)]] = &[
     activation::OPS,
     binary::OPS,
     constant::OPS,
+    control::OPS,
     conv::OPS,
     conv_transpose::OPS,
     cpu_kernels::OPS,
