@@ -54,11 +54,8 @@ impl Conv2d {
         if pixels == 0 || self.out_c == 0 {
             return vec![0.0; pixels * self.out_c];
         }
-        // the bias seeds every output row; the GEMMs accumulate onto it
-        let mut output: Vec<f32> = Vec::with_capacity(pixels * self.out_c);
-        for _ in 0..pixels {
-            output.extend_from_slice(bias);
-        }
+        // zeroed by the allocator (fresh pages for large outputs), overwritten by the GEMMs
+        let mut output = vec![0.0f32; pixels * self.out_c];
         let mut rows_per_chunk = (CHUNK_FLOATS / patch.max(1)).clamp(16, 4096).min(pixels);
         if threads > 1 && pixels >= 64 {
             // at least one chunk per thread, so small batches still use every core
@@ -74,7 +71,7 @@ impl Conv2d {
             let rows = out.len() / self.out_c;
             if self.is_pointwise() {
                 let a = MatRef::row_major(&input[first * self.in_c..(first + rows) * self.in_c], rows, self.in_c);
-                sgemm(a, MatRef::row_major(weights, self.in_c, self.out_c), out, self.out_c, true, 1);
+                sgemm(a, MatRef::row_major(weights, self.in_c, self.out_c), out, self.out_c, false, 1);
             } else {
                 col.resize(rows * patch, 0.0);
                 for g in 0..self.groups {
@@ -87,10 +84,14 @@ impl Conv2d {
                     };
                     // weights for group g: columns g*out_g.. of the [patch, out_c] matrix
                     let b = MatRef { data: &weights[g * out_g..], rows: patch, cols: out_g, row_stride: self.out_c, col_stride: 1 };
-                    sgemm(a, b, &mut out[g * out_g..], self.out_c, true, 1);
+                    sgemm(a, b, &mut out[g * out_g..], self.out_c, false, 1);
                 }
             }
-            activation::apply(act, out);
+            // bias and activation in one pass over the chunk while it is still in cache
+            for row in out.chunks_exact_mut(self.out_c) {
+                row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+                activation::apply(act, row);
+            }
         };
         let chunk_len = rows_per_chunk * self.out_c;
         if threads > 1 && pixels > rows_per_chunk {

@@ -58,34 +58,40 @@ impl Pool2d {
     fn window(&self, input: &[f32], n: usize, oh: usize, ow: usize, reduce: Reduce, dst: &mut [f32]) {
         let c = self.channels;
         let image = &input[n * self.in_h * self.in_w * c..];
-        let mut taps = 0usize;
-        let init = if reduce == Reduce::Max { f32::NEG_INFINITY } else { 0.0 };
-        dst.fill(init);
-        for ky in 0..self.kernel[0] {
-            let iy = (oh * self.strides[0] + ky * self.dilations[0]) as isize - self.pad_begin[0] as isize;
-            if iy < 0 || iy as usize >= self.in_h {
-                continue;
-            }
-            for kx in 0..self.kernel[1] {
-                let ix = (ow * self.strides[1] + kx * self.dilations[1]) as isize - self.pad_begin[1] as isize;
-                if ix < 0 || ix as usize >= self.in_w {
-                    continue;
-                }
-                taps += 1;
-                let at = (iy as usize * self.in_w + ix as usize) * c;
-                let src = &image[at..at + c];
-                match reduce {
-                    Reduce::Max => dst.iter_mut().zip(src).for_each(|(d, s)| *d = d.max(*s)),
-                    Reduce::Average { .. } => dst.iter_mut().zip(src).for_each(|(d, s)| *d += *s),
+        // the taps inside the image, computed once per window instead of tested per tap
+        let taps = |o: usize, a: usize, size: usize| {
+            let start = (o * self.strides[a]) as isize - self.pad_begin[a] as isize;
+            (0..self.kernel[a]).filter_map(move |k| {
+                let i = start + (k * self.dilations[a]) as isize;
+                (i >= 0 && (i as usize) < size).then_some(i as usize)
+            })
+        };
+        let mut count = 0usize;
+        match reduce {
+            Reduce::Max => {
+                dst.fill(f32::NEG_INFINITY);
+                for iy in taps(oh, 0, self.in_h) {
+                    for ix in taps(ow, 1, self.in_w) {
+                        let at = (iy * self.in_w + ix) * c;
+                        dst.iter_mut().zip(&image[at..at + c]).for_each(|(d, &s)| *d = if s > *d { s } else { *d });
+                    }
                 }
             }
-        }
-        if let Reduce::Average { count_include_pad } = reduce {
-            // with pads counted, every window divides by the full kernel, even one that
-            // ceil_mode lets hang past the padding (onnxruntime's reading of the spec)
-            let count = if count_include_pad { self.kernel[0] * self.kernel[1] } else { taps };
-            let scale = if count == 0 { 0.0 } else { 1.0 / count as f32 };
-            dst.iter_mut().for_each(|d| *d *= scale);
+            Reduce::Average { count_include_pad } => {
+                dst.fill(0.0);
+                for iy in taps(oh, 0, self.in_h) {
+                    for ix in taps(ow, 1, self.in_w) {
+                        count += 1;
+                        let at = (iy * self.in_w + ix) * c;
+                        dst.iter_mut().zip(&image[at..at + c]).for_each(|(d, &s)| *d += s);
+                    }
+                }
+                // with pads counted, every window divides by the full kernel, even one that
+                // ceil_mode lets hang past the padding (onnxruntime's reading of the spec)
+                let count = if count_include_pad { self.kernel[0] * self.kernel[1] } else { count };
+                let scale = if count == 0 { 0.0 } else { 1.0 / count as f32 };
+                dst.iter_mut().for_each(|d| *d *= scale);
+            }
         }
     }
 }
