@@ -122,3 +122,62 @@ async fn without_model_flags_every_model_directory_is_served() {
     let _ = child.wait();
     assert_eq!(served, vec![("a", 3), ("b", 3)]);
 }
+
+/// A version whose graph has unsupported operators fails on its own: END with the one error
+/// listing every operator, while the version before it and every other model keep answering.
+#[tokio::test]
+async fn a_version_with_unsupported_operators_fails_alone_and_everything_else_keeps_serving() {
+    use candle_serving::proto::tensorflow::serving::GetModelStatusRequest;
+    use candle_serving::proto::tensorflow::serving::model_spec::VersionChoice;
+    use candle_serving::proto::tensorflow::serving::model_version_status::State;
+
+    let dir = temp_dir("unsupported-live");
+    let base = dir.join("m");
+    std::fs::create_dir_all(base.join("1")).expect("mkdir");
+    std::fs::copy(repo_root().join("models/mnist_cnn/1/model.onnx"), base.join("1/model.onnx")).expect("copy");
+    let base_arg = format!("--model_base_path={}", base.display());
+    let server = Server::start(&["--model_name=m", &base_arg, "--file_system_poll_wait_seconds=0.1"], "m").await;
+
+    // version 2 arrives with the unsupported graph
+    let staging = dir.join("staging");
+    write_unsupported_model(&staging);
+    std::fs::rename(staging.join("1"), base.join("2")).expect("publish v2");
+
+    let mut status = server.model_client().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let message = loop {
+        let versions = status
+            .get_model_status(GetModelStatusRequest { model_spec: Some(spec("m")) })
+            .await
+            .expect("status")
+            .into_inner()
+            .model_version_status;
+        let v2 = versions.iter().find(|v| v.version == 2 && v.state == State::End as i32);
+        if let Some(message) = v2.and_then(|v| v.status.as_ref()).map(|s| s.error_message.clone()).filter(|m| !m.is_empty()) {
+            let v1 = versions.iter().find(|v| v.version == 1).expect("v1 listed");
+            assert_eq!(v1.state, State::Available as i32, "v1 must stay AVAILABLE: {versions:?}");
+            break message;
+        }
+        assert!(std::time::Instant::now() < deadline, "v2 never failed: {versions:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(
+        message.contains("unsupported ONNX operators: Frobnicate (nodes 'frob_1', 'frob_2'); HardMax9 (nodes 'hm')"),
+        "{message}"
+    );
+
+    // the model still answers, from version 1, with the right numbers
+    let (dims, input) = npy(&fixture("mnist_cnn/input_b1.npy"));
+    let (_, expected) = npy(&fixture("mnist_cnn/output_b1.npy"));
+    let response = server
+        .predict_client()
+        .await
+        .predict(predict_request("m", "image", float_tensor(&dims, input)))
+        .await
+        .expect("predict after the failed load")
+        .into_inner();
+    assert_eq!(response.model_spec.and_then(|s| s.version_choice), Some(VersionChoice::Version(1)));
+    let got = &response.outputs["probabilities"].float_val;
+    assert_close(got, &expected, 1e-5, "v1 after v2 failed");
+    std::fs::remove_dir_all(&dir).ok();
+}
