@@ -48,19 +48,36 @@ async fn pytorch_style_nchw_cnn_matches_onnxruntime() {
     }
 }
 
+/// Sequential-MNIST LSTM and GRU (Keras, tf2onnx), served from models/ with no flags like the CNN.
+#[tokio::test]
+async fn keras_lstm_and_gru_match_onnxruntime_at_batch_1_and_16() {
+    let server = Server::start(&[], "mnist_lstm").await;
+    for model in ["mnist_lstm", "mnist_gru"] {
+        for batch in [1, 16] {
+            check_golden(&server, model, model, batch, None).await;
+        }
+    }
+}
+
+/// Batching must not leak between rows: every row of a batch of 16 equals that input run
+/// alone, for every model in models/.
 #[tokio::test]
 async fn each_row_of_a_batch_equals_the_same_input_run_alone() {
     let server = Server::start(&[], "mnist_cnn").await;
     let mut client = server.predict_client().await;
-    let (dims, input) = npy(&fixture("mnist_cnn/input_b16.npy"));
-    let batched = client.predict(predict_request("mnist_cnn", "image", float_tensor(&dims, input.clone()))).await.expect("batch");
-    let batched = batched.into_inner().outputs["probabilities"].float_val.clone();
-    let per_image = 28 * 28;
-    for i in 0..16 {
-        let one = input[i * per_image..(i + 1) * per_image].to_vec();
-        let single = client.predict(predict_request("mnist_cnn", "image", float_tensor(&[1, 28, 28, 1], one))).await.expect("single");
-        let single = &single.into_inner().outputs["probabilities"].float_val;
-        assert_close(single, &batched[i * 10..(i + 1) * 10], 1e-6, &format!("row {i}"));
+    for model in ["mnist_cnn", "mnist_lstm", "mnist_gru"] {
+        let (dims, input) = npy(&fixture(&format!("{model}/input_b16.npy")));
+        let batched = client.predict(predict_request(model, "image", float_tensor(&dims, input.clone()))).await.expect("batch");
+        let batched = batched.into_inner().outputs["probabilities"].float_val.clone();
+        let per_image: usize = dims[1..].iter().product();
+        let mut one_dims = dims.clone();
+        one_dims[0] = 1;
+        for i in 0..16 {
+            let one = input[i * per_image..(i + 1) * per_image].to_vec();
+            let single = client.predict(predict_request(model, "image", float_tensor(&one_dims, one))).await.expect("single");
+            let single = &single.into_inner().outputs["probabilities"].float_val;
+            assert_close(single, &batched[i * 10..(i + 1) * 10], 1e-6, &format!("{model} row {i}"));
+        }
     }
 }
 

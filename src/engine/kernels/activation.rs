@@ -37,3 +37,22 @@ pub(crate) fn apply(activation: Option<Activation>, values: &mut [f32]) {
         a.apply(values);
     }
 }
+
+/// Adds `bias` to every row of `values` (rows of `bias.len()`) and applies the activation, in
+/// one pass. The match sits outside the loops so each arm compiles to its own vector loop.
+pub(crate) fn bias_then(activation: Option<Activation>, bias: &[f32], values: &mut [f32]) {
+    fn each(bias: &[f32], values: &mut [f32], f: impl Fn(f32) -> f32) {
+        for row in values.chunks_exact_mut(bias.len().max(1)) {
+            row.iter_mut().zip(bias).for_each(|(v, b)| *v = f(*v + b));
+        }
+    }
+    match activation {
+        None => each(bias, values, |x| x),
+        Some(Activation::Relu) => each(bias, values, |x| x.max(0.0)),
+        Some(Activation::LeakyRelu(alpha)) => each(bias, values, |x| if x < 0.0 { x * alpha } else { x }),
+        Some(other) => {
+            each(bias, values, |x| x);
+            other.apply(values);
+        }
+    }
+}

@@ -87,11 +87,7 @@ impl Conv2d {
                     sgemm(a, b, &mut out[g * out_g..], self.out_c, false, 1);
                 }
             }
-            // bias and activation in one pass over the chunk while it is still in cache
-            for row in out.chunks_exact_mut(self.out_c) {
-                row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
-                activation::apply(act, row);
-            }
+            activation::bias_then(act, bias, out);
         };
         let chunk_len = rows_per_chunk * self.out_c;
         if threads > 1 && pixels > rows_per_chunk {
@@ -167,10 +163,28 @@ impl Conv2d {
                     continue;
                 }
                 let base = ((n * self.in_h + iy as usize) * self.in_w) * self.in_c + c0 + ci;
-                let x_off = (kx * self.dilations[1]) as isize - self.pad_begin[1] as isize;
-                for (j, d) in seg.iter_mut().enumerate() {
-                    let ix = ((ow0 + j) * self.strides[1]) as isize + x_off;
-                    *d = if ix < 0 || ix as usize >= self.in_w { 0.0 } else { input[base + ix as usize * self.in_c] };
+                // input column of seg[j] is first + j * stride; keep the j that land inside
+                let stride = self.strides[1] as isize;
+                let first_x = (ow0 * self.strides[1] + kx * self.dilations[1]) as isize - self.pad_begin[1] as isize;
+                let lo = if first_x >= 0 { 0 } else { ((-first_x + stride - 1) / stride) as usize }.min(run);
+                let hi = if first_x >= self.in_w as isize {
+                    0
+                } else {
+                    ((self.in_w as isize - first_x + stride - 1) / stride) as usize
+                }
+                .clamp(lo, run);
+                seg[..lo].fill(0.0);
+                seg[hi..].fill(0.0);
+                if hi > lo {
+                    let start = base + (first_x + lo as isize * stride) as usize * self.in_c;
+                    let step = self.strides[1] * self.in_c;
+                    let inside = &mut seg[lo..hi];
+                    if step == 1 {
+                        inside.copy_from_slice(&input[start..start + inside.len()]);
+                    } else {
+                        let src = input[start..].iter().step_by(step);
+                        inside.iter_mut().zip(src).for_each(|(d, &v)| *d = v);
+                    }
                 }
             }
         }
@@ -226,6 +240,8 @@ mod tests {
             (1, 5, 5, 4, 4, [3, 3], [1, 1], [1, 1], [1, 1], 4), // depthwise
             (4, 6, 5, 8, 5, [1, 1], [1, 1], [1, 1], [0, 0], 1), // pointwise
             (70, 6, 6, 1, 3, [3, 3], [1, 1], [1, 1], [0, 0], 1), // several chunks
+            (2, 8, 9, 3, 5, [3, 3], [2, 2], [1, 1], [1, 1], 1), // tap-major, strided and padded
+            (2, 8, 9, 2, 5, [3, 3], [1, 3], [2, 2], [2, 2], 1), // tap-major, dilated, wide stride
             (3, 7, 7, 32, 8, [3, 3], [1, 1], [1, 1], [1, 1], 1), // pixel-major, whole kernel rows
             (2, 7, 7, 32, 4, [3, 3], [2, 2], [1, 2], [1, 0], 2), // pixel-major, per tap
         ];
