@@ -6,6 +6,7 @@ mod binary;
 mod conv;
 mod matmul;
 mod pool;
+mod rnn;
 mod shape;
 
 use candle_core::{DType as CDType, Tensor};
@@ -42,7 +43,7 @@ pub(crate) trait Op: Send + Sync {
 pub(crate) type Builder = fn(&NodeCtx<'_>) -> Result<Box<dyn Op>, LoadError>;
 
 const FAMILIES: &[&[(&str, Builder)]] =
-    &[activation::OPS, binary::OPS, conv::OPS, matmul::OPS, pool::OPS, shape::OPS];
+    &[activation::OPS, binary::OPS, conv::OPS, matmul::OPS, pool::OPS, rnn::OPS, shape::OPS];
 
 pub(crate) fn lookup(op_type: &str) -> Option<Builder> {
     FAMILIES.iter().flat_map(|f| f.iter()).find(|(name, _)| *name == op_type).map(|(_, b)| *b)
