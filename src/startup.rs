@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 
 use crate::config::text_proto::{self, TextProtoError};
 use crate::config::{ModelSource, ServerConfig};
-use crate::engine::ComputePool;
+use crate::engine::{self, ComputePool, EngineOptions};
 use crate::metrics::Metrics;
 use crate::batching::BatchingOptions;
 use crate::proto::tensorflow::serving::{BatchingParameters, MonitoringConfig};
@@ -53,10 +53,11 @@ pub async fn serve(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let threads = match config.compute_threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
+    let cores = engine::available_cores();
+    let threads = if config.compute_threads == 0 { cores } else { config.compute_threads };
+    let intra_op = if config.intra_op_threads == 0 { cores } else { config.intra_op_threads };
+    engine::set_intra_op_threads(intra_op);
+    let device = config.device.open().map_err(|e| ServeError::Setup(format!("--device={}: {e}", config.device)))?;
     let metrics_path = match &config.monitoring_config_file {
         None => None,
         Some(path) => {
@@ -138,12 +139,13 @@ pub async fn serve(
             move || counter.inc(),
         ));
     }
-    tracing::info!(grpc = %grpc_address, rest = ?rest_address, compute_threads = threads, "listening; loading models");
+    tracing::info!(grpc = %grpc_address, rest = ?rest_address, compute_threads = threads, intra_op_threads = intra_op, device = %config.device, "listening; loading models");
 
     let mut manager = ModelManager::new(
         Arc::clone(&repository),
         Arc::clone(&metrics),
         compute,
+        EngineOptions { device },
         config.lifecycle.clone(),
         config.max_tensor_bytes,
         batching,

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::engine::DeviceSpec;
+
 /// Where the models to serve come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelSource {
@@ -24,8 +26,14 @@ pub struct ServerConfig {
     pub rest_api_port: u16,
     pub models: ModelSource,
     pub enable_serialization_as_tensor_content: bool,
-    /// Threads that execute models; 0 = the cores available to the process.
+    /// Requests that execute at once (`--tensorflow_inter_op_parallelism`); 0 = the cores
+    /// available to the process.
     pub compute_threads: usize,
+    /// Threads one kernel call may split across (`--tensorflow_intra_op_parallelism`); 0 = the
+    /// cores available to the process (cgroup-aware).
+    pub intra_op_threads: usize,
+    /// `--device`: cpu or cuda:N.
+    pub device: DeviceSpec,
     /// Largest request tensor we materialise (TF Serving's gRPC limit is INT32_MAX bytes).
     pub max_tensor_bytes: usize,
     pub rest_api_timeout: Duration,
@@ -89,6 +97,8 @@ impl Default for ServerConfig {
             models: ModelSource::Discover { root: PathBuf::from("models") },
             enable_serialization_as_tensor_content: false,
             compute_threads: 0,
+            intra_op_threads: 0,
+            device: DeviceSpec::Cpu,
             max_tensor_bytes: i32::MAX as usize,
             rest_api_timeout: Duration::from_millis(30_000),
             monitoring_config_file: None,
@@ -150,7 +160,9 @@ const FLAGS: &[(&str, Kind, &str, &str)] = &[
     ("model_name", Kind::Value, "default", "name of the single model to serve"),
     ("model_base_path", Kind::Value, "", "directory holding <version>/model.onnx of that model"),
     ("enable_serialization_as_tensor_content", Kind::Bool, "false", "answer Predict in tensor_content bytes"),
-    ("tensorflow_intra_op_parallelism", Kind::Value, "0", "threads that execute models (0 = available cores)"),
+    ("tensorflow_intra_op_parallelism", Kind::Value, "0", "threads one model execution may use (0 = available cores, cgroup-aware)"),
+    ("tensorflow_inter_op_parallelism", Kind::Value, "0", "model executions that run at once (0 = available cores)"),
+    ("device", Kind::Value, "cpu", "cpu, or cuda:N with a CUDA build"),
     ("model_config_file", Kind::Value, "", "text ModelServerConfig listing the models (overrides --model_name/--model_base_path)"),
     ("model_config_file_poll_wait_seconds", Kind::Value, "0", "re-read --model_config_file this often (0 = once)"),
     ("file_system_poll_wait_seconds", Kind::Value, "1", "re-scan version directories this often (0 = once; fractions allowed)"),
@@ -162,9 +174,8 @@ const FLAGS: &[(&str, Kind, &str, &str)] = &[
     ("batching_parameters_file", Kind::Value, "", "text BatchingParameters (needs --enable_batching; without it: adaptive batching, no timer)"),
     ("max_inflight_requests", Kind::Value, "0", "Predict requests admitted at once; more get RESOURCE_EXHAUSTED (0 = unlimited)"),
     ("grpc_channel_arguments", Kind::Value, "", "TF's k=v list; grpc.max_connection_age_ms and grpc.max_connection_age_grace_ms are honoured"),
-    ("tensorflow_session_parallelism", Kind::Value, "0", "as --tensorflow_intra_op_parallelism when that is unset"),
+    ("tensorflow_session_parallelism", Kind::Value, "0", "sets both parallelism flags where they are unset"),
     ("enable_grpc_healthcheck_service", Kind::Bool, "true", "accepted; grpc.health.v1 is always served"),
-    ("tensorflow_inter_op_parallelism", Kind::Value, "0", "accepted, no effect (logged)"),
     ("rest_api_num_threads", Kind::Value, "0", "accepted, no effect (logged): tokio sizes its own pool"),
     ("grpc_max_threads", Kind::Value, "0", "accepted, no effect (logged): tokio sizes its own pool"),
     ("num_load_threads", Kind::Value, "0", "accepted, no effect (logged): versions load one at a time"),
@@ -269,7 +280,11 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<ParseOutcom
             "enable_serialization_as_tensor_content" => {
                 config.enable_serialization_as_tensor_content = parse_bool(&name, &value)?;
             }
-            "tensorflow_intra_op_parallelism" => config.compute_threads = parse_num(&name, &value)?,
+            "tensorflow_intra_op_parallelism" => config.intra_op_threads = parse_num(&name, &value)?,
+            "tensorflow_inter_op_parallelism" => config.compute_threads = parse_num(&name, &value)?,
+            "device" => {
+                config.device = value.parse().map_err(|reason| FlagError::BadValue { flag: name.clone(), value: value.clone(), reason })?;
+            }
             "model_config_file" => config_file = Some(PathBuf::from(value)).filter(|p| !p.as_os_str().is_empty()),
             "model_config_file_poll_wait_seconds" => config.lifecycle.config_file_poll = seconds(&name, &value)?,
             "file_system_poll_wait_seconds" => config.lifecycle.file_system_poll = seconds(&name, &value)?,
@@ -302,7 +317,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<ParseOutcom
             "enable_grpc_healthcheck_service" => {
                 parse_bool(&name, &value)?;
             }
-            "tensorflow_inter_op_parallelism" | "rest_api_num_threads" | "grpc_max_threads" | "num_load_threads"
+            "rest_api_num_threads" | "grpc_max_threads" | "num_load_threads"
             | "num_unload_threads" | "saved_model_tags" => config.ignored_flags.push(format!("--{name}={value}")),
             "enable_profiler" | "flush_filesystem_caches" => {
                 parse_bool(&name, &value)?;
@@ -313,8 +328,13 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<ParseOutcom
             _ => {}
         }
     }
-    if let Some(n) = session_parallelism.filter(|_| config.compute_threads == 0) {
-        config.compute_threads = n;
+    if let Some(n) = session_parallelism {
+        if config.compute_threads == 0 {
+            config.compute_threads = n;
+        }
+        if config.intra_op_threads == 0 {
+            config.intra_op_threads = n;
+        }
     }
     if config.batching_parameters_file.is_some() && !config.enable_batching {
         return Err(FlagError::BatchingFileWithoutBatching);
@@ -390,7 +410,10 @@ mod tests {
             "--rest_api_num_threads=8",
         ]);
         assert_eq!(c.grpc_max_connection_age, Some(Duration::from_millis(2000)));
-        assert_eq!(c.compute_threads, 3);
+        assert_eq!((c.compute_threads, c.intra_op_threads), (3, 3));
+        let d = serve(&["--tensorflow_intra_op_parallelism=2", "--tensorflow_inter_op_parallelism=4", "--device=cuda:1"]);
+        assert_eq!((d.compute_threads, d.intra_op_threads, d.device), (4, 2, DeviceSpec::Cuda(1)));
+        assert!(matches!(parse(&["--device=tpu"]), Err(FlagError::BadValue { .. })));
         assert_eq!(c.ignored_flags, vec!["--grpc_channel_arguments grpc.lb_policy_name=grpclb", "--rest_api_num_threads=8"]);
         assert!(matches!(parse(&["--grpc_channel_arguments=oops"]), Err(FlagError::BadValue { .. })));
     }

@@ -3,11 +3,15 @@
 //! speaks [`HostTensor`](crate::tensor::HostTensor) at its edge and candle inside.
 
 mod convert;
+mod device;
 mod error;
+pub(crate) mod kernels;
 pub mod onnx;
 mod session;
 mod worker;
 
+pub use device::DeviceSpec;
 pub use error::{EngineError, LoadError};
+pub use kernels::threads::{available_cores, set_intra_op_threads};
 pub use session::{EngineOptions, Session};
 pub use worker::{ComputeError, ComputePool, Timing};

@@ -15,5 +15,14 @@ pub trait Session: Send + Sync + 'static {
 }
 
 /// Knobs fixed at load time.
-#[derive(Debug, Clone, Default)]
-pub struct EngineOptions {}
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Where weights live and kernels run (opened once from `--device`).
+    pub device: candle_core::Device,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self { device: candle_core::Device::Cpu }
+    }
+}

@@ -38,6 +38,8 @@ pub struct ModelManager {
     repository: Arc<ModelRepository>,
     metrics: Arc<Metrics>,
     compute: ComputePool,
+    /// Device and other engine knobs every version loads with.
+    engine: EngineOptions,
     options: LifecycleOptions,
     max_tensor_bytes: usize,
     batching: Option<BatchingOptions>,
@@ -81,6 +83,7 @@ impl ModelManager {
         repository: Arc<ModelRepository>,
         metrics: Arc<Metrics>,
         compute: ComputePool,
+        engine: EngineOptions,
         options: LifecycleOptions,
         max_tensor_bytes: usize,
         batching: Option<BatchingOptions>,
@@ -89,6 +92,7 @@ impl ModelManager {
             repository,
             metrics,
             compute,
+            engine,
             options,
             max_tensor_bytes,
             batching,
@@ -249,9 +253,9 @@ impl ModelManager {
     }
 
     async fn load_and_warm(&self, name: &str, version: i64, dir: PathBuf) -> Result<Arc<crate::serving::Servable>, String> {
-        let (n, d, compute) = (name.to_string(), dir.clone(), self.compute.clone());
+        let (n, d, compute, engine) = (name.to_string(), dir.clone(), self.compute.clone(), self.engine.clone());
         let batching = self.batching.clone().map(|b| (b, Arc::clone(&self.metrics)));
-        let servable = tokio::task::spawn_blocking(move || load_servable(&n, version, &d, &EngineOptions::default(), compute, batching))
+        let servable = tokio::task::spawn_blocking(move || load_servable(&n, version, &d, &engine, compute, batching))
             .await
             .map_err(|e| format!("loader thread failed: {e}"))?
             .map_err(|e| e.to_string())?;

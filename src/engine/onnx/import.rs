@@ -13,6 +13,7 @@ use crate::tensor::{DType, Dim, TensorSpec};
 
 use super::attrs::NodeCtx;
 use super::ops::{self, dtype_for_onnx};
+use super::passes;
 use super::plan::{Plan, PlanBuilder};
 use super::initializer;
 
@@ -29,8 +30,13 @@ pub(crate) fn import(model: &ModelProto, device: &Device) -> Result<Imported, Lo
         .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
         .map(|o| o.version)
         .ok_or_else(|| LoadError::Invalid("model declares no opset for the default ONNX domain".into()))?;
-    let graph = model.graph.as_ref().ok_or_else(|| LoadError::Invalid("model has no graph".into()))?;
-    check_supported(graph)?;
+    let original = model.graph.as_ref().ok_or_else(|| LoadError::Invalid("model has no graph".into()))?;
+    check_supported(original)?;
+    let mut graph = original.clone();
+    graph.node = topological_order(original)?.into_iter().cloned().collect();
+    let target = if device.is_cpu() { passes::Target::Cpu } else { passes::Target::Other };
+    passes::optimize(&mut graph, target)?;
+    let graph = &graph;
 
     let mut builder = PlanBuilder::default();
     for init in &graph.initializer {
@@ -51,7 +57,7 @@ pub(crate) fn import(model: &ModelProto, device: &Device) -> Result<Imported, Lo
         inputs.push(spec);
     }
 
-    for node in topological_order(graph)? {
+    for node in &graph.node {
         let label = node_label(node);
         let ctx = NodeCtx { node, opset, device };
         let build = ops::lookup(&node.op_type)

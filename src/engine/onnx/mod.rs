@@ -5,6 +5,7 @@ mod attrs;
 mod import;
 mod initializer;
 mod ops;
+mod passes;
 mod plan;
 
 use std::path::Path;
@@ -27,18 +28,23 @@ pub struct OnnxSession {
 }
 
 impl OnnxSession {
-    pub fn load(path: &Path, _options: &EngineOptions) -> Result<Self, LoadError> {
+    pub fn load(path: &Path, options: &EngineOptions) -> Result<Self, LoadError> {
         let bytes = std::fs::read(path).map_err(|source| LoadError::Io { path: path.display().to_string(), source })?;
-        Self::from_bytes(&bytes).map_err(|e| match e {
+        Self::from_bytes_on(&bytes, &options.device).map_err(|e| match e {
             LoadError::Decode { reason, .. } => LoadError::Decode { path: path.display().to_string(), reason },
             other => other,
         })
     }
 
+    /// Loads onto the CPU.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, LoadError> {
+        Self::from_bytes_on(bytes, &Device::Cpu)
+    }
+
+    pub fn from_bytes_on(bytes: &[u8], device: &Device) -> Result<Self, LoadError> {
         let model = ModelProto::decode(bytes)
             .map_err(|e| LoadError::Decode { path: String::new(), reason: e.to_string() })?;
-        let device = Device::Cpu;
+        let device = device.clone();
         let imported = import::import(&model, &device)?;
         Ok(Self { plan: imported.plan, inputs: imported.inputs, outputs: imported.outputs, device })
     }
@@ -75,5 +81,20 @@ impl Session for OnnxSession {
             .zip(&self.outputs)
             .map(|(t, spec)| from_candle(t, spec.dtype).map_err(|e| EngineError::Internal(e.to_string())))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keras_cnn_runs_as_nhwc_convs_with_fused_relu_and_no_transposes() {
+        let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/models/mnist_cnn/1/model.onnx")).expect("model");
+        let session = OnnxSession::from_bytes(&bytes).expect("load");
+        assert_eq!(
+            session.plan.step_ops(),
+            ["Reshape", "Transpose", "_NhwcConv", "_NhwcMaxPool", "_NhwcConv", "_NhwcMaxPool", "Reshape", "MatMul", "Add", "Softmax"]
+        );
     }
 }

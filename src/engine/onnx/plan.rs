@@ -28,6 +28,12 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
+    /// The op of every step that runs per request, in order (constants are folded away).
+    #[cfg(test)]
+    pub(crate) fn step_ops(&self) -> Vec<&str> {
+        self.steps.iter().map(|s| s.op_type.as_str()).collect()
+    }
+
     pub(crate) fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
         let mut slots = self.template.clone();
         for (&slot, tensor) in self.inputs.iter().zip(inputs) {

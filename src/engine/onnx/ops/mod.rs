@@ -5,6 +5,7 @@ mod activation;
 mod binary;
 mod conv;
 mod matmul;
+mod nhwc;
 mod pool;
 mod rnn;
 mod shape;
@@ -43,7 +44,7 @@ pub(crate) trait Op: Send + Sync {
 pub(crate) type Builder = fn(&NodeCtx<'_>) -> Result<Box<dyn Op>, LoadError>;
 
 const FAMILIES: &[&[(&str, Builder)]] =
-    &[activation::OPS, binary::OPS, conv::OPS, matmul::OPS, pool::OPS, rnn::OPS, shape::OPS];
+    &[activation::OPS, binary::OPS, conv::OPS, matmul::OPS, nhwc::OPS, pool::OPS, rnn::OPS, shape::OPS];
 
 pub(crate) fn lookup(op_type: &str) -> Option<Builder> {
     FAMILIES.iter().flat_map(|f| f.iter()).find(|(name, _)| *name == op_type).map(|(_, b)| *b)

@@ -1,0 +1,128 @@
+//! Direct max and average pooling over NHWC input.
+//!
+//! With channels innermost, every window tap is one contiguous run of `C` values, so the
+//! reduction is an elementwise max/add over slices that the compiler vectorises; no im2col, no
+//! index tensors.
+
+use rayon::prelude::*;
+
+/// Geometry of one pooling call, resolved for a concrete input size.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pool2d {
+    pub(crate) batch: usize,
+    pub(crate) in_h: usize,
+    pub(crate) in_w: usize,
+    pub(crate) channels: usize,
+    pub(crate) out_h: usize,
+    pub(crate) out_w: usize,
+    pub(crate) kernel: [usize; 2],
+    pub(crate) strides: [usize; 2],
+    pub(crate) dilations: [usize; 2],
+    pub(crate) pad_begin: [usize; 2],
+    /// Padding after the last row and column; bounds the window for `count_include_pad`.
+    pub(crate) pad_end: [usize; 2],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Reduce {
+    Max,
+    /// `count_include_pad`: divide by the window clipped to the padded input instead of by the
+    /// taps that hit real pixels.
+    Average { count_include_pad: bool },
+}
+
+impl Pool2d {
+    pub(crate) fn output_len(&self) -> usize {
+        self.batch * self.out_h * self.out_w * self.channels
+    }
+
+    pub(crate) fn run(&self, input: &[f32], reduce: Reduce, threads: usize) -> Vec<f32> {
+        let row_len = self.out_w * self.channels;
+        let mut output = vec![0.0f32; self.output_len()];
+        if row_len == 0 {
+            return output;
+        }
+        let rows = self.batch * self.out_h;
+        let run_row = |(index, out): (usize, &mut [f32])| {
+            let (n, oh) = (index / self.out_h, index % self.out_h);
+            for (ow, dst) in out.chunks_exact_mut(self.channels).enumerate() {
+                self.window(input, n, oh, ow, reduce, dst);
+            }
+        };
+        if threads > 1 && rows * row_len >= 16 * 1024 {
+            output.par_chunks_mut(row_len).enumerate().for_each(run_row);
+        } else {
+            output.chunks_mut(row_len).enumerate().for_each(run_row);
+        }
+        output
+    }
+
+    fn window(&self, input: &[f32], n: usize, oh: usize, ow: usize, reduce: Reduce, dst: &mut [f32]) {
+        let c = self.channels;
+        let image = &input[n * self.in_h * self.in_w * c..];
+        let mut taps = 0usize;
+        let init = if reduce == Reduce::Max { f32::NEG_INFINITY } else { 0.0 };
+        dst.fill(init);
+        for ky in 0..self.kernel[0] {
+            let iy = (oh * self.strides[0] + ky * self.dilations[0]) as isize - self.pad_begin[0] as isize;
+            if iy < 0 || iy as usize >= self.in_h {
+                continue;
+            }
+            for kx in 0..self.kernel[1] {
+                let ix = (ow * self.strides[1] + kx * self.dilations[1]) as isize - self.pad_begin[1] as isize;
+                if ix < 0 || ix as usize >= self.in_w {
+                    continue;
+                }
+                taps += 1;
+                let at = (iy as usize * self.in_w + ix as usize) * c;
+                let src = &image[at..at + c];
+                match reduce {
+                    Reduce::Max => dst.iter_mut().zip(src).for_each(|(d, s)| *d = d.max(*s)),
+                    Reduce::Average { .. } => dst.iter_mut().zip(src).for_each(|(d, s)| *d += *s),
+                }
+            }
+        }
+        if let Reduce::Average { count_include_pad } = reduce {
+            let count = if count_include_pad { self.padded_window(oh, ow) } else { taps };
+            let scale = if count == 0 { 0.0 } else { 1.0 / count as f32 };
+            dst.iter_mut().for_each(|d| *d *= scale);
+        }
+    }
+
+    /// Taps of the window that lie inside the padded input (ONNX counts pads, not the overhang
+    /// that `ceil_mode` adds past them).
+    fn padded_window(&self, oh: usize, ow: usize) -> usize {
+        let axis = |o: usize, a: usize, size: usize| {
+            let limit = (size + self.pad_begin[a] + self.pad_end[a]) as isize;
+            (0..self.kernel[a])
+                .filter(|k| ((o * self.strides[a] + k * self.dilations[a]) as isize) < limit)
+                .count()
+        };
+        axis(oh, 0, self.in_h) * axis(ow, 1, self.in_w)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_and_average_over_channel_runs() {
+        // 1 image, 3x3, 2 channels; channel 1 = -channel 0
+        let input: Vec<f32> = (0..9).flat_map(|i| [i as f32, -(i as f32)]).collect();
+        let p = Pool2d {
+            batch: 1, in_h: 3, in_w: 3, channels: 2, out_h: 2, out_w: 2,
+            kernel: [2, 2], strides: [1, 1], dilations: [1, 1], pad_begin: [0, 0], pad_end: [0, 0],
+        };
+        assert_eq!(p.run(&input, Reduce::Max, 1), vec![4.0, -0.0, 5.0, -1.0, 7.0, -3.0, 8.0, -4.0]);
+        let avg = p.run(&input, Reduce::Average { count_include_pad: false }, 2);
+        assert_eq!(avg, vec![2.0, -2.0, 3.0, -3.0, 5.0, -5.0, 6.0, -6.0]);
+        // padding 1 on every side, 3x3 window, stride 2: corners see 4 real pixels of 9 taps
+        let padded = Pool2d { out_h: 2, out_w: 2, kernel: [3, 3], strides: [2, 2], pad_begin: [1, 1], pad_end: [1, 1], ..p };
+        let excl = padded.run(&input, Reduce::Average { count_include_pad: false }, 1);
+        let incl = padded.run(&input, Reduce::Average { count_include_pad: true }, 1);
+        assert_eq!(excl[0], (0.0 + 1.0 + 3.0 + 4.0) / 4.0);
+        assert_eq!(incl[0], (0.0 + 1.0 + 3.0 + 4.0) / 9.0);
+        assert_eq!(padded.run(&input, Reduce::Max, 1)[0], 4.0);
+    }
+}

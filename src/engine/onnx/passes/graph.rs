@@ -1,0 +1,104 @@
+//! Helpers the passes share: who reads a value, float initializers in and out, and attributes.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::proto::onnx::attribute_proto::AttributeType;
+use crate::proto::onnx::tensor_proto::DataType;
+use crate::proto::onnx::{AttributeProto, GraphProto, NodeProto, TensorProto};
+
+/// Private node attributes the fusion pass sets on Conv, Gemm and the NHWC conv: the activation
+/// to apply inside the op, and LeakyRelu's slope.
+pub(crate) const FUSED_ACTIVATION: &str = "_fused_activation";
+pub(crate) const FUSED_ALPHA: &str = "_fused_alpha";
+
+/// How many node inputs read each value (graph outputs count as readers too, so a value the
+/// caller asked for is never fused away).
+pub(super) fn reader_counts(graph: &GraphProto) -> HashMap<String, usize> {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for node in &graph.node {
+        for input in node.input.iter().filter(|i| !i.is_empty()) {
+            *counts.entry(input.clone()).or_default() += 1;
+        }
+        // Loop/Scan/If bodies read outer values by name without listing them as inputs.
+        for body in node.attribute.iter().flat_map(|a| a.g.iter().chain(&a.graphs)) {
+            for (name, n) in reader_counts(body) {
+                *counts.entry(name).or_default() += n;
+            }
+        }
+    }
+    for output in &graph.output {
+        *counts.entry(output.name.clone()).or_default() += 1;
+    }
+    counts
+}
+
+pub(super) fn graph_outputs(graph: &GraphProto) -> HashSet<String> {
+    graph.output.iter().map(|o| o.name.clone()).collect()
+}
+
+pub(super) fn initializer<'g>(graph: &'g GraphProto, name: &str) -> Option<&'g TensorProto> {
+    graph.initializer.iter().find(|t| t.name == name)
+}
+
+/// A float32 initializer's dims and values, or `None` if it is not a plain float32 tensor.
+pub(super) fn float_initializer(graph: &GraphProto, name: &str) -> Option<(Vec<usize>, Vec<f32>)> {
+    let t = initializer(graph, name)?;
+    if t.data_type != DataType::Float as i32 || t.data_location == 1 || !t.external_data.is_empty() {
+        return None;
+    }
+    let dims: Vec<usize> = t.dims.iter().map(|&d| usize::try_from(d).ok()).collect::<Option<_>>()?;
+    let values: Vec<f32> = if t.raw_data.is_empty() {
+        t.float_data.clone()
+    } else {
+        t.raw_data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    };
+    (values.len() == dims.iter().product::<usize>()).then_some((dims, values))
+}
+
+/// Adds (or replaces) a float32 initializer.
+pub(super) fn put_float_initializer(graph: &mut GraphProto, name: &str, dims: &[usize], values: &[f32]) {
+    graph.initializer.retain(|t| t.name != name);
+    graph.initializer.push(TensorProto {
+        name: name.to_string(),
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        data_type: DataType::Float as i32,
+        raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..Default::default()
+    });
+}
+
+pub(super) fn attr<'n>(node: &'n NodeProto, name: &str) -> Option<&'n AttributeProto> {
+    node.attribute.iter().find(|a| a.name == name)
+}
+
+pub(super) fn string_attr(name: &str, value: &str) -> AttributeProto {
+    AttributeProto { name: name.into(), r#type: AttributeType::String as i32, s: value.as_bytes().to_vec(), ..Default::default() }
+}
+
+pub(super) fn float_attr(name: &str, value: f32) -> AttributeProto {
+    AttributeProto { name: name.into(), r#type: AttributeType::Float as i32, f: value, ..Default::default() }
+}
+
+pub(super) fn ints_attr(name: &str, values: &[i64]) -> AttributeProto {
+    AttributeProto { name: name.into(), r#type: AttributeType::Ints as i32, ints: values.to_vec(), ..Default::default() }
+}
+
+/// Drops nodes none of whose outputs is read (repeatedly, so whole dead chains go), then
+/// initializers nothing reads.
+pub(crate) fn remove_dead_nodes(graph: &mut GraphProto) {
+    loop {
+        let readers = reader_counts(graph);
+        let before = graph.node.len();
+        graph.node.retain(|n| n.output.iter().any(|o| !o.is_empty() && readers.contains_key(o)));
+        if graph.node.len() == before {
+            break;
+        }
+    }
+    let readers = reader_counts(graph);
+    // An initializer also listed as a graph input (IR < 4) stays: dropping it would turn it
+    // into an input every request must supply.
+    let inputs: HashSet<&str> = graph.input.iter().map(|i| i.name.as_str()).collect();
+    let keep: Vec<bool> = graph.initializer.iter().map(|t| readers.contains_key(&t.name) || inputs.contains(t.name.as_str())).collect();
+    let mut keep = keep.into_iter();
+    graph.initializer.retain(|_| keep.next().unwrap_or(true));
+}

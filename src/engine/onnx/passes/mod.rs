@@ -1,0 +1,37 @@
+//! Graph rewrites between decoding and planning. Each pass is a small, separately tested
+//! transformation of the ONNX graph itself, so the planner and the ops never see a difference
+//! between a rewritten node and one an exporter wrote, and a pass that does not apply leaves
+//! the graph untouched.
+//!
+//! Order matters: BatchNormalization folds into the Conv before the Conv changes layout, and
+//! activations fuse last, into whichever conv survived.
+
+mod batchnorm;
+mod fuse;
+mod graph;
+mod layout;
+mod transpose;
+
+use crate::engine::LoadError;
+use crate::proto::onnx::GraphProto;
+
+pub(crate) use graph::{FUSED_ACTIVATION, FUSED_ALPHA};
+
+/// What the graph will run on; the layout pass targets the CPU kernels only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    Cpu,
+    Other,
+}
+
+/// Rewrites `graph` in place. `graph.node` must already be in topological order.
+pub(crate) fn optimize(graph: &mut GraphProto, target: Target) -> Result<(), LoadError> {
+    batchnorm::fold_into_conv(graph)?;
+    if target == Target::Cpu {
+        layout::convs_to_nhwc(graph)?;
+        transpose::cancel_pairs(graph);
+    }
+    fuse::activations(graph);
+    graph::remove_dead_nodes(graph);
+    Ok(())
+}
