@@ -66,6 +66,8 @@ fn run_case(dir: &Path) -> Result<(), String> {
 
 #[test]
 fn every_case_matches_onnxruntime() {
+    // Two intra-op threads, so the larger cases also run split into batch slices.
+    candle_serving::engine::set_intra_op_threads(2);
     let failures: Vec<String> = cases().iter().filter_map(|dir| run_case(dir).err()).collect();
     assert!(failures.is_empty(), "{} case(s) failed:\n{}", failures.len(), failures.join("\n"));
 }
@@ -125,4 +127,45 @@ fn weights_that_disagree_with_hidden_size_fail_at_load() {
     let attribute = AttributeProto { name: "hidden_size".into(), r#type: AttributeType::Int as i32, i: 7, ..Default::default() };
     let message = load_error(&with_attribute("rnn_bidirectional_lens_b5", attribute));
     assert!(message.contains("hidden_size is 7"), "{message}");
+}
+
+/// Latency of LSTM(input 28, hidden 128) over 28 steps at batch 1 and 64, next to
+/// onnxruntime's: prepare the model with tests/fixtures/rnn/time_lstm_ort.py (which also
+/// prints onnxruntime's figures), then run this in release mode with RNN_TIMING_DIR set.
+#[test]
+#[ignore = "timing; needs RNN_TIMING_DIR from time_lstm_ort.py and a release build"]
+fn lstm_128_timing() {
+    let Ok(dir) = std::env::var("RNN_TIMING_DIR") else {
+        eprintln!("RNN_TIMING_DIR is not set; skipping");
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let threads = std::env::var("RNN_TIMING_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(2);
+    candle_serving::engine::set_intra_op_threads(threads);
+    let session = OnnxSession::load(&dir.join("model.onnx"), &EngineOptions::default()).expect("load");
+    for (batch, iterations) in [(1usize, 3000usize), (64, 300)] {
+        let x = read_npy(&dir.join(format!("x_b{batch}.npy")));
+        let want = read_npy(&dir.join(format!("yh_b{batch}.npy")));
+        let out = session.run(vec![x.clone()]).expect("run");
+        let (TensorData::F32(got), TensorData::F32(want)) = (out[1].data(), want.data()) else { panic!("f32") };
+        let worst = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(worst <= ATOL, "batch {batch}: max |diff| {worst}");
+        for _ in 0..iterations / 10 {
+            session.run(vec![x.clone()]).expect("run");
+        }
+        let mut times: Vec<f64> = (0..iterations)
+            .map(|_| {
+                let input = vec![x.clone()];
+                let start = std::time::Instant::now();
+                session.run(input).expect("run");
+                start.elapsed().as_secs_f64() * 1e6
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        eprintln!(
+            "candle-serving b{batch} t{threads}: median {:.1} us, min {:.1} us (max |diff| vs onnxruntime {worst:e})",
+            times[times.len() / 2],
+            times[0]
+        );
+    }
 }

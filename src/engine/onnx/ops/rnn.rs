@@ -13,6 +13,7 @@ use candle_core::{DType, Storage, Tensor};
 use rayon::prelude::*;
 
 use crate::engine::LoadError;
+use crate::engine::kernels::threads::intra_op_threads;
 use crate::engine::onnx::attrs::NodeCtx;
 
 use self::cell::{Cell, DirWeights, Input, Unit};
@@ -317,7 +318,7 @@ impl Op for Recurrent {
         };
 
         // Units of work: each direction times a slice of the batch, sized to the thread pool.
-        let threads = rayon::current_num_threads();
+        let threads = intra_op_threads();
         let work = steps * batch * self.cell.gates() * hidden * (hidden + input) * dirs;
         let slices = if threads > 1 && work >= PARALLEL_WORK { (threads / dirs).clamp(1, batch.max(1)) } else { 1 };
         let bounds: Vec<(usize, usize)> =

@@ -216,7 +216,7 @@ impl Unit<'_> {
 
     /// i, o, f, c gates (ONNX order) -> new cell state `c` and hidden state `h`, in place.
     /// `g` holds h_prev . R^T on entry and is scratch afterwards.
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn lstm_row<S: Simd>(&self, s: S, input_forget: bool, x: &[f32], g: &mut [f32], c: &mut [f32], h: &mut [f32]) {
         let hid = self.hidden;
         let (f_act, g_act, h_act) = (self.acts[0], self.acts[1], self.acts[2]);
@@ -257,7 +257,7 @@ impl Unit<'_> {
     }
 
     /// GRU update and reset gates: z, r = f(x + h . R^T) over the first 2 * hidden columns.
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn gru_gates<S: Simd>(&self, s: S, x: &[f32], g: &mut [f32]) {
         let zr = &mut g[..2 * self.hidden];
         lanewise!(s, &mut *zr, (x), |v| s.add_f32s(v, x));
@@ -269,7 +269,7 @@ impl Unit<'_> {
 
     /// GRU candidate (its pre-activation already in the last third of `g`) and the new state
     /// h = (1 - z) * candidate + z * h_prev.
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn gru_finish<S: Simd>(&self, s: S, g: &mut [f32], h: &mut [f32]) {
         let hid = self.hidden;
         let (zr, candidate) = g.split_at_mut(2 * hid);

@@ -15,9 +15,33 @@ pub(super) struct Operand<'a> {
 }
 
 /// C (m x n, row stride `ldc`) = A (m x k) . B (k x n), or C += A . B with `accumulate`.
-#[inline(always)]
+/// Inlined only in optimised builds, like `math::activate`.
+#[cfg_attr(not(debug_assertions), inline(always))]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn gemm<S: Simd>(
+    s: S,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Operand<'_>,
+    b: Operand<'_>,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    // Tiles sized to the register file: 32 vector registers with AVX-512, 16 with AVX2.
+    if S::F32_LANES >= 16 {
+        blocked::<S, 4, 4, 4>(s, m, n, k, a, b, c, ldc, accumulate);
+    } else {
+        blocked::<S, 2, 3, 2>(s, m, n, k, a, b, c, ldc, accumulate);
+    }
+}
+
+/// Rows in tiles of 6 x `NR` vectors; the last m % 6 rows in wider tiles (`NR4`, `NR5` vectors
+/// for 4 and 5 rows).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn blocked<S: Simd, const NR: usize, const NR4: usize, const NR5: usize>(
     s: S,
     m: usize,
     n: usize,
@@ -31,14 +55,14 @@ pub(super) fn gemm<S: Simd>(
     let lanes = S::F32_LANES;
     let full = m / 6 * 6;
     if full > 0 {
-        // Column panels outside, row tiles inside: a k x 2-vector panel of B stays in L1 while
-        // every row tile streams past it.
+        // Column panels outside, row tiles inside: a k x NR-vector panel of B stays in L1
+        // while every row tile streams past it.
         let mut j = 0;
-        while j + 2 * lanes <= n {
+        while j + NR * lanes <= n {
             for i in (0..full).step_by(6) {
-                tile::<S, 6, 2>(s, k, &a.data[i * a.stride..], a.stride, &b.data[j..], b.stride, &mut c[i * ldc + j..], ldc, accumulate);
+                tile::<S, 6, NR>(s, k, &a.data[i * a.stride..], a.stride, &b.data[j..], b.stride, &mut c[i * ldc + j..], ldc, accumulate);
             }
-            j += 2 * lanes;
+            j += NR * lanes;
         }
         while j + lanes <= n {
             for i in (0..full).step_by(6) {
@@ -59,8 +83,8 @@ pub(super) fn gemm<S: Simd>(
         1 => rows::<S, 1, 8>(s, n, k, a_rest, b, c_rest, ldc, accumulate),
         2 => rows::<S, 2, 4>(s, n, k, a_rest, b, c_rest, ldc, accumulate),
         3 => rows::<S, 3, 4>(s, n, k, a_rest, b, c_rest, ldc, accumulate),
-        4 => rows::<S, 4, 3>(s, n, k, a_rest, b, c_rest, ldc, accumulate),
-        5 => rows::<S, 5, 2>(s, n, k, a_rest, b, c_rest, ldc, accumulate),
+        4 => rows::<S, 4, NR4>(s, n, k, a_rest, b, c_rest, ldc, accumulate),
+        5 => rows::<S, 5, NR5>(s, n, k, a_rest, b, c_rest, ldc, accumulate),
         _ => {}
     }
 }
@@ -171,7 +195,7 @@ fn tile_partial<S: Simd, const MR: usize>(
 mod tests {
     use pulp::WithSimd;
 
-    use super::super::math::dispatch;
+    use super::super::math::at_every_level;
     use super::*;
 
     struct Case<'a> {
@@ -180,16 +204,17 @@ mod tests {
         k: usize,
         a: Operand<'a>,
         b: Operand<'a>,
-        c: &'a mut [f32],
+        c: Vec<f32>,
         ldc: usize,
         accumulate: bool,
     }
 
     impl WithSimd for Case<'_> {
-        type Output = ();
+        type Output = Vec<f32>;
         #[inline(always)]
-        fn with_simd<S: Simd>(self, s: S) {
-            gemm(s, self.m, self.n, self.k, self.a, self.b, self.c, self.ldc, self.accumulate);
+        fn with_simd<S: Simd>(mut self, s: S) -> Vec<f32> {
+            gemm(s, self.m, self.n, self.k, self.a, self.b, &mut self.c, self.ldc, self.accumulate);
+            self.c
         }
     }
 
@@ -215,31 +240,32 @@ mod tests {
                         let (lda, ldb, ldc) = (k + 3, n + 5, n + 2);
                         let a = fill(m * lda, 1);
                         let b = fill(k * ldb, 2);
-                        let mut c = fill(m * ldc, 3);
-                        let before = c.clone();
-                        dispatch(Case {
+                        let before = fill(m * ldc, 3);
+                        let results = at_every_level(|| Case {
                             m,
                             n,
                             k,
                             a: Operand { data: &a, stride: lda },
                             b: Operand { data: &b, stride: ldb },
-                            c: &mut c,
+                            c: before.clone(),
                             ldc,
                             accumulate,
                         });
-                        for i in 0..m {
-                            for j in 0..ldc {
-                                let got = c[i * ldc + j];
-                                if j >= n {
-                                    assert_eq!(got, before[i * ldc + j], "padding column touched");
-                                    continue;
+                        for c in results {
+                            for i in 0..m {
+                                for j in 0..ldc {
+                                    let got = c[i * ldc + j];
+                                    if j >= n {
+                                        assert_eq!(got, before[i * ldc + j], "padding column touched");
+                                        continue;
+                                    }
+                                    let dot: f32 = (0..k).map(|p| a[i * lda + p] * b[p * ldb + j]).sum();
+                                    let want = dot + if accumulate { before[i * ldc + j] } else { 0.0 };
+                                    assert!(
+                                        (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                                        "m={m} n={n} k={k} acc={accumulate} at ({i},{j}): {got} vs {want}"
+                                    );
                                 }
-                                let dot: f32 = (0..k).map(|p| a[i * lda + p] * b[p * ldb + j]).sum();
-                                let want = dot + if accumulate { before[i * ldc + j] } else { 0.0 };
-                                assert!(
-                                    (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
-                                    "m={m} n={n} k={k} acc={accumulate} at ({i},{j}): {got} vs {want}"
-                                );
                             }
                         }
                     }

@@ -1,19 +1,40 @@
 //! Lane-wise math for the gate updates: SIMD exp/sigmoid/tanh and the activation table.
 //!
 //! Everything here is `#[inline(always)]` and generic over [`pulp::Simd`] so that it is compiled
-//! inside the caller's `vectorize` context (AVX2+FMA where available); an out-of-line call would
+//! inside the caller's `vectorize` context (AVX-512 or AVX2+FMA where available); an out-of-line call would
 //! lose the target features. Sigmoid and tanh stay within a few ulp of the libm results (the
 //! unit tests hold them to 1e-6 relative), so the cell outputs match onnxruntime to ~1e-7.
 
 use pulp::{Simd, WithSimd};
 
-/// Runs `op` with the widest instruction set this CPU has among those compiled in.
+/// Runs `op` with the widest instruction set this CPU has among those compiled in: AVX-512,
+/// then AVX2+FMA, then scalar code.
 pub(super) fn dispatch<Op: WithSimd>(op: Op) -> Op::Output {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(simd) = pulp::x86::V4::try_new() {
+        return Simd::vectorize(simd, op);
+    }
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
     if let Some(simd) = pulp::x86::V3::try_new() {
         return Simd::vectorize(simd, op);
     }
     op.with_simd(pulp::Scalar::new())
+}
+
+/// Runs a fresh `make()` at every instruction set this CPU has (scalar included), so tests
+/// cover the paths `dispatch` would not pick here.
+#[cfg(test)]
+pub(super) fn at_every_level<Op: WithSimd>(make: impl Fn() -> Op) -> Vec<Op::Output> {
+    let mut out = vec![make().with_simd(pulp::Scalar::new())];
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    if let Some(simd) = pulp::x86::V3::try_new() {
+        out.push(Simd::vectorize(simd, make()));
+    }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(simd) = pulp::x86::V4::try_new() {
+        out.push(Simd::vectorize(simd, make()));
+    }
+    out
 }
 
 /// `dst[i] = f(dst[i], a[i], b[i], ...)` over whole vectors, then once over the ragged tail
@@ -155,8 +176,10 @@ impl Activation {
     }
 }
 
-/// Applies `act` to `x` in place.
-#[inline(always)]
+/// Applies `act` to `x` in place. Inlined only in optimised builds: at opt-level 0 every
+/// inlined copy keeps its own stack slots, and the dozens of call sites overflow a 2 MiB
+/// thread stack (out of line, the SIMD calls are slow but correct).
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(super) fn activate<S: Simd>(s: S, act: Activation, x: &mut [f32]) {
     let zero = s.splat_f32s(0.0);
     let one = s.splat_f32s(1.0);
@@ -198,7 +221,7 @@ pub(super) fn activate<S: Simd>(s: S, act: Activation, x: &mut [f32]) {
 }
 
 /// Bounds pre-activations to [-limit, limit] (the `clip` attribute).
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(super) fn clip<S: Simd>(s: S, limit: f32, x: &mut [f32]) {
     let (lo, hi) = (s.splat_f32s(-limit), s.splat_f32s(limit));
     lanewise!(s, x, (), |v| s.min_f32s(hi, s.max_f32s(lo, v)));
@@ -208,20 +231,29 @@ pub(super) fn clip<S: Simd>(s: S, limit: f32, x: &mut [f32]) {
 mod tests {
     use super::*;
 
-    struct Apply<'a>(Activation, &'a mut [f32]);
+    struct Apply(Activation, Vec<f32>);
 
-    impl WithSimd for Apply<'_> {
-        type Output = ();
+    impl WithSimd for Apply {
+        type Output = Vec<f32>;
         #[inline(always)]
-        fn with_simd<S: Simd>(self, s: S) {
-            activate(s, self.0, self.1);
+        fn with_simd<S: Simd>(mut self, s: S) -> Vec<f32> {
+            activate(s, self.0, &mut self.1);
+            self.1
         }
     }
 
+    /// `act` over `xs` at every instruction set, checking that they all agree exactly except
+    /// for the last bits of the FMA-contracted polynomials.
     fn run(act: Activation, xs: &[f32]) -> Vec<f32> {
-        let mut out = xs.to_vec();
-        dispatch(Apply(act, &mut out));
-        out
+        let results = at_every_level(|| Apply(act, xs.to_vec()));
+        let (first, rest) = results.split_first().expect("scalar level");
+        for other in rest {
+            for ((x, a), b) in xs.iter().zip(first).zip(other) {
+                let close = (a - b).abs() <= 4.0 * f32::EPSILON * a.abs().max(1e-30) || (a.is_nan() && b.is_nan());
+                assert!(close, "{act:?}({x}): {a} at one level, {b} at another");
+            }
+        }
+        results.last().cloned().unwrap_or_default()
     }
 
     /// Dense sweep of [-100, 100] plus the interesting points, against f64 libm.
