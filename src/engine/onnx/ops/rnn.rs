@@ -5,6 +5,7 @@
 //! all timesteps is one GEMM, and each step is one GEMM plus fused gate math on host buffers;
 //! see [`cell`]. Directions and slices of the batch are independent, so they run in parallel.
 
+mod aligned;
 mod cell;
 mod gemm;
 mod math;
@@ -16,6 +17,7 @@ use crate::engine::LoadError;
 use crate::engine::kernels::threads::intra_op_threads;
 use crate::engine::onnx::attrs::NodeCtx;
 
+use self::aligned::Aligned;
 use self::cell::{Cell, DirWeights, Input, Unit};
 use self::math::{Activation, dispatch};
 use super::{Builder, Op, OpError, OpResult, int_values, optional, required};
@@ -191,7 +193,7 @@ impl Recurrent {
         let b = b.map(|b| host_values(b, "B")).transpose()?.unwrap_or_else(|| vec![0.0; dirs * 2 * gh]);
         let p = p.map(|p| host_values(p, "P")).transpose()?;
         let transpose = |m: &[f32], cols: usize| {
-            let mut t = vec![0.0; m.len()];
+            let mut t = Aligned::zeros(m.len());
             for (row, values) in m.chunks_exact(cols).enumerate() {
                 for (col, v) in values.iter().enumerate() {
                     t[col * gh + row] = *v;

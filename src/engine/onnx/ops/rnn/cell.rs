@@ -4,6 +4,7 @@
 
 use pulp::{Simd, WithSimd};
 
+use super::aligned::Aligned;
 use super::gemm::{Operand, gemm};
 use super::math::{Activation, activate, clip, lanewise};
 
@@ -36,9 +37,9 @@ impl Cell {
 /// One direction's weights as the kernels read them.
 pub(super) struct DirWeights {
     /// W transposed: input x (gates * hidden), so the projection is a plain row-major GEMM.
-    pub(super) w_t: Vec<f32>,
+    pub(super) w_t: Aligned,
     /// R transposed: hidden x (gates * hidden).
-    pub(super) r_t: Vec<f32>,
+    pub(super) r_t: Aligned,
     /// Every bias that can be added before the recurrence, folded into the projection.
     pub(super) bias: Vec<f32>,
     /// GRU with `linear_before_reset`: Rbh, which must stay inside `r * (h R_h^T + Rbh)`.
@@ -95,15 +96,16 @@ impl WithSimd for Unit<'_> {
             &xp[row * gh..(row + 1) * gh]
         };
 
-        let mut h = self.h0.map_or_else(|| vec![0.0; rows * hid], <[f32]>::to_vec);
+        let state = |initial: Option<&[f32]>| initial.map_or_else(|| Aligned::zeros(rows * hid), Aligned::from_slice);
+        let mut h = state(self.h0);
         let mut c = match self.cell {
-            Cell::Lstm { .. } => self.c0.map_or_else(|| vec![0.0; rows * hid], <[f32]>::to_vec),
-            _ => Vec::new(),
+            Cell::Lstm { .. } => state(self.c0),
+            _ => Aligned::zeros(0),
         };
-        let mut g = vec![0.0f32; rows * gh];
+        let mut g = Aligned::zeros(rows * gh);
         let mut reset_h = match self.cell {
-            Cell::Gru { linear_before_reset: false } => vec![0.0f32; rows * hid],
-            _ => Vec::new(),
+            Cell::Gru { linear_before_reset: false } => Aligned::zeros(rows * hid),
+            _ => Aligned::zeros(0),
         };
         let w = self.weights;
         let r_t = Operand { data: &w.r_t, stride: gh };
@@ -188,12 +190,12 @@ impl WithSimd for Unit<'_> {
 impl Unit<'_> {
     /// X . W^T + bias for every timestep of this slice, rows in the order X holds them.
     #[inline(always)]
-    fn project<S: Simd>(&self, s: S, rows: usize) -> Vec<f32> {
+    fn project<S: Simd>(&self, s: S, rows: usize) -> Aligned {
         let gh = self.cell.gates() * self.hidden;
         let (steps, inp) = (self.steps, self.input_size);
-        let mut xp = Vec::with_capacity(steps * rows * gh);
-        for _ in 0..steps * rows {
-            xp.extend_from_slice(&self.weights.bias);
+        let mut xp = Aligned::zeros(steps * rows * gh);
+        for row in xp.chunks_exact_mut(gh) {
+            row.copy_from_slice(&self.weights.bias);
         }
         let w_t = Operand { data: &self.weights.w_t, stride: gh };
         match self.input {
