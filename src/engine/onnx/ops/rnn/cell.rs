@@ -1,11 +1,16 @@
-//! One direction over one slice of the batch: the input projection for every timestep as one
+//! One direction over one slice of the batch: the input projection for many timesteps as one
 //! GEMM, then per step one GEMM against the recurrent weights and the gate math row by row on
 //! host buffers (no tensor per step: at batch 1 per-op overhead would dominate).
+
+/// Bytes of input projection computed ahead: all timesteps at small batch (one GEMM), fewer
+/// at large batch so that a block is still in L2 when its steps read it. Projecting all 28
+/// steps of a batch of 64 at once (3.6 MB) made every step's read a trip to memory.
+const PROJECTION_BYTES: usize = 256 << 10;
 
 use pulp::{Simd, WithSimd};
 
 use super::aligned::Aligned;
-use super::gemm::{Operand, gemm};
+use super::gemm::{Operand, Start, gemm};
 use super::math::{Activation, activate, clip, lanewise};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +53,24 @@ pub(super) struct DirWeights {
     pub(super) peephole: Option<Vec<f32>>,
 }
 
+/// A block of the input projection: row (t, j) at ((t - first) * rows + j) * gates * hidden.
+struct Projection {
+    buf: Aligned,
+    /// Timesteps per block.
+    block: usize,
+    first: usize,
+    /// Timesteps `buf` holds now (0 before the first block).
+    len: usize,
+}
+
+impl Projection {
+    #[inline(always)]
+    fn row(&self, t: usize, j: usize, rows: usize, gh: usize) -> &[f32] {
+        let row = (t - self.first) * rows + j;
+        &self.buf[row * gh..(row + 1) * gh]
+    }
+}
+
 /// Where the input row for (timestep t, batch row j of this slice) lives.
 #[derive(Clone, Copy)]
 pub(super) enum Input<'a> {
@@ -87,15 +110,10 @@ impl WithSimd for Unit<'_> {
         let rows = self.lens.len();
         let (hid, steps) = (self.hidden, self.steps);
         let gh = self.cell.gates() * hid;
-        let xp = self.project(s, rows);
-        let x_row = |t: usize, j: usize| {
-            let row = match self.input {
-                Input::TimeMajor { .. } => t * rows + j,
-                Input::BatchMajor { .. } => j * steps + t,
-            };
-            &xp[row * gh..(row + 1) * gh]
-        };
-
+        let uniform = self.lens.iter().all(|&l| l == steps);
+        // Ragged lengths read different timesteps in one step: project them all up front.
+        let block = if uniform { (PROJECTION_BYTES / (rows * gh * 4).max(1)).clamp(1, steps.max(1)) } else { steps.max(1) };
+        let mut proj = Projection { buf: Aligned::zeros(block * rows * gh), block, first: 0, len: 0 };
         let state = |initial: Option<&[f32]>| initial.map_or_else(|| Aligned::zeros(rows * hid), Aligned::from_slice);
         let mut h = state(self.h0);
         let mut c = match self.cell {
@@ -114,16 +132,20 @@ impl WithSimd for Unit<'_> {
         for step in 0..longest {
             let time = |j: usize| if self.reverse { self.lens[j] - 1 - step } else { step };
             let active = |j: usize| step < self.lens[j];
+            if let Some(j) = (0..rows).find(|&j| active(j)) {
+                self.project(s, &mut proj, time(j), rows);
+            }
+            let x_row = |t: usize, j: usize| proj.row(t, j, rows, gh);
             match self.cell {
                 Cell::Lstm { input_forget } => {
-                    gemm(s, rows, gh, hid, Operand { data: &h, stride: hid }, r_t, &mut g, gh, false);
+                    gemm(s, rows, gh, hid, Operand { data: &h, stride: hid }, r_t, &mut g, gh, Start::Zero);
                     for j in (0..rows).filter(|&j| active(j)) {
                         let (gj, cj, hj) = (&mut g[j * gh..(j + 1) * gh], &mut c[j * hid..(j + 1) * hid], &mut h[j * hid..(j + 1) * hid]);
                         self.lstm_row(s, input_forget, x_row(time(j), j), gj, cj, hj);
                     }
                 }
                 Cell::Gru { linear_before_reset: true } => {
-                    gemm(s, rows, gh, hid, Operand { data: &h, stride: hid }, r_t, &mut g, gh, false);
+                    gemm(s, rows, gh, hid, Operand { data: &h, stride: hid }, r_t, &mut g, gh, Start::Zero);
                     for j in (0..rows).filter(|&j| active(j)) {
                         let x = x_row(time(j), j);
                         let (gj, hj) = (&mut g[j * gh..(j + 1) * gh], &mut h[j * hid..(j + 1) * hid]);
@@ -136,7 +158,7 @@ impl WithSimd for Unit<'_> {
                 }
                 Cell::Gru { linear_before_reset: false } => {
                     // z and r first; the candidate's recurrent product needs r * h.
-                    gemm(s, rows, 2 * hid, hid, Operand { data: &h, stride: hid }, r_t, &mut g, gh, false);
+                    gemm(s, rows, 2 * hid, hid, Operand { data: &h, stride: hid }, r_t, &mut g, gh, Start::Zero);
                     for j in (0..rows).filter(|&j| active(j)) {
                         let gj = &mut g[j * gh..(j + 1) * gh];
                         self.gru_gates(s, x_row(time(j), j), gj);
@@ -144,7 +166,7 @@ impl WithSimd for Unit<'_> {
                         lanewise!(s, &mut reset_h[j * hid..(j + 1) * hid], (r, hj), |_v| s.mul_f32s(r, hj));
                     }
                     let r_h = Operand { data: &w.r_t[2 * hid..], stride: gh };
-                    gemm(s, rows, hid, hid, Operand { data: &reset_h, stride: hid }, r_h, &mut g[2 * hid..], gh, false);
+                    gemm(s, rows, hid, hid, Operand { data: &reset_h, stride: hid }, r_h, &mut g[2 * hid..], gh, Start::Zero);
                     for j in (0..rows).filter(|&j| active(j)) {
                         let x = x_row(time(j), j);
                         let (gj, hj) = (&mut g[j * gh..(j + 1) * gh], &mut h[j * hid..(j + 1) * hid]);
@@ -154,7 +176,7 @@ impl WithSimd for Unit<'_> {
                     }
                 }
                 Cell::Rnn => {
-                    gemm(s, rows, gh, hid, Operand { data: &h, stride: hid }, r_t, &mut g, gh, false);
+                    gemm(s, rows, gh, hid, Operand { data: &h, stride: hid }, r_t, &mut g, gh, Start::Zero);
                     for j in (0..rows).filter(|&j| active(j)) {
                         let (gj, x) = (&mut g[j * gh..(j + 1) * gh], x_row(time(j), j));
                         lanewise!(s, gj, (x), |v| s.add_f32s(v, x));
@@ -188,32 +210,41 @@ impl WithSimd for Unit<'_> {
 }
 
 impl Unit<'_> {
-    /// X . W^T + bias for every timestep of this slice, rows in the order X holds them.
+    /// Makes sure `proj` holds timestep `t`: X . W^T + bias for the block of timesteps around
+    /// it, one GEMM when the block's input rows are contiguous in X.
     #[inline(always)]
-    fn project<S: Simd>(&self, s: S, rows: usize) -> Aligned {
+    fn project<S: Simd>(&self, s: S, proj: &mut Projection, t: usize, rows: usize) {
+        if (proj.first..proj.first + proj.len).contains(&t) {
+            return;
+        }
         let gh = self.cell.gates() * self.hidden;
         let (steps, inp) = (self.steps, self.input_size);
-        let mut xp = Aligned::zeros(steps * rows * gh);
-        for row in xp.chunks_exact_mut(gh) {
-            row.copy_from_slice(&self.weights.bias);
-        }
+        let first = t / proj.block * proj.block;
+        let len = proj.block.min(steps - first);
+        (proj.first, proj.len) = (first, len);
         let w_t = Operand { data: &self.weights.w_t, stride: gh };
+        let bias = Start::Row(&self.weights.bias);
         match self.input {
-            Input::TimeMajor { x, batch, first } if rows == batch && first == 0 => {
-                gemm(s, steps * rows, gh, inp, Operand { data: x, stride: inp }, w_t, &mut xp, gh, true);
+            Input::TimeMajor { x, batch, .. } if rows == batch => {
+                let a = Operand { data: &x[first * batch * inp..], stride: inp };
+                gemm(s, len * rows, gh, inp, a, w_t, &mut proj.buf, gh, bias);
             }
-            Input::TimeMajor { x, batch, first } => {
-                // A slice of the batch is not contiguous in time-major X: one GEMM per step.
-                for t in 0..steps {
-                    let a = Operand { data: &x[(t * batch + first) * inp..], stride: inp };
-                    gemm(s, rows, gh, inp, a, w_t, &mut xp[t * rows * gh..], gh, true);
+            Input::BatchMajor { x } if rows == 1 => {
+                gemm(s, len, gh, inp, Operand { data: &x[first * inp..], stride: inp }, w_t, &mut proj.buf, gh, bias);
+            }
+            Input::TimeMajor { x, batch, first: b0 } => {
+                for t in first..first + len {
+                    let a = Operand { data: &x[(t * batch + b0) * inp..], stride: inp };
+                    gemm(s, rows, gh, inp, a, w_t, &mut proj.buf[(t - first) * rows * gh..], gh, bias);
                 }
             }
             Input::BatchMajor { x } => {
-                gemm(s, rows * steps, gh, inp, Operand { data: x, stride: inp }, w_t, &mut xp, gh, true);
+                for t in first..first + len {
+                    let a = Operand { data: &x[t * inp..], stride: steps * inp };
+                    gemm(s, rows, gh, inp, a, w_t, &mut proj.buf[(t - first) * rows * gh..], gh, bias);
+                }
             }
         }
-        xp
     }
 
     /// i, o, f, c gates (ONNX order) -> new cell state `c` and hidden state `h`, in place.

@@ -14,7 +14,27 @@ pub(super) struct Operand<'a> {
     pub(super) stride: usize,
 }
 
-/// C (m x n, row stride `ldc`) = A (m x k) . B (k x n), or C += A . B with `accumulate`.
+/// What a product is added to.
+#[derive(Clone, Copy)]
+pub(super) enum Start<'a> {
+    /// C = A . B
+    Zero,
+    /// C = row + A . B for every row of C (a bias, broadcast in registers, so C is only written).
+    Row(&'a [f32]),
+}
+
+impl<'a> Start<'a> {
+    /// The same start for the columns from `j` on.
+    #[inline(always)]
+    fn at(self, j: usize) -> Self {
+        match self {
+            Start::Row(row) => Start::Row(&row[j..]),
+            other => other,
+        }
+    }
+}
+
+/// C (m x n, row stride `ldc`) = start + A (m x k) . B (k x n).
 /// Inlined only in optimised builds, like `math::activate`.
 #[cfg_attr(not(debug_assertions), inline(always))]
 #[allow(clippy::too_many_arguments)]
@@ -27,13 +47,13 @@ pub(super) fn gemm<S: Simd>(
     b: Operand<'_>,
     c: &mut [f32],
     ldc: usize,
-    accumulate: bool,
+    start: Start<'_>,
 ) {
     // Tiles sized to the register file: 32 vector registers with AVX-512, 16 with AVX2.
     if S::F32_LANES >= 16 {
-        blocked::<S, 4, 4, 4>(s, m, n, k, a, b, c, ldc, accumulate);
+        blocked::<S, 4, 4, 4>(s, m, n, k, a, b, c, ldc, start);
     } else {
-        blocked::<S, 2, 3, 2>(s, m, n, k, a, b, c, ldc, accumulate);
+        blocked::<S, 2, 3, 2>(s, m, n, k, a, b, c, ldc, start);
     }
 }
 
@@ -50,7 +70,7 @@ fn blocked<S: Simd, const NR: usize, const NR4: usize, const NR5: usize>(
     b: Operand<'_>,
     c: &mut [f32],
     ldc: usize,
-    accumulate: bool,
+    start: Start<'_>,
 ) {
     let lanes = S::F32_LANES;
     let full = m / 6 * 6;
@@ -60,31 +80,34 @@ fn blocked<S: Simd, const NR: usize, const NR4: usize, const NR5: usize>(
         let mut j = 0;
         while j + NR * lanes <= n {
             for i in (0..full).step_by(6) {
-                tile::<S, 6, NR>(s, k, &a.data[i * a.stride..], a.stride, &b.data[j..], b.stride, &mut c[i * ldc + j..], ldc, accumulate);
+                tile::<S, 6, NR>(s, k, &a.data[i * a.stride..], a.stride, &b.data[j..], b.stride, &mut c[i * ldc + j..], ldc, start.at(j));
             }
             j += NR * lanes;
         }
         while j + lanes <= n {
             for i in (0..full).step_by(6) {
-                tile::<S, 6, 1>(s, k, &a.data[i * a.stride..], a.stride, &b.data[j..], b.stride, &mut c[i * ldc + j..], ldc, accumulate);
+                tile::<S, 6, 1>(s, k, &a.data[i * a.stride..], a.stride, &b.data[j..], b.stride, &mut c[i * ldc + j..], ldc, start.at(j));
             }
             j += lanes;
         }
         if j < n {
             for i in (0..full).step_by(6) {
-                tile_partial::<S, 6>(s, k, n - j, &a.data[i * a.stride..], a.stride, &b.data[j..], b.stride, &mut c[i * ldc + j..], ldc, accumulate);
+                tile_partial::<S, 6>(s, k, n - j, &a.data[i * a.stride..], a.stride, &b.data[j..], b.stride, &mut c[i * ldc + j..], ldc, start.at(j));
             }
         }
     }
     // The last m % 6 rows (all of them at batch 1): wider tiles keep enough independent
     // accumulators in flight to hide the FMA latency.
+    if full == m {
+        return; // (row `full` may not exist in a strided A or a tightly sized C)
+    }
     let (a_rest, c_rest) = (Operand { data: &a.data[full * a.stride..], stride: a.stride }, &mut c[full * ldc..]);
     match m - full {
-        1 => rows::<S, 1, 8>(s, n, k, a_rest, b, c_rest, ldc, accumulate),
-        2 => rows::<S, 2, 4>(s, n, k, a_rest, b, c_rest, ldc, accumulate),
-        3 => rows::<S, 3, 4>(s, n, k, a_rest, b, c_rest, ldc, accumulate),
-        4 => rows::<S, 4, NR4>(s, n, k, a_rest, b, c_rest, ldc, accumulate),
-        5 => rows::<S, 5, NR5>(s, n, k, a_rest, b, c_rest, ldc, accumulate),
+        1 => rows::<S, 1, 8>(s, n, k, a_rest, b, c_rest, ldc, start),
+        2 => rows::<S, 2, 4>(s, n, k, a_rest, b, c_rest, ldc, start),
+        3 => rows::<S, 3, 4>(s, n, k, a_rest, b, c_rest, ldc, start),
+        4 => rows::<S, 4, NR4>(s, n, k, a_rest, b, c_rest, ldc, start),
+        5 => rows::<S, 5, NR5>(s, n, k, a_rest, b, c_rest, ldc, start),
         _ => {}
     }
 }
@@ -100,20 +123,20 @@ fn rows<S: Simd, const MR: usize, const NR: usize>(
     b: Operand<'_>,
     c: &mut [f32],
     ldc: usize,
-    accumulate: bool,
+    start: Start<'_>,
 ) {
     let lanes = S::F32_LANES;
     let mut j = 0;
     while j + NR * lanes <= n {
-        tile::<S, MR, NR>(s, k, a.data, a.stride, &b.data[j..], b.stride, &mut c[j..], ldc, accumulate);
+        tile::<S, MR, NR>(s, k, a.data, a.stride, &b.data[j..], b.stride, &mut c[j..], ldc, start.at(j));
         j += NR * lanes;
     }
     while j + lanes <= n {
-        tile::<S, MR, 1>(s, k, a.data, a.stride, &b.data[j..], b.stride, &mut c[j..], ldc, accumulate);
+        tile::<S, MR, 1>(s, k, a.data, a.stride, &b.data[j..], b.stride, &mut c[j..], ldc, start.at(j));
         j += lanes;
     }
     if j < n {
-        tile_partial::<S, MR>(s, k, n - j, a.data, a.stride, &b.data[j..], b.stride, &mut c[j..], ldc, accumulate);
+        tile_partial::<S, MR>(s, k, n - j, a.data, a.stride, &b.data[j..], b.stride, &mut c[j..], ldc, start.at(j));
     }
 }
 
@@ -129,15 +152,18 @@ fn tile<S: Simd, const MR: usize, const NR: usize>(
     ldb: usize,
     c: &mut [f32],
     ldc: usize,
-    accumulate: bool,
+    start: Start<'_>,
 ) {
     let width = NR * S::F32_LANES;
     let mut acc = [[s.splat_f32s(0.0); NR]; MR];
-    if accumulate {
-        for (i, row) in acc.iter_mut().enumerate() {
-            let (loaded, _) = S::as_simd_f32s(&c[i * ldc..i * ldc + width]);
-            for (slot, v) in row.iter_mut().zip(loaded) {
-                *slot = *v;
+    match start {
+        Start::Zero => {}
+        Start::Row(bias) => {
+            let (loaded, _) = S::as_simd_f32s(&bias[..width]);
+            for row in acc.iter_mut() {
+                for (slot, v) in row.iter_mut().zip(loaded) {
+                    *slot = *v;
+                }
             }
         }
     }
@@ -172,13 +198,12 @@ fn tile_partial<S: Simd, const MR: usize>(
     ldb: usize,
     c: &mut [f32],
     ldc: usize,
-    accumulate: bool,
+    start: Start<'_>,
 ) {
     let mut acc = [s.splat_f32s(0.0); MR];
-    if accumulate {
-        for (i, slot) in acc.iter_mut().enumerate() {
-            *slot = s.partial_load_f32s(&c[i * ldc..i * ldc + width]);
-        }
+    match start {
+        Start::Zero => {}
+        Start::Row(bias) => acc = [s.partial_load_f32s(&bias[..width]); MR],
     }
     for p in 0..k {
         let bv = s.partial_load_f32s(&b[p * ldb..p * ldb + width]);
@@ -206,14 +231,14 @@ mod tests {
         b: Operand<'a>,
         c: Vec<f32>,
         ldc: usize,
-        accumulate: bool,
+        start: Start<'a>,
     }
 
     impl WithSimd for Case<'_> {
         type Output = Vec<f32>;
         #[inline(always)]
         fn with_simd<S: Simd>(mut self, s: S) -> Vec<f32> {
-            gemm(s, self.m, self.n, self.k, self.a, self.b, &mut self.c, self.ldc, self.accumulate);
+            gemm(s, self.m, self.n, self.k, self.a, self.b, &mut self.c, self.ldc, self.start);
             self.c
         }
     }
@@ -236,11 +261,13 @@ mod tests {
         for m in [1, 2, 3, 4, 5, 6, 7, 13, 32] {
             for n in [1, 3, 8, 15, 16, 17, 40, 64, 100] {
                 for k in [1, 2, 7, 33] {
-                    for accumulate in [false, true] {
+                    let bias = fill(n, 4);
+                    for start in [Start::Zero, Start::Row(&bias)] {
                         let (lda, ldb, ldc) = (k + 3, n + 5, n + 2);
-                        let a = fill(m * lda, 1);
-                        let b = fill(k * ldb, 2);
-                        let before = fill(m * ldc, 3);
+                        // Operands end exactly at their last element, as strided views do.
+                        let a = fill((m - 1) * lda + k, 1);
+                        let b = fill((k - 1) * ldb + n, 2);
+                        let before = fill((m - 1) * ldc + n, 3);
                         let results = at_every_level(|| Case {
                             m,
                             n,
@@ -249,21 +276,25 @@ mod tests {
                             b: Operand { data: &b, stride: ldb },
                             c: before.clone(),
                             ldc,
-                            accumulate,
+                            start,
                         });
                         for c in results {
                             for i in 0..m {
-                                for j in 0..ldc {
+                                for j in (0..ldc).take_while(|j| i * ldc + j < c.len()) {
                                     let got = c[i * ldc + j];
                                     if j >= n {
                                         assert_eq!(got, before[i * ldc + j], "padding column touched");
                                         continue;
                                     }
                                     let dot: f32 = (0..k).map(|p| a[i * lda + p] * b[p * ldb + j]).sum();
-                                    let want = dot + if accumulate { before[i * ldc + j] } else { 0.0 };
+                                    let want = dot
+                                        + match start {
+                                            Start::Zero => 0.0,
+                                            Start::Row(r) => r[j],
+                                        };
                                     assert!(
                                         (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
-                                        "m={m} n={n} k={k} acc={accumulate} at ({i},{j}): {got} vs {want}"
+                                        "m={m} n={n} k={k} at ({i},{j}): {got} vs {want}"
                                     );
                                 }
                             }
