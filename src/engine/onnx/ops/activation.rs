@@ -1,86 +1,153 @@
-//! Pointwise activations and the softmax family.
+//! Pointwise activations and Clip. Attributes are read once at load; the float-only ones reject
+//! integer tensors rather than reach candle's unimplemented integer kernels.
 
 use candle_core::Tensor;
 
 use crate::engine::LoadError;
 use crate::engine::onnx::attrs::NodeCtx;
 
-use super::{Builder, Op, OpError, OpResult, axis, required};
+use super::unary::check_float;
+use super::{Builder, Op, OpError, OpResult, optional, required};
 
 pub(super) const OPS: &[(&str, Builder)] = &[
-    ("Relu", |_| unary(|x| x.relu())),
-    ("Sigmoid", |_| unary(candle_nn::ops::sigmoid)),
-    ("Tanh", |_| unary(|x| x.tanh())),
-    ("Exp", |_| unary(|x| x.exp())),
-    ("Log", |_| unary(|x| x.log())),
-    ("Sqrt", |_| unary(|x| x.sqrt())),
-    ("Neg", |_| unary(|x| x.neg())),
-    ("Abs", |_| unary(|x| x.abs())),
-    ("LeakyRelu", leaky_relu),
-    ("Softmax", |ctx| softmax(ctx, false)),
-    ("LogSoftmax", |ctx| softmax(ctx, true)),
+    ("Relu", |_| Ok(Box::new(Relu))),
+    ("Sigmoid", |_| act(Kind::Sigmoid)),
+    ("Tanh", |_| act(Kind::Tanh)),
+    ("Softplus", |_| act(Kind::Softplus)),
+    ("Softsign", |_| act(Kind::Softsign)),
+    ("LeakyRelu", |ctx| act(Kind::LeakyRelu(attr(ctx, "alpha", 0.01)))),
+    ("Elu", |ctx| act(Kind::Elu(attr(ctx, "alpha", 1.0)))),
+    ("Selu", selu),
+    ("HardSigmoid", |ctx| act(Kind::HardSigmoid(attr(ctx, "alpha", 0.2), attr(ctx, "beta", 0.5)))),
+    ("Gelu", gelu),
+    ("Clip", clip),
 ];
 
-struct Unary(fn(&Tensor) -> candle_core::Result<Tensor>);
+fn attr(ctx: &NodeCtx<'_>, name: &str, default: f32) -> f64 {
+    f64::from(ctx.float(name, default))
+}
 
-impl Op for Unary {
+struct Relu;
+
+impl Op for Relu {
+    /// candle's relu kernel is defined for every dtype, so integers pass through here too.
     fn run(&self, inputs: &[Option<&Tensor>]) -> OpResult {
-        Ok(vec![(self.0)(required(inputs, 0, "X")?)?])
+        Ok(vec![required(inputs, 0, "X")?.relu()?])
     }
 }
 
-fn unary(f: fn(&Tensor) -> candle_core::Result<Tensor>) -> Result<Box<dyn Op>, LoadError> {
-    Ok(Box::new(Unary(f)))
+#[derive(Clone, Copy)]
+enum Kind {
+    Sigmoid,
+    Tanh,
+    Softplus,
+    Softsign,
+    LeakyRelu(f64),
+    Elu(f64),
+    Selu { alpha: f64, gamma: f64 },
+    HardSigmoid(f64, f64),
+    GeluErf,
+    GeluTanh,
 }
 
-struct LeakyRelu(f64);
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Sigmoid => "Sigmoid",
+            Kind::Tanh => "Tanh",
+            Kind::Softplus => "Softplus",
+            Kind::Softsign => "Softsign",
+            Kind::LeakyRelu(_) => "LeakyRelu",
+            Kind::Elu(_) => "Elu",
+            Kind::Selu { .. } => "Selu",
+            Kind::HardSigmoid(..) => "HardSigmoid",
+            Kind::GeluErf | Kind::GeluTanh => "Gelu",
+        }
+    }
 
-impl Op for LeakyRelu {
+    fn apply(self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Kind::Sigmoid => candle_nn::ops::sigmoid(x),
+            Kind::Tanh => x.tanh(),
+            // max(x, 0) + log(1 + exp(-|x|)): the textbook log(1 + exp(x)) overflows for large x.
+            Kind::Softplus => x.relu()? + (x.abs()?.neg()?.exp()? + 1.0)?.log()?,
+            Kind::Softsign => x / (x.abs()? + 1.0)?,
+            Kind::LeakyRelu(alpha) => x.relu()? + x.minimum(0f64)?.affine(alpha, 0.0)?,
+            Kind::Elu(alpha) => x.elu(alpha),
+            // gamma * (max(x, 0) + alpha * (exp(min(x, 0)) - 1))
+            Kind::Selu { alpha, gamma } => {
+                let neg = x.minimum(0f64)?.exp()?.affine(alpha, -alpha)?;
+                (x.relu()? + neg)?.affine(gamma, 0.0)
+            }
+            Kind::HardSigmoid(alpha, beta) => x.affine(alpha, beta)?.clamp(0f64, 1f64),
+            Kind::GeluErf => x.gelu_erf(),
+            Kind::GeluTanh => x.gelu(),
+        }
+    }
+}
+
+impl Op for Kind {
     fn run(&self, inputs: &[Option<&Tensor>]) -> OpResult {
         let x = required(inputs, 0, "X")?;
-        let neg = x.minimum(0f64)?.affine(self.0, 0.0)?;
-        Ok(vec![(x.relu()? + neg)?])
+        check_float(x, self.name())?;
+        Ok(vec![self.apply(x)?])
     }
 }
 
-fn leaky_relu(ctx: &NodeCtx<'_>) -> Result<Box<dyn Op>, LoadError> {
-    Ok(Box::new(LeakyRelu(f64::from(ctx.float("alpha", 0.01)))))
+fn act(kind: Kind) -> Result<Box<dyn Op>, LoadError> {
+    Ok(Box::new(kind))
 }
 
-struct Softmax {
-    axis: i64,
-    /// Before opset 13 the input is flattened to 2-D at `axis` and normalised over the tail.
-    coerce_2d: bool,
-    log: bool,
+fn selu(ctx: &NodeCtx<'_>) -> Result<Box<dyn Op>, LoadError> {
+    // ONNX's defaults, given to float precision in the spec.
+    act(Kind::Selu { alpha: attr(ctx, "alpha", 1.673_263_2), gamma: attr(ctx, "gamma", 1.050_701) })
 }
 
-impl Op for Softmax {
+fn gelu(ctx: &NodeCtx<'_>) -> Result<Box<dyn Op>, LoadError> {
+    match ctx.string("approximate", "none")?.as_str() {
+        "none" => act(Kind::GeluErf),
+        "tanh" => act(Kind::GeluTanh),
+        other => Err(LoadError::Invalid(format!("attribute 'approximate' is '{other}', expected 'none' or 'tanh'"))),
+    }
+}
+
+/// Bounds come from inputs 1 and 2 from opset 11 on, from attributes before.
+struct Clip {
+    attr_bounds: Option<(f32, f32)>,
+}
+
+impl Op for Clip {
     fn run(&self, inputs: &[Option<&Tensor>]) -> OpResult {
         let x = required(inputs, 0, "input")?;
-        let rank = x.rank();
-        let a = axis(self.axis, rank)?;
-        let apply = |t: &Tensor, d: usize| -> Result<Tensor, OpError> {
-            Ok(if self.log {
-                candle_nn::ops::log_softmax(t, d)?
-            } else if d + 1 == t.rank() {
-                candle_nn::ops::softmax_last_dim(&t.contiguous()?)?
-            } else {
-                candle_nn::ops::softmax(t, d)?
-            })
-        };
-        if self.coerce_2d && a + 1 != rank {
-            let dims = x.dims();
-            let rows: usize = dims[..a].iter().product();
-            let cols: usize = dims[a..].iter().product();
-            let y = apply(&x.reshape((rows, cols))?, 1)?;
-            return Ok(vec![y.reshape(dims)?]);
+        if let Some((lo, hi)) = self.attr_bounds {
+            check_float(x, "Clip")?;
+            return Ok(vec![x.clamp(lo, hi)?]);
         }
-        Ok(vec![apply(x, a)?])
+        let bound = |i: usize, what: &str| -> Result<Option<Tensor>, OpError> {
+            match optional(inputs, i) {
+                None => Ok(None),
+                Some(b) if b.elem_count() != 1 => {
+                    Err(OpError::Invalid(format!("Clip's {what} must be a scalar, got shape {:?}", b.dims())))
+                }
+                Some(b) if b.dtype() != x.dtype() => {
+                    Err(OpError::Invalid(format!("Clip's {what} is {:?} but the input is {:?}", b.dtype(), x.dtype())))
+                }
+                Some(b) => Ok(Some(b.reshape(())?.broadcast_as(x.shape())?)),
+            }
+        };
+        let mut y = x.clone();
+        // numpy.clip order: raise to min first, then cap at max, so min > max yields max.
+        if let Some(lo) = bound(1, "min")? {
+            y = y.maximum(&lo)?;
+        }
+        if let Some(hi) = bound(2, "max")? {
+            y = y.minimum(&hi)?;
+        }
+        Ok(vec![y])
     }
 }
 
-fn softmax(ctx: &NodeCtx<'_>, log: bool) -> Result<Box<dyn Op>, LoadError> {
-    let coerce_2d = ctx.opset < 13;
-    let default_axis = if coerce_2d { 1 } else { -1 };
-    Ok(Box::new(Softmax { axis: ctx.int("axis", default_axis), coerce_2d, log }))
+fn clip(ctx: &NodeCtx<'_>) -> Result<Box<dyn Op>, LoadError> {
+    let attr_bounds = (ctx.opset < 11).then(|| (ctx.float("min", f32::MIN), ctx.float("max", f32::MAX)));
+    Ok(Box::new(Clip { attr_bounds }))
 }

@@ -3,12 +3,18 @@
 
 mod activation;
 mod binary;
+mod constant;
 mod conv;
+mod logic;
 mod matmul;
+mod movement;
 mod nhwc;
 mod pool;
+mod reduce;
 mod rnn;
 mod shape;
+mod softmax;
+mod unary;
 
 use candle_core::{DType as CDType, Tensor};
 use thiserror::Error;
@@ -43,8 +49,22 @@ pub(crate) trait Op: Send + Sync {
 
 pub(crate) type Builder = fn(&NodeCtx<'_>) -> Result<Box<dyn Op>, LoadError>;
 
-const FAMILIES: &[&[(&str, Builder)]] =
-    &[activation::OPS, binary::OPS, conv::OPS, matmul::OPS, nhwc::OPS, pool::OPS, rnn::OPS, shape::OPS];
+const FAMILIES: &[&[(&str, Builder)]] = &[
+    activation::OPS,
+    binary::OPS,
+    constant::OPS,
+    conv::OPS,
+    logic::OPS,
+    matmul::OPS,
+    movement::OPS,
+    nhwc::OPS,
+    pool::OPS,
+    reduce::OPS,
+    rnn::OPS,
+    shape::OPS,
+    softmax::OPS,
+    unary::OPS,
+];
 
 pub(crate) fn lookup(op_type: &str) -> Option<Builder> {
     FAMILIES.iter().flat_map(|f| f.iter()).find(|(name, _)| *name == op_type).map(|(_, b)| *b)

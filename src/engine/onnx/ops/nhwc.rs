@@ -80,6 +80,13 @@ struct Pool(NhwcPool);
 impl Op for Pool {
     fn run(&self, inputs: &[Option<&Tensor>]) -> OpResult {
         let x = required(inputs, 0, "X")?.contiguous()?;
+        // The kernel is f32-only; other dtypes (uint8 images, say) round-trip through f32,
+        // which is exact for max pooling of 8/16-bit values.
+        let dtype = x.dtype();
+        if dtype != candle_core::DType::F32 {
+            let y = x.to_dtype(candle_core::DType::F32)?.apply_op1_no_bwd(&self.0)?;
+            return Ok(vec![y.to_dtype(dtype)?]);
+        }
         Ok(vec![x.apply_op1_no_bwd(&self.0)?])
     }
 }

@@ -1,63 +1,25 @@
-//! Shape manipulation and data movement. Most of these fold away at load time when their
-//! inputs are constant; the rest are views or small copies.
+//! Shape manipulation: ops that change how a tensor's elements are indexed but not their
+//! order (Reshape, Flatten, Squeeze, Unsqueeze, Expand), Transpose, and the shape queries.
+//! Most fold away at load time when their inputs are constant.
 
-use candle_core::{DType as CDType, Tensor};
+use candle_core::Tensor;
 
 use crate::engine::LoadError;
 use crate::engine::onnx::attrs::NodeCtx;
 
-use super::{Builder, Op, OpError, OpResult, axis, candle_dtype_for_onnx, int_values, optional, required};
+use super::constant::shape_values;
+use super::{Builder, Op, OpError, OpResult, axis, int_values, optional, required};
 
 pub(super) const OPS: &[(&str, Builder)] = &[
-    ("Identity", |_| Ok(Box::new(Identity))),
-    ("Dropout", |_| Ok(Box::new(Identity))),
-    ("Constant", constant),
     ("Shape", shape),
+    ("Size", |_| Ok(Box::new(Size))),
     ("Reshape", reshape),
     ("Flatten", |ctx| Ok(Box::new(Flatten(ctx.int("axis", 1))))),
     ("Transpose", |ctx| Ok(Box::new(Transpose(ctx.ints("perm"))))),
     ("Squeeze", |ctx| Ok(Box::new(Squeeze(axes_attr(ctx))))),
     ("Unsqueeze", |ctx| Ok(Box::new(Unsqueeze(axes_attr(ctx))))),
-    ("Concat", |ctx| Ok(Box::new(Concat(ctx.int("axis", 0))))),
-    ("Gather", |ctx| Ok(Box::new(Gather(ctx.int("axis", 0))))),
-    ("Slice", slice),
-    ("Cast", cast),
+    ("Expand", |_| Ok(Box::new(Expand))),
 ];
-
-struct Identity;
-
-impl Op for Identity {
-    /// Dropout in inference is the identity; its optional mask output is all ones.
-    fn run(&self, inputs: &[Option<&Tensor>]) -> OpResult {
-        let x = required(inputs, 0, "input")?;
-        Ok(vec![x.clone(), Tensor::ones(x.dims(), CDType::U8, x.device())?])
-    }
-}
-
-struct Constant(Tensor);
-
-impl Op for Constant {
-    fn run(&self, _: &[Option<&Tensor>]) -> OpResult {
-        Ok(vec![self.0.clone()])
-    }
-}
-
-fn constant(ctx: &NodeCtx<'_>) -> Result<Box<dyn Op>, LoadError> {
-    let device = ctx.device;
-    let make = |r: candle_core::Result<Tensor>| r.map_err(|e| LoadError::Invalid(e.to_string()));
-    let tensor = if let Some(t) = ctx.tensor("value")? {
-        t
-    } else if ctx.has("value_float") {
-        make(Tensor::new(ctx.float("value_float", 0.0), device))?
-    } else if ctx.has("value_int") {
-        make(Tensor::new(ctx.int("value_int", 0), device))?
-    } else if let Some(v) = ctx.ints("value_ints") {
-        make(Tensor::new(v, device))?
-    } else {
-        return Err(LoadError::Invalid("Constant without a supported value attribute (value, value_float, value_int, value_ints)".into()));
-    };
-    Ok(Box::new(Constant(tensor)))
-}
 
 struct Shape {
     start: i64,
@@ -78,6 +40,15 @@ impl Op for Shape {
 
 fn shape(ctx: &NodeCtx<'_>) -> Result<Box<dyn Op>, LoadError> {
     Ok(Box::new(Shape { start: ctx.int("start", 0), end: ctx.has("end").then(|| ctx.int("end", 0)) }))
+}
+
+struct Size;
+
+impl Op for Size {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> OpResult {
+        let x = required(inputs, 0, "data")?;
+        Ok(vec![Tensor::new(x.elem_count() as i64, x.device())?])
+    }
 }
 
 struct Reshape {
@@ -188,6 +159,9 @@ impl Op for Unsqueeze {
         let out_rank = x.rank() + axes.len();
         let mut positions: Vec<usize> = axes.iter().map(|&a| axis(a, out_rank)).collect::<Result<_, _>>()?;
         positions.sort_unstable();
+        if positions.windows(2).any(|w| w[0] == w[1]) {
+            return Err(OpError::Invalid(format!("Unsqueeze axes {axes:?} repeat an axis")));
+        }
         let mut source = x.dims().iter();
         let dims: Vec<usize> =
             (0..out_rank).map(|i| if positions.contains(&i) { 1 } else { source.next().copied().unwrap_or(1) }).collect();
@@ -195,132 +169,17 @@ impl Op for Unsqueeze {
     }
 }
 
-struct Concat(i64);
+struct Expand;
 
-impl Op for Concat {
-    fn run(&self, inputs: &[Option<&Tensor>]) -> OpResult {
-        let parts: Vec<&Tensor> = inputs.iter().flatten().copied().collect();
-        let first = parts.first().ok_or_else(|| OpError::Invalid("Concat needs at least one input".into()))?;
-        let a = axis(self.0, first.rank())?;
-        Ok(vec![Tensor::cat(&parts, a)?])
-    }
-}
-
-struct Gather(i64);
-
-impl Op for Gather {
-    fn run(&self, inputs: &[Option<&Tensor>]) -> OpResult {
-        let data = required(inputs, 0, "data")?;
-        let indices = required(inputs, 1, "indices")?;
-        let a = axis(self.0, data.rank())?;
-        let size = data.dim(a)? as i64;
-        let picked = int_values(indices)?
-            .into_iter()
-            .map(|i| {
-                let j = if i < 0 { i + size } else { i };
-                u32::try_from(j).ok().filter(|&j| i64::from(j) < size).ok_or_else(|| {
-                    OpError::Invalid(format!("index {i} is out of range for axis {a} of size {size}"))
-                })
-            })
-            .collect::<Result<Vec<u32>, _>>()?;
-        let n = picked.len();
-        let selected = data.index_select(&Tensor::from_vec(picked, n, data.device())?, a)?;
-        let mut dims = data.dims()[..a].to_vec();
-        dims.extend_from_slice(indices.dims());
-        dims.extend_from_slice(&data.dims()[a + 1..]);
-        Ok(vec![selected.reshape(dims)?])
-    }
-}
-
-/// Opset < 10 carries starts, ends and axes as attributes.
-struct SliceAttrs {
-    starts: Vec<i64>,
-    ends: Vec<i64>,
-    axes: Option<Vec<i64>>,
-}
-
-struct Slice {
-    attrs: Option<SliceAttrs>,
-}
-
-impl Op for Slice {
-    fn run(&self, inputs: &[Option<&Tensor>]) -> OpResult {
-        let x = required(inputs, 0, "data")?;
-        let (starts, ends, axes, steps) = match &self.attrs {
-            Some(a) => (a.starts.clone(), a.ends.clone(), a.axes.clone(), None),
-            None => (
-                int_values(required(inputs, 1, "starts")?)?,
-                int_values(required(inputs, 2, "ends")?)?,
-                optional(inputs, 3).map(int_values).transpose()?,
-                optional(inputs, 4).map(int_values).transpose()?,
-            ),
-        };
-        let axes = axes.unwrap_or_else(|| (0..starts.len() as i64).collect());
-        let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
-        if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
-            return Err(OpError::Invalid("starts, ends, axes and steps must have the same length".into()));
-        }
-        let mut y = x.clone();
-        for i in 0..starts.len() {
-            let a = axis(axes[i], x.rank())?;
-            let dim = x.dim(a)? as i64;
-            let step = steps[i];
-            if step == 0 {
-                return Err(OpError::Invalid("slice step must not be 0".into()));
-            }
-            let norm = |v: i64| if v < 0 { v.saturating_add(dim) } else { v };
-            let (start, end) = if step > 0 {
-                (norm(starts[i]).clamp(0, dim), norm(ends[i]).clamp(0, dim))
-            } else {
-                (norm(starts[i]).clamp(0, dim - 1), norm(ends[i]).clamp(-1, dim - 1))
-            };
-            if step == 1 {
-                y = y.narrow(a, start as usize, (end - start).max(0) as usize)?;
-            } else {
-                let mut picked = Vec::new();
-                let mut j = start;
-                while (step > 0 && j < end) || (step < 0 && j > end) {
-                    picked.push(j as u32);
-                    j += step;
-                }
-                let n = picked.len();
-                y = y.index_select(&Tensor::from_vec(picked, n, x.device())?, a)?;
-            }
-        }
-        Ok(vec![y])
-    }
-}
-
-fn slice(ctx: &NodeCtx<'_>) -> Result<Box<dyn Op>, LoadError> {
-    let attrs = if ctx.opset < 10 {
-        let starts = ctx.ints("starts").ok_or_else(|| LoadError::Invalid("attribute 'starts' is required".into()))?;
-        let ends = ctx.ints("ends").ok_or_else(|| LoadError::Invalid("attribute 'ends' is required".into()))?;
-        Some(SliceAttrs { starts, ends, axes: ctx.ints("axes") })
-    } else {
-        None
-    };
-    Ok(Box::new(Slice { attrs }))
-}
-
-struct Cast {
-    to: CDType,
-    to_bool: bool,
-}
-
-impl Op for Cast {
+impl Op for Expand {
+    /// numpy broadcasting in both directions: a 1 in `shape` keeps the input's size.
     fn run(&self, inputs: &[Option<&Tensor>]) -> OpResult {
         let x = required(inputs, 0, "input")?;
-        if self.to_bool {
-            return Ok(vec![x.ne(&x.zeros_like()?)?]);
+        let requested = shape_values(required(inputs, 1, "shape")?, "shape")?;
+        let target = x.shape().broadcast_shape_binary_op(&requested.into(), "Expand")?;
+        if target.elem_count() == 0 {
+            return Ok(vec![Tensor::zeros(target, x.dtype(), x.device())?]);
         }
-        Ok(vec![x.to_dtype(self.to)?])
+        Ok(vec![x.broadcast_as(target)?.contiguous()?])
     }
-}
-
-fn cast(ctx: &NodeCtx<'_>) -> Result<Box<dyn Op>, LoadError> {
-    let to = ctx.int("to", 0) as i32;
-    let target = candle_dtype_for_onnx(to)
-        .ok_or_else(|| LoadError::Invalid(format!("Cast to ONNX element type {to} is not supported")))?;
-    let to_bool = to == crate::proto::onnx::tensor_proto::DataType::Bool as i32;
-    Ok(Box::new(Cast { to: target, to_bool }))
 }
