@@ -2,8 +2,9 @@
 //! peepholes, `clip`, `input_forget`, `linear_before_reset`, `layout` and the activation list.
 //!
 //! Weights are transposed once (at load when they are initializers), the input projection of
-//! all timesteps is one GEMM, and each step is one GEMM plus fused gate math on host buffers;
-//! see [`cell`]. Directions and slices of the batch are independent, so they run in parallel.
+//! many timesteps is one GEMM (all of them at small batch), and each step is one GEMM plus the
+//! gate math on host buffers; see [`cell`]. Directions and slices of the batch are independent,
+//! so they run in parallel on the intra-op threads. float32 only.
 
 mod aligned;
 mod cell;

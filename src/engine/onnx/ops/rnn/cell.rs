@@ -2,16 +2,16 @@
 //! GEMM, then per step one GEMM against the recurrent weights and the gate math row by row on
 //! host buffers (no tensor per step: at batch 1 per-op overhead would dominate).
 
-/// Bytes of input projection computed ahead: all timesteps at small batch (one GEMM), fewer
-/// at large batch so that a block is still in L2 when its steps read it. Projecting all 28
-/// steps of a batch of 64 at once (3.6 MB) made every step's read a trip to memory.
-const PROJECTION_BYTES: usize = 256 << 10;
-
 use pulp::{Simd, WithSimd};
 
 use super::aligned::Aligned;
 use super::gemm::{Operand, Start, gemm};
 use super::math::{Activation, activate, clip, lanewise};
+
+/// Bytes of input projection computed ahead: all timesteps at small batch (one GEMM), fewer
+/// at large batch so that a block is still in L2 when its steps read it. Projecting all 28
+/// steps of a batch of 64 at once (3.6 MB) made every step's read a trip to memory.
+const PROJECTION_BYTES: usize = 256 << 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Cell {
