@@ -44,6 +44,22 @@ impl<'a> NodeCtx<'a> {
         self.find(name).map(|a| a.ints.clone())
     }
 
+    pub(crate) fn floats(&self, name: &str) -> Option<Vec<f32>> {
+        self.find(name).map(|a| a.floats.clone())
+    }
+
+    pub(crate) fn strings(&self, name: &str) -> Result<Option<Vec<String>>, LoadError> {
+        match self.find(name) {
+            None => Ok(None),
+            Some(a) => a
+                .strings
+                .iter()
+                .map(|s| String::from_utf8(s.clone()).map_err(|_| self.bad(name, "holds a string that is not UTF-8")))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+        }
+    }
+
     pub(crate) fn string(&self, name: &str, default: &str) -> Result<String, LoadError> {
         match self.find(name) {
             None => Ok(default.to_string()),

@@ -265,7 +265,7 @@ fn topological_order(graph: &GraphProto) -> Result<Vec<&NodeProto>, LoadError> {
         .node
         .iter()
         .enumerate()
-        .flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i)))
+        .flat_map(|(i, n)| n.output.iter().filter(|o| !o.is_empty()).map(move |o| (o.as_str(), i)))
         .collect();
     let mut pending = vec![0usize; graph.node.len()];
     let mut readers: Vec<Vec<usize>> = vec![Vec::new(); graph.node.len()];

@@ -121,7 +121,7 @@ impl PlanBuilder {
         &mut self,
         node: &str,
         op_type: &str,
-        op: Box<dyn Op>,
+        mut op: Box<dyn Op>,
         input_names: &[String],
         output_names: &[String],
     ) -> Result<(), LoadError> {
@@ -147,6 +147,8 @@ impl PlanBuilder {
             }
             return Ok(());
         }
+        let known: Vec<Option<&Tensor>> = inputs.iter().map(|i| i.and_then(|i| self.template[i].as_ref())).collect();
+        op.prepare(&known).map_err(|e| LoadError::Invalid(format!("preparing weights failed: {e}")))?;
         let outputs = output_names
             .iter()
             .map(|name| if name.is_empty() { self.define(&format!("{node}:unused"), None) } else { self.define(name, None) })

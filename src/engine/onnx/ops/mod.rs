@@ -18,6 +18,7 @@ mod pool;
 mod prepared;
 mod reduce;
 mod resize;
+mod rnn;
 mod shape;
 mod softmax;
 mod unary;
@@ -46,6 +47,12 @@ pub(crate) type OpResult = Result<Vec<Tensor>, OpError>;
 pub(crate) trait Op: Send + Sync {
     /// `inputs[i]` is `None` for an omitted optional input.
     fn run(&self, inputs: &[Option<&Tensor>]) -> OpResult;
+
+    /// Called once at load with the inputs already known then (initializers, folded constants;
+    /// `None` elsewhere), so a kernel can repack its weights once instead of on every request.
+    fn prepare(&mut self, _constants: &[Option<&Tensor>]) -> Result<(), OpError> {
+        Ok(())
+    }
 }
 
 pub(crate) type Builder = fn(&NodeCtx<'_>) -> Result<Box<dyn Op>, LoadError>;
@@ -66,6 +73,7 @@ const FAMILIES: &[&[(&str, Builder)]] = &[
     pool::OPS,
     reduce::OPS,
     resize::OPS,
+    rnn::OPS,
     shape::OPS,
     softmax::OPS,
     unary::OPS,
