@@ -31,6 +31,9 @@ pub(crate) struct Conv2d {
 /// Floats of im2col buffer per chunk: about 128 KiB, well inside L2.
 const CHUNK_FLOATS: usize = 32 * 1024;
 
+/// Multiply-adds below which a conv runs on the calling thread (batch-1 MNIST conv2 is 2.2M).
+const PARALLEL_MACS: usize = 4 << 20;
+
 impl Conv2d {
     fn patch_len(&self) -> usize {
         self.kernel[0] * self.kernel[1] * (self.in_c / self.groups)
@@ -57,6 +60,8 @@ impl Conv2d {
         // zeroed by the allocator (fresh pages for large outputs), overwritten by the GEMMs
         let mut output = vec![0.0f32; pixels * self.out_c];
         let mut rows_per_chunk = (CHUNK_FLOATS / patch.max(1)).clamp(16, 4096).min(pixels);
+        // waking the pool costs tens of microseconds: only worth it for a few million MACs
+        let threads = if pixels * patch * self.out_c >= PARALLEL_MACS { threads } else { 1 };
         if threads > 1 && pixels >= 64 {
             // at least one chunk per thread, so small batches still use every core
             rows_per_chunk = rows_per_chunk.min(pixels.div_ceil(threads));
@@ -241,6 +246,7 @@ mod tests {
             (4, 6, 5, 8, 5, [1, 1], [1, 1], [1, 1], [0, 0], 1), // pointwise
             (70, 6, 6, 1, 3, [3, 3], [1, 1], [1, 1], [0, 0], 1), // several chunks
             (2, 8, 9, 3, 5, [3, 3], [2, 2], [1, 1], [1, 1], 1), // tap-major, strided and padded
+            (8, 20, 20, 16, 32, [3, 3], [1, 1], [1, 1], [1, 1], 1), // large enough to split across threads
             (2, 8, 9, 2, 5, [3, 3], [1, 3], [2, 2], [2, 2], 1), // tap-major, dilated, wide stride
             (3, 7, 7, 32, 8, [3, 3], [1, 1], [1, 1], [1, 1], 1), // pixel-major, whole kernel rows
             (2, 7, 7, 32, 4, [3, 3], [2, 2], [1, 2], [1, 0], 2), // pixel-major, per tap
