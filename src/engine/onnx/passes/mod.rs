@@ -11,6 +11,8 @@ mod dense;
 mod fuse;
 mod graph;
 mod layout;
+mod shapes;
+mod simplify;
 mod transpose;
 
 use crate::engine::LoadError;
@@ -31,6 +33,7 @@ pub(crate) fn optimize(graph: &mut GraphProto, target: Target) -> Result<(), Loa
     if target == Target::Cpu {
         layout::convs_to_nhwc(graph)?;
         transpose::cancel_pairs(graph);
+        simplify::reshapes(graph);
         dense::matmul_bias(graph);
     }
     fuse::activations(graph);
