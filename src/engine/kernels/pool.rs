@@ -55,40 +55,51 @@ impl Pool2d {
         output
     }
 
+    /// Kernel offsets `lo..hi` along axis `a` whose input index lands inside the image.
+    fn taps(&self, o: usize, a: usize, size: usize) -> (usize, usize) {
+        let (k, s, d) = (self.kernel[a] as isize, self.strides[a] as isize, self.dilations[a] as isize);
+        let start = o as isize * s - self.pad_begin[a] as isize;
+        let lo = if start < 0 { (-start + d - 1) / d } else { 0 };
+        let hi = if start >= size as isize { 0 } else { (size as isize - start + d - 1) / d };
+        (lo.min(k) as usize, hi.clamp(lo, k) as usize)
+    }
+
     fn window(&self, input: &[f32], n: usize, oh: usize, ow: usize, reduce: Reduce, dst: &mut [f32]) {
         let c = self.channels;
         let image = &input[n * self.in_h * self.in_w * c..];
-        // the taps inside the image, computed once per window instead of tested per tap
-        let taps = |o: usize, a: usize, size: usize| {
-            let start = (o * self.strides[a]) as isize - self.pad_begin[a] as isize;
-            (0..self.kernel[a]).filter_map(move |k| {
-                let i = start + (k * self.dilations[a]) as isize;
-                (i >= 0 && (i as usize) < size).then_some(i as usize)
-            })
-        };
-        let mut count = 0usize;
-        match reduce {
-            Reduce::Max => {
-                dst.fill(f32::NEG_INFINITY);
-                for iy in taps(oh, 0, self.in_h) {
-                    for ix in taps(ow, 1, self.in_w) {
-                        let at = (iy * self.in_w + ix) * c;
-                        dst.iter_mut().zip(&image[at..at + c]).for_each(|(d, &s)| *d = if s > *d { s } else { *d });
-                    }
+        let (ky_lo, ky_hi) = self.taps(oh, 0, self.in_h);
+        let (kx_lo, kx_hi) = self.taps(ow, 1, self.in_w);
+        let y0 = (oh * self.strides[0]) as isize - self.pad_begin[0] as isize;
+        let x0 = (ow * self.strides[1]) as isize - self.pad_begin[1] as isize;
+        let mut first = true;
+        for ky in ky_lo..ky_hi {
+            let iy = (y0 + (ky * self.dilations[0]) as isize) as usize;
+            for kx in kx_lo..kx_hi {
+                let ix = (x0 + (kx * self.dilations[1]) as isize) as usize;
+                let at = (iy * self.in_w + ix) * c;
+                let src = &image[at..at + c];
+                if first {
+                    dst.copy_from_slice(src);
+                    first = false;
+                } else if reduce == Reduce::Max {
+                    dst.iter_mut().zip(src).for_each(|(d, &s)| *d = if s > *d { s } else { *d });
+                } else {
+                    dst.iter_mut().zip(src).for_each(|(d, &s)| *d += s);
                 }
             }
+        }
+        match reduce {
+            // a window entirely in the padding has no value; ONNX leaves it at the lowest float
+            Reduce::Max if first => dst.fill(f32::NEG_INFINITY),
+            Reduce::Max => {}
             Reduce::Average { count_include_pad } => {
-                dst.fill(0.0);
-                for iy in taps(oh, 0, self.in_h) {
-                    for ix in taps(ow, 1, self.in_w) {
-                        count += 1;
-                        let at = (iy * self.in_w + ix) * c;
-                        dst.iter_mut().zip(&image[at..at + c]).for_each(|(d, &s)| *d += s);
-                    }
-                }
+                let taps = (ky_hi - ky_lo) * (kx_hi - kx_lo);
                 // with pads counted, every window divides by the full kernel, even one that
                 // ceil_mode lets hang past the padding (onnxruntime's reading of the spec)
-                let count = if count_include_pad { self.kernel[0] * self.kernel[1] } else { count };
+                let count = if count_include_pad { self.kernel[0] * self.kernel[1] } else { taps };
+                if first {
+                    dst.fill(0.0);
+                }
                 let scale = if count == 0 { 0.0 } else { 1.0 / count as f32 };
                 dst.iter_mut().for_each(|d| *d *= scale);
             }
