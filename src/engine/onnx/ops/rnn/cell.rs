@@ -254,10 +254,27 @@ impl Unit<'_> {
         let hid = self.hidden;
         let (f_act, g_act, h_act) = (self.acts[0], self.acts[1], self.acts[2]);
         lanewise!(s, &mut *g, (x), |v| s.add_f32s(v, x));
+        let peephole = self.weights.peephole.as_deref().map(|p| (&p[..hid], &p[hid..2 * hid], &p[2 * hid..3 * hid]));
+        if peephole.is_none() && !input_forget {
+            // i, o and f sit side by side and all take f: one pass over 3 * hidden. Without
+            // a peephole, o does not wait for the new c.
+            if let Some(limit) = self.clip {
+                clip(s, limit, &mut *g);
+            }
+            let (ifo, gc) = g.split_at_mut(3 * hid);
+            activate(s, f_act, ifo);
+            activate(s, g_act, gc);
+            let (gi, rest) = ifo.split_at(hid);
+            let (go, gf) = rest.split_at(hid);
+            lanewise!(s, &mut *c, (gf, gi, gc), |v| s.mul_add_e_f32s(gf, v, s.mul_f32s(gi, gc)));
+            gc.copy_from_slice(c);
+            activate(s, h_act, gc);
+            lanewise!(s, h, (go, gc), |_v| s.mul_f32s(go, gc));
+            return;
+        }
         let (gi, rest) = g.split_at_mut(hid);
         let (go, rest) = rest.split_at_mut(hid);
         let (gf, gc) = rest.split_at_mut(hid);
-        let peephole = self.weights.peephole.as_deref().map(|p| (&p[..hid], &p[hid..2 * hid], &p[2 * hid..3 * hid]));
         if let Some((pi, _, pf)) = peephole {
             lanewise!(s, &mut *gi, (pi, c), |v| s.mul_add_e_f32s(pi, c, v));
             lanewise!(s, &mut *gf, (pf, c), |v| s.mul_add_e_f32s(pf, c, v));
