@@ -10,7 +10,7 @@ use candle_core::Tensor;
 use crate::engine::LoadError;
 use crate::engine::onnx::attrs::NodeCtx;
 
-use super::fused::{Activation, activate};
+use super::fused::{Activation, activate, from_node};
 use super::window::{AutoPad, Axis, Window, gather_windows, pad_for_windows, pad_spatial, per_axis, positive};
 use super::{Builder, Op, OpError, OpResult, optional, required};
 
@@ -159,6 +159,6 @@ fn conv(ctx: &NodeCtx<'_>) -> Result<Box<dyn Op>, LoadError> {
         dilations: positive(ctx, "dilations")?,
         kernel_shape: ctx.sizes("kernel_shape")?,
         group: group as usize,
-        activation: Activation::from_node(ctx)?,
+        activation: from_node(ctx)?,
     }))
 }

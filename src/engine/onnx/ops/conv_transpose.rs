@@ -12,7 +12,6 @@ use crate::engine::LoadError;
 use crate::engine::onnx::attrs::NodeCtx;
 
 use super::conv::{add_bias, check_shapes};
-use super::prepared::Prepared;
 use super::window::{AutoPad, per_axis, positive};
 use super::{Builder, Op, OpError, OpResult, optional, required};
 
@@ -27,8 +26,8 @@ struct ConvTranspose {
     output_padding: Option<Vec<usize>>,
     output_shape: Option<Vec<usize>>,
     group: usize,
-    /// W reordered to [G, M/G * K, C/G] for the column matmul.
-    weight: Prepared,
+    /// W reordered to [G, M/G * K, C/G] for the column matmul, when W is a constant.
+    weight: Option<Tensor>,
 }
 
 /// Where the output window starts in the full (unpadded) result and how long it is, per axis.
@@ -88,7 +87,25 @@ impl ConvTranspose {
     }
 }
 
+/// W `[C, M/G, K...]` -> `[G, M/G * K, C/G]`, so each group's columns come from one matmul.
+fn reorder(w: &Tensor, g: usize) -> Result<Tensor, OpError> {
+    let dims = w.dims();
+    if dims.len() < 3 || g == 0 || dims[0] % g != 0 {
+        return Err(OpError::Invalid(format!("W {dims:?} does not fit group {g}")));
+    }
+    let (channels, per_group, taps) = (dims[0], dims[1], dims[2..].iter().product::<usize>());
+    Ok(w.contiguous()?.reshape((g, channels / g, per_group * taps))?.transpose(1, 2)?.contiguous()?)
+}
+
 impl Op for ConvTranspose {
+    /// A constant W is reordered once here instead of on every request.
+    fn prepare(&mut self, constants: &[Option<&Tensor>]) -> Result<(), OpError> {
+        if let Some(w) = constants.get(1).copied().flatten() {
+            self.weight = reorder(w, self.group).ok();
+        }
+        Ok(())
+    }
+
     fn run(&self, inputs: &[Option<&Tensor>]) -> OpResult {
         let x = required(inputs, 0, "X")?;
         let w = required(inputs, 1, "W")?;
@@ -103,17 +120,16 @@ impl Op for ConvTranspose {
         let (batch, channels) = (x.dims()[0], x.dims()[1]);
         let g = self.group;
         let m = w.dims()[1] * g;
-        let taps: usize = kernel.iter().product();
         let positions: usize = input.iter().product();
 
-        let wt = self.weight.get(&[w], || {
-            let wt = w.contiguous()?.reshape((g, channels / g, m / g * taps))?.transpose(1, 2)?.contiguous()?;
-            Ok(vec![wt])
-        })?;
+        let wt = match &self.weight {
+            Some(wt) => wt.clone(),
+            None => reorder(w, g)?,
+        };
         // x -> [G, C/G, N*L]
         let xs = x.contiguous()?.reshape((batch, channels, positions))?.transpose(0, 1)?.contiguous()?;
         let xs = xs.reshape((g, channels / g, batch * positions))?;
-        let cols = wt[0].matmul(&xs)?; // [G, M/G*K, N*L] = [M, K1..Kn, N, I1..In]
+        let cols = wt.matmul(&xs)?; // [G, M/G*K, N*L] = [M, K1..Kn, N, I1..In]
         let mut shape = vec![m];
         shape.extend(&kernel);
         shape.push(batch);
@@ -166,6 +182,6 @@ fn conv_transpose(ctx: &NodeCtx<'_>) -> Result<Box<dyn Op>, LoadError> {
         output_padding: ctx.sizes("output_padding")?,
         output_shape: ctx.sizes("output_shape")?,
         group: group as usize,
-        weight: Prepared::default(),
+        weight: None,
     }))
 }

@@ -4,13 +4,12 @@
 use candle_core::Tensor;
 
 use crate::engine::LoadError;
-use crate::engine::kernels::Activation;
 use crate::engine::kernels::custom::{Dense, NhwcConv, NhwcPool};
 use crate::engine::kernels::geometry::{Padding, Window};
 use crate::engine::kernels::pool::Reduce;
 use crate::engine::onnx::attrs::NodeCtx;
-use crate::engine::onnx::passes::{FUSED_ACTIVATION, FUSED_ALPHA};
 
+use super::fused::from_node;
 use super::{Builder, Op, OpResult, required};
 
 pub(super) const OPS: &[(&str, Builder)] = &[
@@ -19,7 +18,7 @@ pub(super) const OPS: &[(&str, Builder)] = &[
     ("_NhwcAveragePool", |ctx| pool(ctx, Reduce::Average { count_include_pad: ctx.int("count_include_pad", 0) != 0 })),
     ("_NhwcGlobalAveragePool", |_| Ok(Box::new(GlobalPool { max: false }))),
     ("_NhwcGlobalMaxPool", |_| Ok(Box::new(GlobalPool { max: true }))),
-    ("_Dense", |ctx| Ok(Box::new(DenseOp(Dense { activation: fused_activation(ctx)? })))),
+    ("_Dense", |ctx| Ok(Box::new(DenseOp(Dense { activation: from_node(ctx)? })))),
 ];
 
 struct DenseOp(Dense);
@@ -60,17 +59,6 @@ pub(crate) fn window(ctx: &NodeCtx<'_>) -> Result<Window, LoadError> {
     Ok(Window { kernel, strides: pair("strides", 1)?, dilations: pair("dilations", 1)?, padding, ceil_mode: ctx.int("ceil_mode", 0) != 0 })
 }
 
-/// The activation the fusion pass folded into this node, if any.
-pub(crate) fn fused_activation(ctx: &NodeCtx<'_>) -> Result<Option<Activation>, LoadError> {
-    if !ctx.has(FUSED_ACTIVATION) {
-        return Ok(None);
-    }
-    let name = ctx.string(FUSED_ACTIVATION, "")?;
-    Activation::from_onnx(&name, ctx.float(FUSED_ALPHA, 0.01))
-        .map(Some)
-        .ok_or_else(|| LoadError::Invalid(format!("attribute '{FUSED_ACTIVATION}' names unknown activation '{name}'")))
-}
-
 struct Conv(NhwcConv);
 
 impl Op for Conv {
@@ -85,7 +73,7 @@ impl Op for Conv {
 fn conv(ctx: &NodeCtx<'_>) -> Result<Box<dyn Op>, LoadError> {
     let groups = usize::try_from(ctx.int("group", 1)).ok().filter(|&g| g > 0)
         .ok_or_else(|| LoadError::Invalid("attribute 'group' must be positive".into()))?;
-    Ok(Box::new(Conv(NhwcConv { window: window(ctx)?, groups, activation: fused_activation(ctx)? })))
+    Ok(Box::new(Conv(NhwcConv { window: window(ctx)?, groups, activation: from_node(ctx)? })))
 }
 
 struct Pool(NhwcPool);

@@ -11,48 +11,32 @@ use super::OpError;
 
 pub(crate) use crate::engine::onnx::passes::{FUSED_ACTIVATION, FUSED_ALPHA};
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum Activation {
-    Relu,
-    LeakyRelu(f64),
-    Sigmoid,
-    Tanh,
+/// The same activations the CPU kernels apply in their epilogues; ops that run on candle's own
+/// kernels (any device) apply them as tensor ops.
+pub(crate) use crate::engine::kernels::Activation;
+
+/// The activation the fusion pass folded into this node, if any.
+pub(crate) fn from_node(ctx: &NodeCtx<'_>) -> Result<Option<Activation>, LoadError> {
+    if !ctx.has(FUSED_ACTIVATION) {
+        return Ok(None);
+    }
+    let name = ctx.string(FUSED_ACTIVATION, "")?;
+    Activation::from_onnx(&name, ctx.float(FUSED_ALPHA, 0.01)).map(Some).ok_or_else(|| {
+        LoadError::Invalid(format!(
+            "attribute '{FUSED_ACTIVATION}' has unsupported value '{name}' (Relu, LeakyRelu, Sigmoid, Tanh)"
+        ))
+    })
 }
 
-impl Activation {
-    pub(super) fn from_node(ctx: &NodeCtx<'_>) -> Result<Option<Self>, LoadError> {
-        if !ctx.has(FUSED_ACTIVATION) {
-            return Ok(None);
-        }
-        Ok(Some(match ctx.string(FUSED_ACTIVATION, "")?.as_str() {
-            "Relu" => Activation::Relu,
-            "LeakyRelu" => Activation::LeakyRelu(f64::from(ctx.float(FUSED_ALPHA, 0.01))),
-            "Sigmoid" => Activation::Sigmoid,
-            "Tanh" => Activation::Tanh,
-            other => {
-                return Err(LoadError::Invalid(format!(
-                    "attribute '{FUSED_ACTIVATION}' has unsupported value '{other}' (Relu, LeakyRelu, Sigmoid, Tanh)"
-                )));
-            }
-        }))
-    }
-
-    pub(super) fn apply(self, x: &Tensor) -> Result<Tensor, OpError> {
-        Ok(match self {
-            Activation::Relu => x.relu()?,
-            Activation::LeakyRelu(alpha) => (x.relu()? + x.minimum(0f64)?.affine(alpha, 0.0)?)?,
-            Activation::Sigmoid => candle_nn::ops::sigmoid(x)?,
-            Activation::Tanh => x.tanh()?,
-        })
-    }
-}
-
-/// Applies an optional fused activation.
+/// Applies an optional fused activation with candle ops.
 pub(super) fn activate(y: Tensor, activation: Option<Activation>) -> Result<Tensor, OpError> {
-    match activation {
-        None => Ok(y),
-        Some(a) => a.apply(&y),
-    }
+    Ok(match activation {
+        None => y,
+        Some(Activation::Relu) => y.relu()?,
+        Some(Activation::LeakyRelu(alpha)) => (y.relu()? + y.minimum(0f64)?.affine(f64::from(alpha), 0.0)?)?,
+        Some(Activation::Sigmoid) => candle_nn::ops::sigmoid(&y)?,
+        Some(Activation::Tanh) => y.tanh()?,
+    })
 }
 
 #[cfg(test)]

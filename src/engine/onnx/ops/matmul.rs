@@ -6,7 +6,7 @@ use candle_core::Tensor;
 use crate::engine::LoadError;
 use crate::engine::onnx::attrs::NodeCtx;
 
-use super::fused::{Activation, activate};
+use super::fused::{Activation, activate, from_node};
 use super::{Builder, Op, OpError, OpResult, optional, required};
 
 pub(super) const OPS: &[(&str, Builder)] = &[("MatMul", |_| Ok(Box::new(MatMul))), ("Gemm", gemm)];
@@ -94,6 +94,6 @@ fn gemm(ctx: &NodeCtx<'_>) -> Result<Box<dyn Op>, LoadError> {
         beta: f64::from(ctx.float("beta", 1.0)),
         trans_a: ctx.int("transA", 0) != 0,
         trans_b: ctx.int("transB", 0) != 0,
-        activation: Activation::from_node(ctx)?,
+        activation: from_node(ctx)?,
     }))
 }

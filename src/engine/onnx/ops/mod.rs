@@ -15,7 +15,6 @@ mod movement;
 mod norm;
 mod pad;
 mod pool;
-mod prepared;
 mod reduce;
 mod resize;
 mod rnn;

@@ -5,18 +5,36 @@ use candle_core::Tensor;
 use crate::engine::LoadError;
 use crate::engine::onnx::attrs::NodeCtx;
 
-use super::prepared::Prepared;
 use super::{Builder, Op, OpError, OpResult, required};
 
 pub(super) const OPS: &[(&str, Builder)] = &[("BatchNormalization", batch_norm), ("LRN", lrn)];
 
 struct BatchNorm {
     epsilon: f64,
-    /// scale / sqrt(var + eps) and B - mean * that, shaped to broadcast against X.
-    folded: Prepared,
+    /// scale / sqrt(var + eps) and B - mean * that, in the parameters' own shape, when all four
+    /// parameters are constants.
+    folded: Option<(Tensor, Tensor)>,
+}
+
+impl BatchNorm {
+    fn fold(&self, scale: &Tensor, bias: &Tensor, mean: &Tensor, var: &Tensor) -> Result<(Tensor, Tensor), OpError> {
+        let a = scale.broadcast_div(&(var.affine(1.0, self.epsilon)?.sqrt()?))?;
+        let b = (bias - mean.mul(&a)?)?;
+        Ok((a, b))
+    }
 }
 
 impl Op for BatchNorm {
+    /// Constant statistics (the usual case) fold once here instead of on every request.
+    fn prepare(&mut self, constants: &[Option<&Tensor>]) -> Result<(), OpError> {
+        if let [_, Some(scale), Some(bias), Some(mean), Some(var), ..] = constants {
+            if [bias, mean, var].iter().all(|p| p.dims() == scale.dims()) {
+                self.folded = self.fold(scale, bias, mean, var).ok();
+            }
+        }
+        Ok(())
+    }
+
     fn run(&self, inputs: &[Option<&Tensor>]) -> OpResult {
         let x = required(inputs, 0, "X")?;
         let scale = required(inputs, 1, "scale")?;
@@ -43,12 +61,13 @@ impl Op for BatchNorm {
         }
         shape.extend(scale.dims());
         shape.resize(x.rank(), 1);
-        let folded = self.folded.get(&params, || {
-            let a = scale.broadcast_div(&(var.affine(1.0, self.epsilon)?.sqrt()?))?;
-            let b = (bias - mean.mul(&a)?)?;
-            Ok(vec![a.reshape(shape.as_slice())?.to_dtype(x.dtype())?, b.reshape(shape.as_slice())?.to_dtype(x.dtype())?])
-        })?;
-        Ok(vec![x.broadcast_mul(&folded[0])?.broadcast_add(&folded[1])?])
+        let (a, b) = match &self.folded {
+            Some(folded) => folded.clone(),
+            None => self.fold(scale, bias, mean, var)?,
+        };
+        let a = a.reshape(shape.as_slice())?.to_dtype(x.dtype())?;
+        let b = b.reshape(shape.as_slice())?.to_dtype(x.dtype())?;
+        Ok(vec![x.broadcast_mul(&a)?.broadcast_add(&b)?])
     }
 }
 
@@ -64,7 +83,7 @@ fn batch_norm(ctx: &NodeCtx<'_>) -> Result<Box<dyn Op>, LoadError> {
             "BatchNormalization's training outputs (mean, var, saved statistics) are not supported: inference mode only".into(),
         ));
     }
-    Ok(Box::new(BatchNorm { epsilon: f64::from(ctx.float("epsilon", 1e-5)), folded: Prepared::default() }))
+    Ok(Box::new(BatchNorm { epsilon: f64::from(ctx.float("epsilon", 1e-5)), folded: None }))
 }
 
 struct Lrn {
@@ -106,4 +125,39 @@ fn lrn(ctx: &NodeCtx<'_>) -> Result<Box<dyn Op>, LoadError> {
         bias: f64::from(ctx.float("bias", 1.0)),
         size: size as usize,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+
+    use crate::engine::onnx::attrs::NodeCtx;
+    use crate::proto::onnx::NodeProto;
+
+    use super::super::lookup;
+
+    /// Statistics folded once at load give the same answer as folding them per request.
+    #[test]
+    fn constant_statistics_fold_at_prepare_with_the_same_result() {
+        let node = NodeProto { op_type: "BatchNormalization".into(), output: vec!["y".into()], ..Default::default() };
+        let ctx = NodeCtx { node: &node, opset: 15, device: &Device::Cpu, implicit: &[] };
+        let build = lookup("BatchNormalization").expect("registered");
+        let dev = Device::Cpu;
+        let x = Tensor::arange(0f32, 24.0, &dev).and_then(|t| t.reshape((2, 3, 2, 2))).expect("x");
+        let params: Vec<Tensor> = [[1.0f32, 2.0, 0.5], [0.1, -0.2, 0.3], [1.0, 2.0, 3.0], [4.0, 1.0, 0.25]]
+            .iter()
+            .map(|v| Tensor::new(v, &dev).expect("param"))
+            .collect();
+        let inputs: Vec<Option<&Tensor>> = std::iter::once(Some(&x)).chain(params.iter().map(Some)).collect();
+        let per_request = build(&ctx).expect("build").run(&inputs).expect("run");
+        let mut prepared = build(&ctx).expect("build");
+        let constants: Vec<Option<&Tensor>> = std::iter::once(None).chain(params.iter().map(Some)).collect();
+        prepared.prepare(&constants).expect("prepare");
+        let folded = prepared.run(&inputs).expect("run");
+        let a = per_request[0].flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("a");
+        let b = folded[0].flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("b");
+        assert_eq!(a, b);
+        // channel 1 of image 0: (4 - 2) * 2 / sqrt(1 + 1e-5) - 0.2
+        assert!((a[4] - (2.0 * 2.0 / (1.0f32 + 1e-5).sqrt() - 0.2)).abs() < 1e-5, "{}", a[4]);
+    }
 }
