@@ -7,7 +7,6 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape};
 use super::activation::Activation;
 use super::conv::Conv2d;
 use super::gemm::{MatRef, sgemm};
-use super::geometry::Window;
 use super::pool::{Pool2d, Reduce};
 use super::threads::intra_op_threads;
 
@@ -28,9 +27,21 @@ fn nhwc(layout: &Layout, what: &str) -> Result<[usize; 4]> {
     }
 }
 
+/// A 2-D window with its padding and output size already resolved for the input at hand (the
+/// ONNX rules for `pads`, `auto_pad` and `ceil_mode` live in the op layer, shared with the
+/// general N-D conv and pooling).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Window2d {
+    pub(crate) kernel: [usize; 2],
+    pub(crate) strides: [usize; 2],
+    pub(crate) dilations: [usize; 2],
+    pub(crate) pad_begin: [usize; 2],
+    pub(crate) out: [usize; 2],
+}
+
 /// Conv over NHWC input (`s1`), HWIO weights (`s2`) and bias (`s3`).
 pub(crate) struct NhwcConv {
-    pub(crate) window: Window,
+    pub(crate) window: Window2d,
     pub(crate) groups: usize,
     pub(crate) activation: Option<Activation>,
 }
@@ -52,29 +63,29 @@ impl CustomOp3 for NhwcConv {
         if l3.dims() != [out_c] {
             candle_core::bail!("conv bias has shape {:?}, expected [{out_c}]", l3.dims());
         }
-        let r = self.window.resolve([in_h, in_w]).map_err(candle_core::Error::msg)?;
+        let win = self.window;
         let conv = Conv2d {
             batch,
             in_h,
             in_w,
             in_c,
-            out_h: r.out[0],
-            out_w: r.out[1],
+            out_h: win.out[0],
+            out_w: win.out[1],
             out_c,
-            kernel: self.window.kernel,
-            strides: self.window.strides,
-            dilations: self.window.dilations,
-            pad_begin: r.pad_begin,
+            kernel: win.kernel,
+            strides: win.strides,
+            dilations: win.dilations,
+            pad_begin: win.pad_begin,
             groups: self.groups,
         };
         let out = conv.run(f32s(s1, l1, "conv input")?, f32s(s2, l2, "conv weights")?, f32s(s3, l3, "conv bias")?, self.activation, intra_op_threads());
-        Ok((CpuStorage::F32(out), Shape::from_dims(&[batch, r.out[0], r.out[1], out_c])))
+        Ok((CpuStorage::F32(out), Shape::from_dims(&[batch, win.out[0], win.out[1], out_c])))
     }
 }
 
 /// Max or average pooling over NHWC input.
 pub(crate) struct NhwcPool {
-    pub(crate) window: Window,
+    pub(crate) window: Window2d,
     pub(crate) reduce: Reduce,
 }
 
@@ -85,21 +96,21 @@ impl CustomOp1 for NhwcPool {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let [batch, in_h, in_w, channels] = nhwc(layout, "pool input")?;
-        let r = self.window.resolve([in_h, in_w]).map_err(candle_core::Error::msg)?;
+        let win = self.window;
         let pool = Pool2d {
             batch,
             in_h,
             in_w,
             channels,
-            out_h: r.out[0],
-            out_w: r.out[1],
-            kernel: self.window.kernel,
-            strides: self.window.strides,
-            dilations: self.window.dilations,
-            pad_begin: r.pad_begin,
+            out_h: win.out[0],
+            out_w: win.out[1],
+            kernel: win.kernel,
+            strides: win.strides,
+            dilations: win.dilations,
+            pad_begin: win.pad_begin,
         };
         let out = pool.run(f32s(storage, layout, "pool input")?, self.reduce, intra_op_threads());
-        Ok((CpuStorage::F32(out), Shape::from_dims(&[batch, r.out[0], r.out[1], channels])))
+        Ok((CpuStorage::F32(out), Shape::from_dims(&[batch, win.out[0], win.out[1], channels])))
     }
 }
 

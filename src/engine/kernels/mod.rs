@@ -11,7 +11,6 @@ pub(crate) mod activation;
 pub(crate) mod conv;
 pub(crate) mod custom;
 pub(crate) mod gemm;
-pub(crate) mod geometry;
 pub(crate) mod pool;
 pub(crate) mod threads;
 

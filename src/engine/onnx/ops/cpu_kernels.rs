@@ -4,13 +4,14 @@
 use candle_core::Tensor;
 
 use crate::engine::LoadError;
-use crate::engine::kernels::custom::{Dense, NhwcConv, NhwcPool};
-use crate::engine::kernels::geometry::{Padding, Window};
+use crate::engine::kernels::Activation;
+use crate::engine::kernels::custom::{Dense, NhwcConv, NhwcPool, Window2d};
 use crate::engine::kernels::pool::Reduce;
 use crate::engine::onnx::attrs::NodeCtx;
 
 use super::fused::from_node;
-use super::{Builder, Op, OpResult, required};
+use super::window::{AutoPad, Axis, Window, positive};
+use super::{Builder, Op, OpError, OpResult, required};
 
 pub(super) const OPS: &[(&str, Builder)] = &[
     ("_NhwcConv", conv),
@@ -32,68 +33,109 @@ impl Op for DenseOp {
     }
 }
 
-/// The 2-D window attributes shared by Conv, MaxPool and AveragePool.
-pub(crate) fn window(ctx: &NodeCtx<'_>) -> Result<Window, LoadError> {
-    let pair = |name: &str, default: usize| -> Result<[usize; 2], LoadError> {
-        match ctx.sizes(name)? {
-            None => Ok([default; 2]),
-            Some(v) if v.len() == 2 => Ok([v[0], v[1]]),
-            Some(v) => Err(LoadError::Invalid(format!("attribute '{name}' has {} values, expected 2", v.len()))),
-        }
-    };
-    let kernel = match ctx.sizes("kernel_shape")? {
-        Some(v) if v.len() == 2 => [v[0], v[1]],
-        _ => return Err(LoadError::Invalid("attribute 'kernel_shape' must have 2 values".into())),
-    };
-    let padding = match ctx.string("auto_pad", "NOTSET")?.as_str() {
-        "NOTSET" => match ctx.sizes("pads")? {
-            None => Padding::Explicit([0; 4]),
-            Some(p) if p.len() == 4 => Padding::Explicit([p[0], p[1], p[2], p[3]]),
-            Some(p) => return Err(LoadError::Invalid(format!("attribute 'pads' has {} values, expected 4", p.len()))),
-        },
-        "SAME_UPPER" => Padding::Same { upper: true },
-        "SAME_LOWER" => Padding::Same { upper: false },
-        "VALID" => Padding::Valid,
-        other => return Err(LoadError::Invalid(format!("attribute 'auto_pad' has unknown value '{other}'"))),
-    };
-    Ok(Window { kernel, strides: pair("strides", 1)?, dilations: pair("dilations", 1)?, padding, ceil_mode: ctx.int("ceil_mode", 0) != 0 })
+/// The 2-D window attributes of Conv, MaxPool and AveragePool, resolved against each input
+/// by the same rules as the general N-D ops (`window.rs`).
+struct Attrs {
+    auto_pad: AutoPad,
+    pads: Option<Vec<usize>>,
+    kernel: Vec<usize>,
+    strides: Vec<usize>,
+    dilations: Vec<usize>,
+    ceil_mode: bool,
 }
 
-struct Conv(NhwcConv);
+impl Attrs {
+    fn parse(ctx: &NodeCtx<'_>) -> Result<Self, LoadError> {
+        let kernel = ctx.sizes("kernel_shape")?.filter(|k| k.len() == 2)
+            .ok_or_else(|| LoadError::Invalid("attribute 'kernel_shape' must have 2 values".into()))?;
+        let two = |name: &str| -> Result<Vec<usize>, LoadError> {
+            match positive(ctx, name)? {
+                None => Ok(vec![1, 1]),
+                Some(v) if v.len() == 2 => Ok(v),
+                Some(v) => Err(LoadError::Invalid(format!("attribute '{name}' has {} values, expected 2", v.len()))),
+            }
+        };
+        let pads = ctx.sizes("pads")?;
+        if let Some(p) = pads.as_ref().filter(|p| p.len() != 4) {
+            return Err(LoadError::Invalid(format!("attribute 'pads' has {} values, expected 4", p.len())));
+        }
+        Ok(Self {
+            auto_pad: AutoPad::parse(ctx)?,
+            pads,
+            strides: two("strides")?,
+            dilations: two("dilations")?,
+            kernel,
+            ceil_mode: ctx.int("ceil_mode", 0) != 0,
+        })
+    }
+
+    /// Padding and output size for an NHWC input.
+    fn resolve(&self, x: &Tensor) -> Result<Window2d, OpError> {
+        let (_, h, w, _) = x.dims4()?;
+        let window = Window {
+            auto_pad: self.auto_pad,
+            pads: self.pads.as_deref(),
+            kernel: &self.kernel,
+            strides: &self.strides,
+            dilations: &self.dilations,
+            ceil_mode: self.ceil_mode,
+        };
+        let axes = window.resolve(&[h, w])?;
+        let pair = |f: fn(&Axis) -> usize| [f(&axes[0]), f(&axes[1])];
+        Ok(Window2d {
+            kernel: pair(|a| a.kernel),
+            strides: pair(|a| a.stride),
+            dilations: pair(|a| a.dilation),
+            pad_begin: pair(|a| a.pad_begin),
+            out: pair(|a| a.output),
+        })
+    }
+}
+
+struct Conv {
+    attrs: Attrs,
+    groups: usize,
+    activation: Option<Activation>,
+}
 
 impl Op for Conv {
     fn run(&self, inputs: &[Option<&Tensor>]) -> OpResult {
         let x = required(inputs, 0, "X")?.contiguous()?;
         let w = required(inputs, 1, "W")?;
         let b = required(inputs, 2, "B")?;
-        Ok(vec![x.apply_op3_no_bwd(w, b, &self.0)?])
+        let kernel = NhwcConv { window: self.attrs.resolve(&x)?, groups: self.groups, activation: self.activation };
+        Ok(vec![x.apply_op3_no_bwd(w, b, &kernel)?])
     }
 }
 
 fn conv(ctx: &NodeCtx<'_>) -> Result<Box<dyn Op>, LoadError> {
     let groups = usize::try_from(ctx.int("group", 1)).ok().filter(|&g| g > 0)
         .ok_or_else(|| LoadError::Invalid("attribute 'group' must be positive".into()))?;
-    Ok(Box::new(Conv(NhwcConv { window: window(ctx)?, groups, activation: from_node(ctx)? })))
+    Ok(Box::new(Conv { attrs: Attrs::parse(ctx)?, groups, activation: from_node(ctx)? }))
 }
 
-struct Pool(NhwcPool);
+struct Pool {
+    attrs: Attrs,
+    reduce: Reduce,
+}
 
 impl Op for Pool {
     fn run(&self, inputs: &[Option<&Tensor>]) -> OpResult {
         let x = required(inputs, 0, "X")?.contiguous()?;
+        let kernel = NhwcPool { window: self.attrs.resolve(&x)?, reduce: self.reduce };
         // The kernel is f32-only; other dtypes (uint8 images, say) round-trip through f32,
         // which is exact for max pooling of 8/16-bit values.
         let dtype = x.dtype();
         if dtype != candle_core::DType::F32 {
-            let y = x.to_dtype(candle_core::DType::F32)?.apply_op1_no_bwd(&self.0)?;
+            let y = x.to_dtype(candle_core::DType::F32)?.apply_op1_no_bwd(&kernel)?;
             return Ok(vec![y.to_dtype(dtype)?]);
         }
-        Ok(vec![x.apply_op1_no_bwd(&self.0)?])
+        Ok(vec![x.apply_op1_no_bwd(&kernel)?])
     }
 }
 
 fn pool(ctx: &NodeCtx<'_>, reduce: Reduce) -> Result<Box<dyn Op>, LoadError> {
-    Ok(Box::new(Pool(NhwcPool { window: window(ctx)?, reduce })))
+    Ok(Box::new(Pool { attrs: Attrs::parse(ctx)?, reduce }))
 }
 
 struct GlobalPool {
