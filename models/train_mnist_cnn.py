@@ -42,8 +42,10 @@ def rename_value(graph, old, new):
             vi.name = new
 
 
-def export_onnx(model):
-    spec = (tf.TensorSpec((None, 28, 28, 1), tf.float32, name=INPUT_NAME),)
+def keras_to_onnx(model, input_shape):
+    """Convert with tf2onnx (opset 13) into the TF-Serving-style signature: input `image`,
+    output `probabilities`, a symbolic batch dimension `N`, no unused opset imports."""
+    spec = (tf.TensorSpec(input_shape, tf.float32, name=INPUT_NAME),)
     proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=13)
     g = proto.graph
     assert len(g.input) == 1 and len(g.output) == 1, (g.input, g.output)
@@ -59,6 +61,11 @@ def export_onnx(model):
     keep = [o for o in proto.opset_import if o.domain in used or o.domain in ("", "ai.onnx")]
     del proto.opset_import[:]
     proto.opset_import.extend(keep)
+    return proto
+
+
+def export_onnx(model):
+    proto = keras_to_onnx(model, (None, 28, 28, 1))
     onnx.checker.check_model(proto)
     ONNX_PATH.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(proto, str(ONNX_PATH))

@@ -15,7 +15,7 @@ import onnx
 import tensorflow as tf
 
 from common import REPO, load_mnist
-from train_mnist_cnn import INPUT_NAME, OUTPUT_NAME, ort_predict, rename_value
+from train_mnist_cnn import INPUT_NAME, OUTPUT_NAME, keras_to_onnx, ort_predict, rename_value
 
 EPOCHS = 8
 UNITS = 128
@@ -43,20 +43,8 @@ def export_onnx(model, path):
     # tf2onnx numbers generated node names from a process-wide counter; restart it so a
     # model's file does not depend on which models were exported before it in this run.
     tf2onnx.utils.INTERNAL_NAME = 1
-    spec = (tf.TensorSpec((None, 28, 28), tf.float32, name=INPUT_NAME),)
-    proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=13)
+    proto = keras_to_onnx(model, (None, 28, 28))
     g = proto.graph
-    assert len(g.input) == 1 and len(g.output) == 1, (g.input, g.output)
-    rename_value(g, g.input[0].name, INPUT_NAME)
-    rename_value(g, g.output[0].name, OUTPUT_NAME)
-    for vi in (g.input[0], g.output[0]):
-        dim0 = vi.type.tensor_type.shape.dim[0]
-        dim0.Clear()
-        dim0.dim_param = "N"
-    used = {n.domain for n in g.node}
-    keep = [o for o in proto.opset_import if o.domain in used or o.domain in ("", "ai.onnx")]
-    del proto.opset_import[:]
-    proto.opset_import.extend(keep)
     canonical_constants(g)
     onnx.checker.check_model(proto)
     path.parent.mkdir(parents=True, exist_ok=True)
