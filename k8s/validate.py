@@ -162,8 +162,21 @@ def check_deployment(dep, by_kind, known_flags, errors):
         err(f"container port 'grpc' {ports.get('grpc')} != --port {args.get('port', 8500)}")
     if "http" in ports and ports["http"] != int(args.get("rest_api_port", 0)):
         err(f"container port 'http' {ports['http']} != --rest_api_port")
+    # kubelet's gRPC probes speak plaintext only: with TLS on the gRPC port the probes must be
+    # HTTPS ones on the REST port's health endpoints.
+    grpc_tls = "ssl_config_file" in args or "grpc_ssl_cert_file" in args
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        grpc = server.get(probe, {}).get("grpc")
+        handlers = server.get(probe, {})
+        if grpc_tls:
+            http = handlers.get("httpGet")
+            if not http or "grpc" in handlers:
+                err(f"{probe}: the gRPC port uses TLS, so the probe must be an httpGet on the REST port")
+            elif http.get("scheme") != "HTTPS" or http.get("port") != ports.get("http") or not http.get("path", "").startswith("/v1/health/"):
+                err(f"{probe}: expected an HTTPS httpGet of /v1/health/* on port {ports.get('http')}, got {http}")
+            elif "rest_api_ssl_client_ca_file" in args:
+                err(f"{probe}: kubelet has no client certificate, so the REST port cannot require one")
+            continue
+        grpc = handlers.get("grpc")
         if not grpc:
             err(f"{probe} is not a gRPC probe")
         elif grpc["port"] != ports.get("grpc"):

@@ -55,12 +55,27 @@ pub struct Metrics {
     load_seconds: HistogramVec,
     version_state: IntGaugeVec,
     connections: IntCounterVec,
+    connections_refused: IntCounterVec,
+    connections_closed: IntCounterVec,
+    connections_open: IntGaugeVec,
     batch_size: HistogramVec,
     tf_input_batch_size: Histogram,
     tf_processed_batch_size: Histogram,
     tf_queuing_latency: HistogramVec,
     rejected: IntCounterVec,
     dropped: IntCounterVec,
+}
+
+/// Per-transport connection counters: accepted (shows max-age recycling), refused at the
+/// connection cap, open now, and closed by the server for each hardening reason.
+#[derive(Clone)]
+pub struct ConnectionMetrics {
+    pub accepted: prometheus::IntCounter,
+    pub refused: prometheus::IntCounter,
+    pub open: prometheus::IntGauge,
+    pub handshake_timeout: prometheus::IntCounter,
+    pub idle_timeout: prometheus::IntCounter,
+    pub tls_error: prometheus::IntCounter,
 }
 
 /// Decrements the in-flight gauge when the request finishes, however it finishes.
@@ -117,6 +132,17 @@ impl Metrics {
                 &["model", "version", "state"],
             )?,
             connections: counter("candle_serving_connections_accepted_total", "Connections accepted, by transport.", &["transport"])?,
+            connections_refused: counter(
+                "candle_serving_connections_refused_total",
+                "Connections turned away because --max_connections were open, by transport.",
+                &["transport"],
+            )?,
+            connections_closed: counter(
+                "candle_serving_connections_closed_total",
+                "Connections the server closed on its own, by transport and reason (handshake_timeout, idle_timeout, tls_error).",
+                &["transport", "reason"],
+            )?,
+            connections_open: IntGaugeVec::new(Opts::new("candle_serving_open_connections", "Connections open now, by transport."), &["transport"])?,
             batch_size: histogram("candle_serving_batch_size", "Rows per executed batch (before padding).", exponential_buckets(1.0, 2.0, 12)?, &["model"])?,
             tf_input_batch_size: Histogram::with_opts(
                 HistogramOpts::new(":tensorflow:serving:batching_session:input_batch_size", "Batch sizes of the inputs.")
@@ -150,6 +176,9 @@ impl Metrics {
         r.register(Box::new(self.load_seconds.clone()))?;
         r.register(Box::new(self.version_state.clone()))?;
         r.register(Box::new(self.connections.clone()))?;
+        r.register(Box::new(self.connections_refused.clone()))?;
+        r.register(Box::new(self.connections_closed.clone()))?;
+        r.register(Box::new(self.connections_open.clone()))?;
         r.register(Box::new(self.batch_size.clone()))?;
         r.register(Box::new(self.tf_input_batch_size.clone()))?;
         r.register(Box::new(self.tf_processed_batch_size.clone()))?;
@@ -213,9 +242,17 @@ impl Metrics {
         }
     }
 
-    /// The counter the accept loop bumps for each new connection (shows max-age recycling).
-    pub fn connection_counter(&self, transport: &str) -> prometheus::IntCounter {
-        self.connections.with_label_values(&[transport])
+    /// The handles one accept loop updates, resolved once so accepting costs no label lookups.
+    pub fn connection_metrics(&self, transport: &str) -> ConnectionMetrics {
+        let closed = |reason: &str| self.connections_closed.with_label_values(&[transport, reason]);
+        ConnectionMetrics {
+            accepted: self.connections.with_label_values(&[transport]),
+            refused: self.connections_refused.with_label_values(&[transport]),
+            open: self.connections_open.with_label_values(&[transport]),
+            handshake_timeout: closed("handshake_timeout"),
+            idle_timeout: closed("idle_timeout"),
+            tls_error: closed("tls_error"),
+        }
     }
 
     /// One executed batch: `rows` from requests, `padded` after padding to an allowed size.

@@ -19,7 +19,8 @@ use crate::proto::tensorflow::serving::{BatchingParameters, MonitoringConfig};
 use crate::serving::Admission;
 use crate::config::model_config::{self, ConfigError, ModelConfig};
 use crate::repository::{LayoutError, ModelManager, ModelRepository, discover_models, manager_channel};
-use crate::transport::connections::{self, ConnectionLimits};
+use crate::transport::connections::{self, ConnectionLimits, Endpoint};
+use crate::transport::tls::{TlsConfig, TlsError};
 use crate::transport::grpc::{self, PredictOptions};
 use crate::transport::health::Readiness;
 use crate::transport::{ops_http, rest};
@@ -43,6 +44,8 @@ pub enum ServeError {
     ModelsUnavailable(String),
     #[error("cannot set up {0}")]
     Setup(String),
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// Bound on requests waiting for a compute thread; beyond it requests fail fast.
@@ -75,6 +78,16 @@ pub async fn serve(
         ModelSource::ConfigFile(path) => (model_config::load_file(path)?, Some(path.clone())),
     };
 
+    // Certificates are checked before a port opens: a bad key or certificate stops start-up.
+    let network = &config.network;
+    let grpc_tls = network.grpc_tls.clone().map(TlsConfig::load).transpose()?;
+    let rest_tls = network.rest_tls.clone().map(TlsConfig::load).transpose()?;
+    let max_connections = match network.max_connections {
+        0 => crate::config::default_max_connections(),
+        n => n,
+    };
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+
     for flag in &config.ignored_flags {
         tracing::warn!(%flag, "TF Serving flag accepted for compatibility; it has no effect in candle-serving");
     }
@@ -101,22 +114,44 @@ pub async fn serve(
         max_tensor_bytes: config.max_tensor_bytes,
     };
     let (manager_handle, manager_inbox) = manager_channel();
-    let routes = grpc::routes(Arc::clone(&repository), Arc::clone(&metrics), admission.clone(), options, health_service, manager_handle)
-        .map_err(|e| ServeError::Setup(format!("gRPC reflection: {e}")))?;
+    let routes = grpc::routes(
+        Arc::clone(&repository),
+        Arc::clone(&metrics),
+        admission.clone(),
+        options,
+        health_service,
+        manager_handle,
+        network.grpc_max_message_bytes,
+    )
+    .map_err(|e| ServeError::Setup(format!("gRPC reflection: {e}")))?;
     let grpc_address = listeners.grpc.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let limits = ConnectionLimits {
+        max_age: None,
+        max_age_grace: None,
+        handshake_timeout: network.handshake_timeout,
+        idle_timeout: network.idle_timeout,
+        keepalive_interval: network.http2_keepalive_interval,
+        keepalive_timeout: network.http2_keepalive_timeout,
+        max_concurrent_streams: network.http2_max_concurrent_streams,
+    };
+    let endpoint = |name: &'static str, listener, tls: &Option<TlsConfig>, limits| Endpoint {
+        name,
+        listener,
+        tls: tls.as_ref().map(TlsConfig::acceptor),
+        limits,
+        slots: Arc::clone(&slots),
+        metrics: metrics.connection_metrics(name),
+    };
+    let grpc_limits = ConnectionLimits {
         max_age: config.grpc_max_connection_age,
         max_age_grace: config.grpc_max_connection_age_grace,
+        ..limits
     };
-    let counter = metrics.connection_counter("grpc");
     transports.spawn(connections::serve(
-        "grpc",
-        listeners.grpc,
+        endpoint("grpc", listeners.grpc, &grpc_tls, grpc_limits),
         routes.prepare(),
-        limits,
         stop_rx.clone(),
         config.drain_timeout,
-        move || counter.inc(),
     ));
     let mut rest_address = None;
     if let Some(listener) = listeners.rest {
@@ -126,20 +161,25 @@ pub async fn serve(
             metrics: Arc::clone(&metrics),
             timeout: config.rest_api_timeout,
             admission: admission.clone(),
+            max_body_bytes: network.rest_max_body_bytes,
         };
         let app = rest::router(state).merge(ops_http::router(Arc::clone(&metrics), readiness.clone(), metrics_path));
-        let counter = metrics.connection_counter("rest");
-        transports.spawn(connections::serve(
-            "rest",
-            listener,
-            app,
-            ConnectionLimits::default(),
-            stop_rx.clone(),
-            config.drain_timeout,
-            move || counter.inc(),
-        ));
+        transports.spawn(connections::serve(endpoint("rest", listener, &rest_tls, limits), app, stop_rx.clone(), config.drain_timeout));
     }
-    tracing::info!(grpc = %grpc_address, rest = ?rest_address, compute_threads = threads, intra_op_threads = intra_op, device = %config.device, "listening; loading models");
+    if let Some(interval) = network.tls_reload_interval {
+        for (name, tls) in [("grpc", grpc_tls), ("rest", rest_tls)] {
+            if let Some(tls) = tls {
+                transports.spawn(tls.watch(name, interval, stop_rx.clone()));
+            }
+        }
+    }
+    tracing::info!(
+        grpc = %grpc_address,
+        rest = ?rest_address,
+        grpc_tls = network.grpc_tls.is_some(),
+        rest_tls = network.rest_tls.is_some(),
+        max_connections,
+        compute_threads = threads, intra_op_threads = intra_op, device = %config.device, "listening; loading models");
 
     let mut manager = ModelManager::new(
         Arc::clone(&repository),

@@ -7,17 +7,6 @@ use std::process::Command;
 
 use common::*;
 
-fn venv_python() -> std::path::PathBuf {
-    let venv = repo_root().join("target/pyenv");
-    let status = Command::new("bash")
-        .arg(repo_root().join("tests/python/setup_venv.sh"))
-        .arg(&venv)
-        .status()
-        .expect("run setup_venv.sh");
-    assert!(status.success(), "setting up the Python venv failed");
-    venv.join("bin/python")
-}
-
 async fn run_interop(server_args: &[&str], model: &str, fixtures: &str) {
     let python = venv_python();
     let server = Server::start(server_args, model).await;

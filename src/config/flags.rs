@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use super::network::{self, NetworkFlags, NetworkOptions};
 use crate::engine::DeviceSpec;
 
 /// Where the models to serve come from.
@@ -52,6 +53,8 @@ pub struct ServerConfig {
     pub batching_parameters_file: Option<PathBuf>,
     /// `--max_inflight_requests`: Predict requests admitted at once (0 = unlimited).
     pub max_inflight_requests: usize,
+    /// TLS, connection limits and message sizes for both ports.
+    pub network: NetworkOptions,
     /// TF Serving flags accepted so existing manifests start unchanged, but with no effect here;
     /// start-up logs each one as a warning.
     pub ignored_flags: Vec<String>,
@@ -111,6 +114,7 @@ impl Default for ServerConfig {
             enable_batching: false,
             batching_parameters_file: None,
             max_inflight_requests: 0,
+            network: NetworkOptions::default(),
             ignored_flags: Vec::new(),
         }
     }
@@ -192,6 +196,9 @@ pub fn usage() -> String {
     for (name, _, default, help) in FLAGS {
         out.push_str(&format!("  --{name:<42} {help} (default: {default})\n"));
     }
+    for (name, default, help) in network::FLAGS {
+        out.push_str(&format!("  --{name:<42} {help} (default: {default})\n"));
+    }
     out.push_str("\nWith no flags, every <name>/<version>/model.onnx under ./models is served: gRPC on 8500, REST on 8501.\n");
     out
 }
@@ -204,7 +211,7 @@ fn parse_bool(flag: &str, value: &str) -> Result<bool, FlagError> {
     }
 }
 
-fn parse_num<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, FlagError>
+pub(super) fn parse_num<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, FlagError>
 where
     T::Err: std::fmt::Display,
 {
@@ -253,6 +260,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<ParseOutcom
     let mut config_file: Option<PathBuf> = None;
     let mut session_parallelism: Option<usize> = None;
     let mut base_path: Option<String> = None;
+    let mut network = NetworkFlags::default();
     let mut args = args.into_iter().peekable();
     if args.peek().is_none() {
         // No flags at all: serve ./models with REST on, as the README's first command promises.
@@ -266,12 +274,21 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<ParseOutcom
             Some((n, v)) => (n.to_string(), Some(v.to_string())),
             None => (body.to_string(), None),
         };
-        let kind = FLAGS.iter().find(|(n, ..)| *n == name).map(|(_, k, ..)| k).ok_or_else(|| FlagError::Unknown(name.clone()))?;
+        let is_network = network::FLAGS.iter().any(|(n, ..)| *n == name);
+        let kind = match FLAGS.iter().find(|(n, ..)| *n == name) {
+            Some((_, kind, ..)) => kind,
+            None if is_network => &Kind::Value,
+            None => return Err(FlagError::Unknown(name)),
+        };
         let value = match (kind, inline) {
             (_, Some(v)) => v,
             (Kind::Bool, None) => "true".to_string(),
             (Kind::Value, None) => args.next().ok_or_else(|| FlagError::MissingValue(name.clone()))?,
         };
+        if is_network {
+            network.apply(&name, value)?;
+            continue;
+        }
         match name.as_str() {
             "port" => config.port = parse_num(&name, &value)?,
             "rest_api_port" => config.rest_api_port = parse_num(&name, &value)?,
@@ -339,6 +356,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<ParseOutcom
     if config.batching_parameters_file.is_some() && !config.enable_batching {
         return Err(FlagError::BatchingFileWithoutBatching);
     }
+    config.network = network.finish()?;
     if let Some(path) = config_file {
         // As in TF Serving, the config file wins over --model_name/--model_base_path.
         config.models = ModelSource::ConfigFile(path);

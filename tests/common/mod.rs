@@ -80,6 +80,11 @@ impl Server {
         }
     }
 
+    /// The server process id, to read its descriptors and memory from /proc.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub async fn predict_client(&self) -> PredictionServiceClient<Channel> {
         PredictionServiceClient::connect(self.url()).await.expect("connect")
     }
@@ -185,4 +190,27 @@ pub async fn scrape(rest_port: u16) -> String {
 /// The value of one series, `series` being its name and labels exactly as exposed.
 pub fn metric_value(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+}
+
+/// Open file descriptors of a process (sockets included).
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or_else(|e| panic!("read /proc/{pid}/fd: {e}"))
+}
+
+/// The Python of the official-client venv (target/pyenv), created or refreshed by
+/// tests/python/setup_venv.sh on first use (once per test binary: tests run in parallel).
+pub fn venv_python() -> PathBuf {
+    static READY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    READY
+        .get_or_init(|| {
+            let venv = repo_root().join("target/pyenv");
+            let status = Command::new("bash")
+                .arg(repo_root().join("tests/python/setup_venv.sh"))
+                .arg(&venv)
+                .status()
+                .expect("run setup_venv.sh");
+            assert!(status.success(), "setting up the Python venv failed");
+            venv.join("bin/python")
+        })
+        .clone()
 }

@@ -19,11 +19,10 @@ use crate::repository::{ManagerHandle, ModelRepository};
 pub use model_service::ModelServiceImpl;
 pub use prediction::{PredictOptions, PredictionServiceImpl};
 
-/// TF Serving accepts messages up to INT32_MAX; clients rely on sending large batches.
-const MAX_MESSAGE_BYTES: usize = i32::MAX as usize;
-
 /// Every gRPC service: TF Serving's two, `grpc.health.v1`, and server reflection (v1 and
 /// v1alpha) over the same descriptors the code is generated from, so grpcurl works.
+/// `max_message_bytes` bounds both directions (`--grpc_max_message_bytes`).
+#[allow(clippy::too_many_arguments)]
 pub fn routes(
     repository: Arc<ModelRepository>,
     metrics: Arc<Metrics>,
@@ -31,13 +30,14 @@ pub fn routes(
     options: PredictOptions,
     health: HealthServer<impl Health>,
     manager: ManagerHandle,
+    max_message_bytes: usize,
 ) -> Result<Routes, tonic_reflection::server::Error> {
     let prediction = PredictionServiceServer::new(PredictionServiceImpl::new(Arc::clone(&repository), metrics, admission, options))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(max_message_bytes);
     let models = ModelServiceServer::new(ModelServiceImpl::new(repository, manager))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(max_message_bytes);
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)

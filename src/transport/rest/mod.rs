@@ -30,11 +30,6 @@ use crate::repository::ModelRepository;
 use reply::{RestError, json_response};
 use routes::{Route, Verb};
 
-/// Largest request body we read. JSON costs far more memory once parsed than its bytes (each
-/// number becomes a 32-byte node), so unlike gRPC's INT32_MAX the limit stays at 1 GiB; that
-/// is still hundreds of millions of values, well beyond any batch TF Serving users send.
-const MAX_BODY_BYTES: usize = 1 << 30;
-
 /// What the REST handlers share.
 pub struct RestState {
     pub repository: Arc<ModelRepository>,
@@ -45,6 +40,9 @@ pub struct RestState {
     pub timeout: Duration,
     /// The in-flight limit shared with gRPC.
     pub admission: Admission,
+    /// `--rest_api_max_body_bytes`: JSON costs far more memory once parsed than its bytes
+    /// (each number becomes a 32-byte node), so this stays well below gRPC's INT32_MAX.
+    pub max_body_bytes: usize,
 }
 
 /// The REST API routes, ready to be merged with other routers and served.
@@ -101,8 +99,9 @@ async fn dispatch(state: &RestState, route: Route, body: Body, served: &mut Opti
             })?;
             let _inflight = state.metrics.inflight(&model);
             let deadline = (!state.timeout.is_zero()).then(|| Instant::now() + state.timeout);
-            let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|e| {
-                RestError::invalid(format!("Failed to read the request body (at most {MAX_BODY_BYTES} bytes are accepted): {e}"))
+            let limit = state.max_body_bytes;
+            let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+                RestError::invalid(format!("Failed to read the request body (at most {limit} bytes are accepted, --rest_api_max_body_bytes): {e}"))
             })?;
             let work = predict::run(&state.repository, &model, &version, &bytes, deadline, served);
             if state.timeout.is_zero() {
@@ -150,6 +149,7 @@ mod tests {
             metrics: Arc::new(Metrics::new().expect("metrics")),
             timeout: Duration::from_secs(5),
             admission: Admission::new(0),
+            max_body_bytes: 1 << 20,
         };
         router(state).merge(Router::new().route("/v1/health/live", get(|| async { "live" })))
     }
