@@ -397,3 +397,36 @@ async fn failed_loads_are_retried_as_configured() {
     assert!(ok > 0);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn versions_linking_outside_the_base_path_fail_and_the_others_serve() {
+    let dir = temp("escape");
+    let base = dir.join("e");
+    add_version(&base, 1);
+    add_version(&dir, 7); // a model outside the base path, at <dir>/7
+    std::os::unix::fs::symlink(dir.join("7"), base.join("2")).expect("version directory link");
+    std::fs::create_dir_all(base.join("3")).expect("mkdir");
+    std::os::unix::fs::symlink(dir.join("7/model.onnx"), base.join("3/model.onnx")).expect("model file link");
+    let config_file = dir.join("models.config");
+    let config = format!("model_config_list {{ config {{ name: 'e' base_path: '{}' model_version_policy {{ all {{}} }} }} }}\n", base.display());
+    std::fs::write(&config_file, config).expect("write");
+    let server = Server::start(&[&format!("--model_config_file={}", config_file.display())], "e").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let refused = loop {
+        let now = states(&server, "e").await;
+        let ended: Vec<_> = now.iter().filter(|(v, s, m)| *v != 1 && *s == State::End as i32 && !m.is_empty()).cloned().collect();
+        if ended.len() == 2 {
+            break ended;
+        }
+        assert!(Instant::now() < deadline, "versions 2 and 3 should fail: {now:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for (version, _, message) in refused {
+        let named = if version == 2 { base.join("2") } else { base.join("3/model.onnx") };
+        assert!(message.contains(&format!("{} resolves to", named.display())), "{message}");
+        assert!(message.contains("outside the model base path"), "{message}");
+    }
+    wait_available(&server, "e", &[1]).await;
+    std::fs::remove_dir_all(&dir).ok();
+}

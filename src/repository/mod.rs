@@ -1,6 +1,7 @@
 //! The model repository: which models exist, which versions of each are in which state, and
 //! which servable answers a given request. Transports read it; loading writes it.
 
+mod confine;
 mod layout;
 mod loader;
 mod manager;
@@ -9,7 +10,9 @@ mod tfrecord;
 mod warmup;
 
 pub use layout::{LayoutError, discover_models, scan_versions};
-pub use loader::load_servable;
+pub use confine::EscapeError;
+pub use loader::{VersionLoadError, load_servable};
 pub use manager::{ManagerHandle, ManagerInbox, ModelManager, channel as manager_channel};
-pub use tfrecord::write_records as write_tfrecords;
+pub use tfrecord::{RecordError, write_records as write_tfrecords};
+pub use warmup::{WarmupError, read_warmup_requests};
 pub use state::{LookupError, ModelRepository, VersionRequest, VersionState, VersionStatus};

@@ -4,7 +4,7 @@
 use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq, Eq)]
-pub(crate) enum RecordError {
+pub enum RecordError {
     #[error("record {0}: truncated")]
     Truncated(usize),
     #[error("record {0}: {1} checksum mismatch")]

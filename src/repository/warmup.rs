@@ -6,36 +6,67 @@ use std::path::Path;
 use std::sync::Arc;
 
 use prost::Message;
+use thiserror::Error;
 
-use crate::proto::tensorflow::serving::PredictionLog;
+use crate::proto::tensorflow::serving::{PredictRequest, PredictionLog};
 use crate::proto::tensorflow::serving::prediction_log::LogType;
 use crate::repository::VersionRequest;
 use crate::serving::{DEFAULT_SIGNATURE, PredictCall, Servable, WireTensor, predict_on};
-use crate::tensor::{DType, Dim, HostTensor, TensorData};
+use crate::tensor::{DType, Dim, HostTensor, TensorData, TensorSpec, element_count};
 
-use super::tfrecord;
+use super::confine::confined;
+use super::tfrecord::{self, RecordError};
 
 pub(crate) const WARMUP_FILE: &str = "assets.extra/tf_serving_warmup_requests";
 /// TF Serving's cap on warm-up records.
 const MAX_RECORDS: usize = 1000;
 
-/// Runs the warm-up for `servable` stored in `dir`; returns how many requests ran.
-pub(crate) async fn warm_up(servable: &Arc<Servable>, dir: &Path, max_tensor_bytes: usize) -> Result<usize, String> {
+/// Why a warm-up file could not be read; the caller prefixes the file's path.
+#[derive(Debug, Error)]
+pub enum WarmupError {
+    #[error(transparent)]
+    Records(#[from] RecordError),
+    #[error("has {count} records, more than the limit of {MAX_RECORDS}")]
+    TooManyRecords { count: usize },
+    #[error("warm-up record {index}: not a PredictionLog: {reason}")]
+    NotPredictionLog { index: usize, reason: String },
+    #[error("warm-up record {index}: only PredictLog records are supported")]
+    NotPredictLog { index: usize },
+}
+
+/// Splits a warm-up file into its Predict requests: TFRecord framing, checksums, the record
+/// cap, then one `PredictionLog` per record. Nothing is run; tensors stay in wire form until
+/// the request is checked against the signature. Public so the fuzz target reaches it.
+pub fn read_warmup_requests(bytes: &[u8]) -> Result<Vec<PredictRequest>, WarmupError> {
+    let records = tfrecord::records(bytes)?;
+    if records.len() > MAX_RECORDS {
+        return Err(WarmupError::TooManyRecords { count: records.len() });
+    }
+    records
+        .iter()
+        .enumerate()
+        .map(|(index, record)| {
+            let log = PredictionLog::decode(*record)
+                .map_err(|e| WarmupError::NotPredictionLog { index, reason: e.to_string() })?;
+            match log.log_type {
+                Some(LogType::PredictLog(p)) => Ok(p.request.unwrap_or_default()),
+                _ => Err(WarmupError::NotPredictLog { index }),
+            }
+        })
+        .collect()
+}
+
+/// Runs the warm-up for `servable` stored in `dir` under `base`; returns how many requests ran.
+pub(crate) async fn warm_up(servable: &Arc<Servable>, base: &Path, dir: &Path, max_tensor_bytes: usize) -> Result<usize, String> {
     let file = dir.join(WARMUP_FILE);
     if !file.is_file() {
-        return synthetic(servable).await.map(|()| 1);
+        return synthetic(servable, max_tensor_bytes).await.map(|()| 1);
     }
+    confined(base, &file).map_err(|e| e.to_string())?;
     let bytes = std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let records = tfrecord::records(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
-    if records.len() > MAX_RECORDS {
-        return Err(format!("{} has {} records, more than the limit of {MAX_RECORDS}", file.display(), records.len()));
-    }
-    for (index, record) in records.iter().enumerate() {
-        let log = PredictionLog::decode(*record).map_err(|e| format!("warm-up record {index}: not a PredictionLog: {e}"))?;
-        let request = match log.log_type {
-            Some(LogType::PredictLog(p)) => p.request.unwrap_or_default(),
-            _ => return Err(format!("warm-up record {index}: only PredictLog records are supported")),
-        };
+    let requests = read_warmup_requests(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
+    let count = requests.len();
+    for (index, request) in requests.into_iter().enumerate() {
         let signature_name = request.model_spec.map(|s| s.signature_name).unwrap_or_default();
         let call = PredictCall {
             model: servable.name().to_string(),
@@ -47,7 +78,7 @@ pub(crate) async fn warm_up(servable: &Arc<Servable>, dir: &Path, max_tensor_byt
         };
         predict_on(Arc::clone(servable), call).await.map_err(|e| format!("warm-up record {index} failed: {e}"))?;
     }
-    Ok(records.len())
+    Ok(count)
 }
 
 fn zeros(dtype: DType, n: usize) -> TensorData {
@@ -68,18 +99,35 @@ fn zeros(dtype: DType, n: usize) -> TensorData {
     }
 }
 
+/// The all-zeros input for `spec`, every free dimension set to 1; `None` for an unknown rank.
+/// The model file chooses the fixed dimensions, so their byte size is checked against the
+/// request tensor limit before anything is allocated: a model declaring `[2^40, 2^40]` fails
+/// its load with a message instead of aborting the server.
+fn synthetic_input(spec: &TensorSpec, max_tensor_bytes: usize) -> Result<Option<HostTensor>, String> {
+    let Some(dims) = &spec.shape else { return Ok(None) };
+    let shape: Vec<usize> = dims.iter().map(|d| if let Dim::Fixed(n) = d { *n } else { 1 }).collect();
+    let count = element_count(&shape)
+        .filter(|n| n.checked_mul(spec.dtype.size_in_bytes()).is_some_and(|bytes| bytes <= max_tensor_bytes))
+        .ok_or_else(|| {
+            format!(
+                "synthetic warm-up request: input '{}' declares shape {} of {}, larger than the request tensor limit of {max_tensor_bytes} bytes",
+                spec.key,
+                spec.shape_string(),
+                spec.dtype
+            )
+        })?;
+    HostTensor::new(shape, zeros(spec.dtype, count)).map(Some)
+}
+
 /// One all-zeros request with every free dimension set to 1.
-async fn synthetic(servable: &Arc<Servable>) -> Result<(), String> {
+async fn synthetic(servable: &Arc<Servable>, max_tensor_bytes: usize) -> Result<(), String> {
     let signature = servable.signature(DEFAULT_SIGNATURE).map_err(|e| e.to_string())?;
     let mut inputs = std::collections::HashMap::new();
     for spec in &signature.inputs {
-        let shape: Vec<usize> = match &spec.shape {
-            Some(dims) => dims.iter().map(|d| if let Dim::Fixed(n) = d { *n } else { 1 }).collect(),
+        match synthetic_input(spec, max_tensor_bytes)? {
+            Some(tensor) => inputs.insert(spec.key.clone(), tensor),
             None => return Ok(()), // nothing sensible to synthesise for an unknown rank
         };
-        let count = shape.iter().product();
-        let tensor = HostTensor::new(shape, zeros(spec.dtype, count)).map_err(|e| e.to_string())?;
-        inputs.insert(spec.key.clone(), tensor);
     }
     let call = PredictCall {
         model: servable.name().to_string(),
@@ -90,4 +138,42 @@ async fn synthetic(servable: &Arc<Servable>) -> Result<(), String> {
         deadline: None,
     };
     predict_on(Arc::clone(servable), call).await.map(|_| ()).map_err(|e| format!("synthetic warm-up request failed: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repository::write_tfrecords;
+
+    #[test]
+    fn a_model_declaring_a_huge_input_fails_warm_up_before_allocating() {
+        let spec = TensorSpec { key: "x".into(), dtype: DType::F32, shape: Some(vec![Dim::Fixed(1 << 40), Dim::Fixed(1 << 40)]) };
+        let err = synthetic_input(&spec, 1 << 30).expect_err("too large");
+        assert!(err.contains("input 'x' declares shape [1099511627776,1099511627776] of DT_FLOAT"), "{err}");
+        let spec = TensorSpec { key: "x".into(), dtype: DType::F64, shape: Some(vec![Dim::Dynamic, Dim::Fixed(3)]) };
+        let tensor = synthetic_input(&spec, 1 << 30).expect("small").expect("known rank");
+        assert_eq!(tensor.shape(), &[1, 3]);
+    }
+
+    #[test]
+    fn warm_up_files_are_read_into_requests_or_refused_with_the_record() {
+        let log = PredictionLog {
+            log_type: Some(LogType::PredictLog(crate::proto::tensorflow::serving::PredictLog {
+                request: Some(PredictRequest { output_filter: vec!["y".into()], ..Default::default() }),
+                response: None,
+            })),
+            ..Default::default()
+        };
+        let bytes = log.encode_to_vec();
+        let requests = read_warmup_requests(&write_tfrecords([bytes.as_slice()])).expect("read");
+        assert_eq!(requests[0].output_filter, ["y"]);
+        let err = read_warmup_requests(&write_tfrecords([b"\xff".as_slice()])).expect_err("garbage");
+        assert!(err.to_string().starts_with("warm-up record 0: not a PredictionLog"), "{err}");
+        let empty = PredictionLog::default().encode_to_vec();
+        let err = read_warmup_requests(&write_tfrecords([bytes.as_slice(), empty.as_slice()])).expect_err("no predict log");
+        assert_eq!(err.to_string(), "warm-up record 1: only PredictLog records are supported");
+        let many = vec![bytes.as_slice(); MAX_RECORDS + 1];
+        let err = read_warmup_requests(&write_tfrecords(many)).expect_err("too many");
+        assert_eq!(err.to_string(), "has 1001 records, more than the limit of 1000");
+    }
 }

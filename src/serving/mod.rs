@@ -8,7 +8,7 @@ mod signature;
 mod validate;
 
 pub use admission::{Admission, AdmissionError};
-pub use predict::{PredictCall, PredictOutcome, RequestTensor, WireTensor, predict, predict_on};
+pub use predict::{PredictCall, PredictOutcome, RequestTensor, WireTensor, bind_inputs, predict, predict_on};
 pub use servable::Servable;
 pub use signature::{DEFAULT_SIGNATURE, PREDICT_METHOD, Signature};
 pub use validate::{RequestError, check_input, check_input_keys, select_outputs};

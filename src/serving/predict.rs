@@ -10,7 +10,7 @@ use crate::repository::{ModelRepository, VersionRequest};
 use crate::tensor::tf_proto;
 use crate::tensor::{DType, HostTensor, TensorSpec};
 
-use super::{RequestError, Servable, check_input, check_input_keys, select_outputs};
+use super::{RequestError, Servable, Signature, check_input, check_input_keys, select_outputs};
 
 /// A request tensor in its wire form. Split in two steps so that dtype and shape are checked
 /// against the signature before any element is allocated.
@@ -59,19 +59,10 @@ pub async fn predict_on<T: RequestTensor>(
     mut call: PredictCall<T>,
 ) -> Result<PredictOutcome, ServingError> {
     let signature = servable.signature(&call.signature_name)?;
+    // Keys first, then the output filter, then tensors: the order TF reports problems in.
     check_input_keys(signature, call.inputs.keys().map(String::as_str))?;
     let selected = select_outputs(signature, &call.output_filter)?;
-
-    let mut inputs = Vec::with_capacity(signature.inputs.len());
-    for spec in &signature.inputs {
-        let tensor = call
-            .inputs
-            .remove(&spec.key)
-            .ok_or_else(|| RequestError::Invalid(format!("missing input {}", spec.key)))?;
-        let (dtype, shape) = tensor.header(spec)?;
-        check_input(spec, dtype, &shape)?;
-        inputs.push(tensor.materialise(spec, dtype, shape)?);
-    }
+    let inputs = bind_inputs(signature, std::mem::take(&mut call.inputs))?;
 
     let (results, timing) = servable.run(inputs, call.deadline).await?;
     let mut results: Vec<Option<HostTensor>> = results.into_iter().map(Some).collect();
@@ -81,6 +72,22 @@ pub async fn predict_on<T: RequestTensor>(
         .filter_map(|i| results.get_mut(i).and_then(Option::take).map(|t| (signature.outputs[i].key.clone(), t)))
         .collect();
     Ok(PredictOutcome { servable, signature_name, outputs, timing })
+}
+
+/// Checks request tensors against `signature` and materialises them in the order the session
+/// takes them. Each tensor's dtype and shape pass the signature check before its values are
+/// allocated. Public because it is the whole request-side decoding step with no model behind
+/// it, which is what the fuzz targets drive.
+pub fn bind_inputs<T: RequestTensor>(signature: &Signature, mut sent: HashMap<String, T>) -> Result<Vec<HostTensor>, RequestError> {
+    check_input_keys(signature, sent.keys().map(String::as_str))?;
+    let mut inputs = Vec::with_capacity(signature.inputs.len());
+    for spec in &signature.inputs {
+        let tensor = sent.remove(&spec.key).ok_or_else(|| RequestError::Invalid(format!("missing input {}", spec.key)))?;
+        let (dtype, shape) = tensor.header(spec)?;
+        check_input(spec, dtype, &shape)?;
+        inputs.push(tensor.materialise(spec, dtype, shape)?);
+    }
+    Ok(inputs)
 }
 
 /// A `TensorProto` from the wire, decoded only after its header passed the signature check.

@@ -27,7 +27,10 @@ use crate::serving::Admission;
 use crate::metrics::{Entrypoint, Metrics, RequestRecord};
 use crate::repository::ModelRepository;
 
-use reply::{RestError, json_response};
+use reply::json_response;
+
+pub use predict::decode_inputs;
+pub use reply::RestError;
 use routes::{Route, Verb};
 
 /// What the REST handlers share.

@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use half::{bf16, f16};
 
 use crate::repository::{ModelRepository, VersionRequest};
-use crate::serving::{PredictCall, Signature, predict_on};
+use crate::serving::{PredictCall, Signature, bind_inputs, predict_on};
 use crate::tensor::{HostTensor, TensorData};
 
 use super::json::{self, Value, Writer, preview, write_f32, write_f64};
@@ -31,20 +31,8 @@ pub(super) async fn run(
     deadline: Option<std::time::Instant>,
     served: &mut Option<i64>,
 ) -> Result<String, RestError> {
-    let doc = json::parse(body).map_err(|e| RestError::invalid(e.to_string()))?;
-    if !matches!(doc, Value::Object(_)) {
-        return Err(RestError::invalid(format!("JSON Value: {} Is not object", preview(&doc))));
-    }
-    let signature_name = match doc.get("signature_name") {
-        None => "",
-        Some(Value::String(name)) => name,
-        Some(_) => {
-            return Err(RestError::invalid(format!(
-                "JSON Value: {} not formatted correctly. 'signature_name' key must be a string value.",
-                preview(&doc)
-            )));
-        }
-    };
+    let doc = document(body)?;
+    let signature_name = signature_name(&doc)?;
     // The signature decides how rows map to inputs and which dtype each value must have, so
     // resolve first (TF does the same) and run the call on that same servable.
     let servable = repository.resolve(model, version)?;
@@ -61,6 +49,38 @@ pub(super) async fn run(
     };
     let outcome = predict_on(servable, call).await?;
     write_outputs(format, &outcome.outputs)
+}
+
+/// Parses a Predict body and builds its input tensors for `signature`, checked and converted
+/// exactly as a request would be, without a model to run them. The body's `signature_name` is
+/// validated but not used to pick `signature`. This is the REST decoding step the fuzz target
+/// drives; `run` goes through the same helpers.
+pub fn decode_inputs(body: &[u8], signature: &Signature) -> Result<Vec<HostTensor>, RestError> {
+    let doc = document(body)?;
+    signature_name(&doc)?;
+    let (_, inputs) = request_tensors(&doc, signature)?;
+    Ok(bind_inputs(signature, inputs)?)
+}
+
+/// The body as a JSON object.
+fn document(body: &[u8]) -> Result<Value<'_>, RestError> {
+    let doc = json::parse(body).map_err(|e| RestError::invalid(e.to_string()))?;
+    if !matches!(doc, Value::Object(_)) {
+        return Err(RestError::invalid(format!("JSON Value: {} Is not object", preview(&doc))));
+    }
+    Ok(doc)
+}
+
+/// `signature_name`, empty when absent.
+fn signature_name<'d>(doc: &'d Value<'_>) -> Result<&'d str, RestError> {
+    match doc.get("signature_name") {
+        None => Ok(""),
+        Some(Value::String(name)) => Ok(name),
+        Some(_) => Err(RestError::invalid(format!(
+            "JSON Value: {} not formatted correctly. 'signature_name' key must be a string value.",
+            preview(doc)
+        ))),
+    }
 }
 
 type Inputs<'v, 'a> = HashMap<String, JsonTensor<'v, 'a>>;

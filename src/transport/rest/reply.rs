@@ -14,8 +14,9 @@ use super::json::Writer;
 /// An error on its way to the client: a kind (for the status code and the metric label) and
 /// TF's message. REST-only failures (bad paths, malformed JSON) use the same kinds as the
 /// shared ones, so there is no second code table.
-#[derive(Debug)]
-pub(super) struct RestError {
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct RestError {
     kind: ErrorKind,
     message: String,
 }
@@ -30,11 +31,11 @@ impl RestError {
         Self::new(ErrorKind::InvalidArgument, message)
     }
 
-    pub(super) fn kind(&self) -> ErrorKind {
+    pub fn kind(&self) -> ErrorKind {
         self.kind
     }
 
-    pub(super) fn message(&self) -> &str {
+    pub fn message(&self) -> &str {
         &self.message
     }
 

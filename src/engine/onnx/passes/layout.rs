@@ -97,6 +97,11 @@ enum Kind {
 }
 
 fn classify(graph: &GraphProto, node: &NodeProto, nhwc: &HashMap<String, String>) -> Kind {
+    // Every rewrite reads input 0 and renames output 0. A malformed node without them stays
+    // as it is, and its op builder then refuses it with the node's name.
+    if node.input.first().is_none_or(|i| i.is_empty()) || node.output.len() != 1 {
+        return Kind::Keep;
+    }
     let is_2d = |name: &str| attr(node, name).is_none_or(|a| a.ints.len() == 2);
     let first_nhwc = node.input.first().is_some_and(|i| nhwc.contains_key(i));
     match node.op_type.as_str() {

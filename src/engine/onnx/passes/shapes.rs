@@ -75,6 +75,12 @@ const SAME_SHAPE: &[&str] = &[
     "Log", "Sqrt", "Erf", "Identity", "Softmax", "LogSoftmax", "Clip", "Dropout", "Gelu", "Reciprocal", "Floor", "Ceil",
 ];
 
+/// The element count of `dims`: unknown if any dim is, and also if the product overflows (the
+/// dims come from the model file; a pass must not fire on a size it cannot represent).
+fn size(mut dims: impl Iterator<Item = Option<usize>>) -> Option<usize> {
+    dims.try_fold(1usize, |acc, d| acc.checked_mul(d?))
+}
+
 fn rule(graph: &GraphProto, facts: &Facts, node: &NodeProto) -> Option<Fact> {
     let input = |i: usize| node.input.get(i).and_then(|n| facts.get(n));
     match node.op_type.as_str() {
@@ -103,8 +109,8 @@ fn rule(graph: &GraphProto, facts: &Facts, node: &NodeProto) -> Option<Fact> {
             }
             // -1 is whatever is left once the known sizes are divided out
             if let Some(hole) = target.iter().position(|&t| t == -1) {
-                let total: Option<usize> = x.dims.iter().copied().product();
-                let known: Option<usize> = dims.iter().enumerate().filter(|(i, _)| *i != hole).map(|(_, d)| *d).product();
+                let total = size(x.dims.iter().copied());
+                let known = size(dims.iter().enumerate().filter(|(i, _)| *i != hole).map(|(_, d)| *d));
                 dims[hole] = match (total, known) {
                     (Some(t), Some(k)) if k > 0 && t % k == 0 => Some(t / k),
                     _ => None,
@@ -117,8 +123,8 @@ fn rule(graph: &GraphProto, facts: &Facts, node: &NodeProto) -> Option<Fact> {
             let rank = x.dims.len() as i64;
             let a = attr(node, "axis").map_or(1, |a| a.i);
             let a = usize::try_from(if a < 0 { a + rank } else { a }).ok()?.min(x.dims.len());
-            let outer = x.dims[..a].iter().copied().product::<Option<usize>>();
-            let inner = x.dims[a..].iter().copied().product::<Option<usize>>();
+            let outer = size(x.dims[..a].iter().copied());
+            let inner = size(x.dims[a..].iter().copied());
             Some(Fact { elem_type: x.elem_type, dims: vec![outer, inner] })
         }
         "Add" | "Sub" | "Mul" | "Div" => {
@@ -187,5 +193,12 @@ mod tests {
         assert_eq!(facts["r"].dims, vec![None, Some(1), Some(28), Some(28)]);
         assert_eq!(facts["t"].dims, vec![None, Some(28), Some(28), Some(1)]);
         assert_eq!(facts["t"].elem_type, 1);
+    }
+
+    #[test]
+    fn sizes_that_overflow_are_unknown() {
+        assert_eq!(size([Some(3), Some(4)].into_iter()), Some(12));
+        assert_eq!(size([Some(3), None].into_iter()), None);
+        assert_eq!(size([Some(usize::MAX), Some(2)].into_iter()), None);
     }
 }

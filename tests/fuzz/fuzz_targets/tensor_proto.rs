@@ -1,0 +1,9 @@
+#![no_main]
+//! See `candle_serving_fuzz::targets::tensor_proto`.
+
+#[global_allocator]
+static ALLOC: candle_serving_fuzz::LimitedAlloc = candle_serving_fuzz::LimitedAlloc;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = candle_serving_fuzz::targets::tensor_proto(data);
+});
