@@ -89,6 +89,8 @@ for name in "${targets[@]}"; do
     grep -E '^stat::number_of_executed_units|^Done ' "$fuzz/artifacts/$name/fuzz.log" | sed "s/^/  $name: /" || true
 done
 
+# The closing line CI reads, in the plain `N passed, N failed` form.
+echo "fuzz: $((${#targets[@]} - ${#failed[@]})) passed, ${#failed[@]} failed"
 if ((${#failed[@]})); then
     log "FAILED: ${failed[*]}"
     echo "Crashing inputs are in tests/fuzz/artifacts/<target>/. Once fixed, keep each one in"
