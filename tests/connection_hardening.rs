@@ -158,9 +158,28 @@ async fn connections_past_the_cap_get_a_503_or_a_goaway_that_says_why_and_servic
         "mnist_cnn",
     )
     .await;
+    // Start-up's readiness probes hold slots until their connections wind down: wait for them,
+    // so that exactly the 16 stalled connections below fill the cap.
+    let quiet = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = scrape(rest).await;
+        let grpc_open = metric_value(&metrics, "candle_serving_open_connections{transport=\"grpc\"}");
+        let rest_open = metric_value(&metrics, "candle_serving_open_connections{transport=\"rest\"}");
+        if grpc_open == Some(0.0) && rest_open == Some(1.0) {
+            break;
+        }
+        assert!(Instant::now() < quiet, "connections stayed open after start-up: grpc {grpc_open:?}, rest {rest_open:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await; // the scrape's own connection closes
     let started = Instant::now();
     let stalled = open_stalled(rest, PARTIAL_HTTP1, 16).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
+    for (stream, _) in &stalled {
+        let mut buf = [0u8; 64];
+        let pending = stream.try_read(&mut buf);
+        assert!(matches!(&pending, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock), "a connection under the cap was answered: {pending:?}");
+    }
 
     let mut http1 = TcpStream::connect(("127.0.0.1", rest)).await.expect("connect");
     http1.write_all(b"GET /v1/models/mnist_cnn HTTP/1.1\r\nHost: localhost\r\n\r\n").await.expect("write");

@@ -33,7 +33,7 @@ bash tests/container/setup.sh
 
 cargo --version
 python3 --version
-cargo test "$@"
+cargo test --no-fail-fast "$@"
 
 if (($# == 0)); then
   bash tests/fuzz/run.sh "${FUZZ_SECONDS:-60}"
