@@ -20,6 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's import chatter q
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from checks import Checks, expect  # noqa: E402
 from tensorflow_serving.apis import (  # noqa: E402
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -31,27 +32,6 @@ from tensorflow_serving.apis import (  # noqa: E402
 INPUT, OUTPUT, SIGNATURE, VERSION = "image", "probabilities", "serving_default", 1
 ATOL = 1e-5
 ERROR_CODE_OK = 0  # tensorflow.error.Code.OK
-
-
-class Checks:
-    def __init__(self):
-        self.passed = self.failed = 0
-
-    def run(self, name, fn):
-        try:
-            detail = fn()
-        except Exception as e:  # noqa: BLE001 - any failure is reported, not raised
-            self.failed += 1
-            msg = f"{e.code()}: {e.details()}" if isinstance(e, grpc.RpcError) else f"{type(e).__name__}: {e}"
-            print(f"FAIL {name}: {' '.join(msg.split())}", flush=True)  # keep it to one line
-        else:
-            self.passed += 1
-            print(f"PASS {name}" + (f" ({detail})" if detail else ""), flush=True)
-
-
-def expect(cond, msg):
-    if not cond:
-        raise AssertionError(msg)
 
 
 def main():

@@ -29,30 +29,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from checks import Checks, expect  # noqa: E402
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
 MODEL, INPUT, OUTPUT, ATOL = "mnist_cnn", "image", "probabilities", 1e-5
-
-
-class Checks:
-    def __init__(self):
-        self.passed = self.failed = 0
-
-    def run(self, name, fn):
-        try:
-            detail = fn()
-        except Exception as e:  # noqa: BLE001 - every failure is reported, not raised
-            self.failed += 1
-            msg = f"{e.code()}: {e.details()}" if isinstance(e, grpc.RpcError) else f"{type(e).__name__}: {e}"
-            print(f"FAIL {name}: {' '.join(msg.split())}", flush=True)
-        else:
-            self.passed += 1
-            print(f"PASS {name}" + (f" ({detail})" if detail else ""), flush=True)
-
-
-def expect(cond, msg):
-    if not cond:
-        raise AssertionError(msg)
 
 
 def credentials(args):
@@ -179,8 +159,7 @@ def main():
     args = ap.parse_args()
     checks = Checks()
     {"serve": mode_serve, "refused": mode_refused, "rotate": mode_rotate}[args.mode](args, checks)
-    print(f"{checks.passed} passed, {checks.failed} failed")
-    return 1 if checks.failed else 0
+    return checks.summary()
 
 
 if __name__ == "__main__":
