@@ -14,7 +14,7 @@ use candle_serving::config::model_config::{self, MODEL_SERVER_CONFIG};
 use candle_serving::config::text_proto;
 use candle_serving::engine::onnx::OnnxSession;
 use candle_serving::engine::Session;
-use candle_serving::proto::tensorflow::serving::{BatchingParameters, ModelServerConfig, MonitoringConfig, PredictRequest};
+use candle_serving::proto::tensorflow::serving::{BatchingParameters, ModelServerConfig, MonitoringConfig, PredictRequest, SslConfig};
 use candle_serving::repository::read_warmup_requests;
 use candle_serving::serving::{Signature, WireTensor, bind_inputs};
 use candle_serving::tensor::tf_proto::dtype_from_tf;
@@ -77,8 +77,9 @@ pub fn rest_json(data: &[u8]) -> Result<(), String> {
     outcomes.iter().find(|o| o.is_ok()).cloned().unwrap_or_else(|| outcomes[0].clone())
 }
 
-/// A config file as each text-format message the server reads, including the checks that
-/// follow parsing (model list normalisation, batching parameters).
+/// A config file as each text-format message the server reads (model list, monitoring,
+/// batching, SSL), including the checks that follow parsing (model list normalisation,
+/// batching parameters).
 pub fn text_config(data: &[u8]) -> Result<(), String> {
     let text = std::str::from_utf8(data).map_err(|e| e.to_string())?;
     let models = text_proto::parse::<ModelServerConfig>(MODEL_SERVER_CONFIG, text, "fuzz.config")
@@ -90,7 +91,8 @@ pub fn text_config(data: &[u8]) -> Result<(), String> {
     let batching = text_proto::parse::<BatchingParameters>("tensorflow.serving.BatchingParameters", text, "fuzz.config")
         .map_err(|e| e.to_string())
         .and_then(|params| BatchingOptions::from_params(&params, 4).map(|_| ()));
-    models.or(monitoring).or(batching)
+    let ssl = text_proto::parse::<SslConfig>("tensorflow.serving.SSLConfig", text, "fuzz.config").map(|_| ()).map_err(|e| e.to_string());
+    models.or(monitoring).or(batching).or(ssl)
 }
 
 /// A warm-up file (`assets.extra/tf_serving_warmup_requests`): TFRecord framing, the
