@@ -290,12 +290,13 @@ async fn an_http2_rapid_reset_flood_is_cut_off_and_the_server_keeps_serving() {
     // The server's answer to the flood arrives on the connection: a GOAWAY ending it.
     let ended = tokio::time::timeout(Duration::from_secs(10), driver).await;
     eprintln!("rapid reset: {sent} streams opened and reset; send side: {cut_off:?}; connection: {ended:?}");
-    let goaway = match &ended {
-        Ok(Ok(Err(e))) => e.is_go_away() && e.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM),
+    // The server sends GOAWAY(ENHANCE_YOUR_CALM) and closes; a client still writing may see the
+    // closed socket (broken pipe, reset) before it reads the GOAWAY. Either way it was cut off.
+    let cut = match &ended {
+        Ok(Ok(Err(e))) => (e.is_go_away() && e.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM)) || e.is_io(),
         _ => false,
     };
-    assert!(goaway, "the flood was not cut off with GOAWAY(ENHANCE_YOUR_CALM) after {sent} resets: {ended:?}");
-    assert!(sent < 20_000, "all {sent} streams were accepted");
+    assert!(cut && sent < 20_000, "the flood was not cut off by the server after {sent} resets: {ended:?}");
     // Whatever the flood did to its own connection, everyone else is served promptly.
     let latency = timed_predict(&server).await;
     assert!(latency < Duration::from_millis(200), "Predict took {latency:?} after the flood");
