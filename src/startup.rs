@@ -179,7 +179,11 @@ pub async fn serve(
         grpc_tls = network.grpc_tls.is_some(),
         rest_tls = network.rest_tls.is_some(),
         max_connections,
-        compute_threads = threads, intra_op_threads = intra_op, device = %config.device, "listening; loading models");
+        compute_threads = threads,
+        intra_op_threads = intra_op,
+        device = %config.device,
+        "listening; loading models"
+    );
 
     let mut manager = ModelManager::new(
         Arc::clone(&repository),

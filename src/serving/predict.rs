@@ -62,7 +62,7 @@ pub async fn predict_on<T: RequestTensor>(
     // Keys first, then the output filter, then tensors: the order TF reports problems in.
     check_input_keys(signature, call.inputs.keys().map(String::as_str))?;
     let selected = select_outputs(signature, &call.output_filter)?;
-    let inputs = bind_inputs(signature, std::mem::take(&mut call.inputs))?;
+    let inputs = materialise_inputs(signature, std::mem::take(&mut call.inputs))?;
 
     let (results, timing) = servable.run(inputs, call.deadline).await?;
     let mut results: Vec<Option<HostTensor>> = results.into_iter().map(Some).collect();
@@ -78,8 +78,14 @@ pub async fn predict_on<T: RequestTensor>(
 /// takes them. Each tensor's dtype and shape pass the signature check before its values are
 /// allocated. Public because it is the whole request-side decoding step with no model behind
 /// it, which is what the fuzz targets drive.
-pub fn bind_inputs<T: RequestTensor>(signature: &Signature, mut sent: HashMap<String, T>) -> Result<Vec<HostTensor>, RequestError> {
+pub fn bind_inputs<T: RequestTensor>(signature: &Signature, sent: HashMap<String, T>) -> Result<Vec<HostTensor>, RequestError> {
     check_input_keys(signature, sent.keys().map(String::as_str))?;
+    materialise_inputs(signature, sent)
+}
+
+/// [`bind_inputs`] after the keys were checked (`predict_on` checks them before the output
+/// filter, the order TF reports problems in).
+fn materialise_inputs<T: RequestTensor>(signature: &Signature, mut sent: HashMap<String, T>) -> Result<Vec<HostTensor>, RequestError> {
     let mut inputs = Vec::with_capacity(signature.inputs.len());
     for spec in &signature.inputs {
         let tensor = sent.remove(&spec.key).ok_or_else(|| RequestError::Invalid(format!("missing input {}", spec.key)))?;

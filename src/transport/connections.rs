@@ -21,7 +21,8 @@ use super::activity::{Activity, Stalled, Tracked};
 use super::refuse;
 use crate::metrics::ConnectionMetrics;
 
-/// How connections on one port are kept in check.
+/// How connections on one port are kept in check (from `config::NetworkOptions`, which holds
+/// the defaults).
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
     /// `--grpc_max_connection_age_ms`: close (GOAWAY) after this age, ±10%.
@@ -35,20 +36,6 @@ pub struct ConnectionLimits {
     pub keepalive_interval: Option<Duration>,
     pub keepalive_timeout: Duration,
     pub max_concurrent_streams: u32,
-}
-
-impl Default for ConnectionLimits {
-    fn default() -> Self {
-        Self {
-            max_age: None,
-            max_age_grace: None,
-            handshake_timeout: Duration::from_secs(10),
-            idle_timeout: Some(Duration::from_secs(300)),
-            keepalive_interval: Some(Duration::from_secs(60)),
-            keepalive_timeout: Duration::from_secs(20),
-            max_concurrent_streams: 256,
-        }
-    }
 }
 
 /// HTTP/2 streams a client may reset before the server has answered them, and streams the

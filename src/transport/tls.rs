@@ -110,9 +110,9 @@ fn build(m: &Material) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let key = PrivateKeyDer::from_pem_slice(&m.key).map_err(|e| TlsError::invalid(&m.key_path, "private key", e))?;
     let signing_key = provider
         .key_provider
-        .load_private_key(key.clone_key())
+        .load_private_key(key)
         .map_err(|e| TlsError::invalid(&m.key_path, "private key", e))?;
-    let certified = rustls::sign::CertifiedKey::new(chain.clone(), signing_key);
+    let certified = rustls::sign::CertifiedKey::new(chain, signing_key);
     certified
         .keys_match()
         .map_err(|e| TlsError::invalid(&m.key_path, "private key", format!("does not belong to the certificate in {}: {e}", m.cert_path)))?;
@@ -123,7 +123,7 @@ fn build(m: &Material) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         None => builder.with_no_client_auth(),
         Some(pem) => builder.with_client_cert_verifier(client_verifier(pem, &m.ca_path, provider)?),
     };
-    let mut config = builder.with_single_cert(chain, key).map_err(|e| TlsError::invalid(&m.cert_path, "server certificate", e))?;
+    let mut config = builder.with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
     // gRPC clients insist on negotiating h2; REST clients may speak either.
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))

@@ -31,11 +31,11 @@ impl RestError {
         Self::new(ErrorKind::InvalidArgument, message)
     }
 
-    pub fn kind(&self) -> ErrorKind {
+    pub(super) fn kind(&self) -> ErrorKind {
         self.kind
     }
 
-    pub fn message(&self) -> &str {
+    pub(super) fn message(&self) -> &str {
         &self.message
     }
 
