@@ -7,7 +7,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use candle_serving::proto::tensorflow::serving::PredictResponse;
+use candle_serving::proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
 use common::*;
+use tonic::transport::Channel;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -45,14 +48,20 @@ async fn closed_by_server((mut stream, opened): (TcpStream, Instant), limit: Dur
     end.await.ok()
 }
 
-/// A batch-1 CNN Predict on a fresh connection (connect included), with its wall time.
-async fn timed_predict(server: &Server) -> Duration {
+/// A batch-1 CNN Predict on a fresh connection; an error (refused, reset) comes back as text.
+async fn try_predict(server: &Server) -> Result<PredictResponse, String> {
     let (dims, values) = npy(&fixture("mnist_cnn/input_b1.npy"));
+    let channel = Channel::from_shared(server.url()).map_err(|e| e.to_string())?.connect().await.map_err(|e| e.to_string())?;
+    let mut client = PredictionServiceClient::new(channel);
+    client.predict(predict_request("mnist_cnn", "image", float_tensor(&dims, values))).await.map(|r| r.into_inner()).map_err(|e| e.to_string())
+}
+
+/// [`try_predict`] that must succeed, with its wall time (connect included).
+async fn timed_predict(server: &Server) -> Duration {
     let started = Instant::now();
-    let mut client = server.predict_client().await;
-    let response = client.predict(predict_request("mnist_cnn", "image", float_tensor(&dims, values))).await.expect("predict");
+    let response = try_predict(server).await.expect("predict");
     let elapsed = started.elapsed();
-    assert!(response.into_inner().outputs.contains_key("probabilities"));
+    assert!(response.outputs.contains_key("probabilities"));
     elapsed
 }
 
@@ -70,14 +79,17 @@ async fn settle_fds(pid: u32, baseline: usize) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_stalled_connections_neither_block_predict_nor_outlive_the_handshake_timeout() {
     let _serial = SERIAL.lock().await;
-    let timeout = Duration::from_millis(2000);
-    let (server, rest) = Server::start_with_rest(&["--model_name=mnist_cnn", "--model_base_path=models/mnist_cnn", "--connection_handshake_timeout_ms=2000"], "mnist_cnn").await;
+    // Long enough that opening all 2000 (one after another) ends before the first ones time out.
+    let timeout = Duration::from_millis(5000);
+    let (server, rest) = Server::start_with_rest(&["--model_name=mnist_cnn", "--model_base_path=models/mnist_cnn", "--connection_handshake_timeout_ms=5000"], "mnist_cnn").await;
     timed_predict(&server).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let baseline = fd_count(server.pid());
 
+    let opening = Instant::now();
     let mut stalled = open_stalled(rest, PARTIAL_HTTP1, 1000).await;
     stalled.extend(open_stalled(server.port, H2_PREFACE, 1000).await);
+    let opened_in = opening.elapsed();
     // One client on each port dribbles a valid request a byte a second: it never completes.
     let dribble = |port: u16, request: &'static [u8]| {
         tokio::spawn(async move {
@@ -109,7 +121,7 @@ async fn two_thousand_stalled_connections_neither_block_predict_nor_outlive_the_
         tokio::time::sleep(Duration::from_millis(20)).await;
         open_now = fd_count(server.pid());
     }
-    assert!(open_now >= baseline + 1900, "the server holds {open_now} fds (baseline {baseline}): the stalled connections were not accepted");
+    assert!(open_now >= baseline + 1900, "the server holds {open_now} fds (baseline {baseline}) after opening 2000 in {opened_in:?}: the stalled connections were not accepted");
 
     let latency = timed_predict(&server).await;
     assert!(latency < Duration::from_millis(100), "Predict took {latency:?} beside 2000 stalled connections");
@@ -195,14 +207,14 @@ async fn connections_past_the_cap_get_a_503_or_a_goaway_that_says_why_and_servic
     // SETTINGS (9 bytes), then a GOAWAY frame (type 7) whose debug data names the limit.
     assert!(frames.len() > 18 && frames[9 + 3] == 7, "no GOAWAY: {frames:?}");
     assert!(String::from_utf8_lossy(&frames).contains("--max_connections"), "{}", String::from_utf8_lossy(&frames));
-    let refused = PredictionServiceClientExt::try_predict(&server).await;
+    let refused = try_predict(&server).await;
     assert!(refused.is_err(), "a Predict past the cap was served");
 
     drop(stalled);
     let deadline = started + Duration::from_secs(10);
     loop {
-        match PredictionServiceClientExt::try_predict(&server).await {
-            Ok(()) => break,
+        match try_predict(&server).await {
+            Ok(_) => break,
             Err(e) => assert!(Instant::now() < deadline, "service did not resume once the stalled clients left: {e}"),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -211,18 +223,6 @@ async fn connections_past_the_cap_get_a_503_or_a_goaway_that_says_why_and_servic
     let refused = metric_value(&metrics, "candle_serving_connections_refused_total{transport=\"rest\"}").unwrap_or(0.0)
         + metric_value(&metrics, "candle_serving_connections_refused_total{transport=\"grpc\"}").unwrap_or(0.0);
     assert!(refused >= 3.0, "refused connections counted: {refused}");
-}
-
-/// A Predict on a new connection that reports failure instead of panicking.
-struct PredictionServiceClientExt;
-
-impl PredictionServiceClientExt {
-    async fn try_predict(server: &Server) -> Result<(), String> {
-        let (dims, values) = npy(&fixture("mnist_cnn/input_b1.npy"));
-        let channel = tonic::transport::Channel::from_shared(server.url()).map_err(|e| e.to_string())?.connect().await.map_err(|e| e.to_string())?;
-        let mut client = candle_serving::proto::tensorflow::serving::prediction_service_client::PredictionServiceClient::new(channel);
-        client.predict(predict_request("mnist_cnn", "image", float_tensor(&dims, values))).await.map(|_| ()).map_err(|e| e.to_string())
-    }
 }
 
 #[tokio::test]

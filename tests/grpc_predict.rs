@@ -51,7 +51,8 @@ async fn pytorch_style_nchw_cnn_matches_onnxruntime() {
 /// Sequential-MNIST LSTM and GRU (Keras, tf2onnx), served from models/ with no flags like the CNN.
 #[tokio::test]
 async fn keras_lstm_and_gru_match_onnxruntime_at_batch_1_and_16() {
-    let server = Server::start(&[], "mnist_lstm").await;
+    let mut server = Server::start(&[], "mnist_lstm").await;
+    server.wait_available("mnist_gru").await;
     for model in ["mnist_lstm", "mnist_gru"] {
         for batch in [1, 16] {
             check_golden(&server, model, model, batch, None).await;
@@ -63,7 +64,10 @@ async fn keras_lstm_and_gru_match_onnxruntime_at_batch_1_and_16() {
 /// alone, for every model in models/.
 #[tokio::test]
 async fn each_row_of_a_batch_equals_the_same_input_run_alone() {
-    let server = Server::start(&[], "mnist_cnn").await;
+    let mut server = Server::start(&[], "mnist_cnn").await;
+    for model in ["mnist_lstm", "mnist_gru"] {
+        server.wait_available(model).await;
+    }
     let mut client = server.predict_client().await;
     for model in ["mnist_cnn", "mnist_lstm", "mnist_gru"] {
         let (dims, input) = npy(&fixture(&format!("{model}/input_b16.npy")));

@@ -59,7 +59,9 @@ impl Server {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    async fn wait_available(&mut self, model: &str) {
+    /// Waits until `model` has an AVAILABLE version (models load one after another, so a test
+    /// that uses several waits for each).
+    pub async fn wait_available(&mut self, model: &str) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
