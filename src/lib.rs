@@ -10,7 +10,8 @@ pub mod error;
 pub mod metrics;
 pub mod proto;
 pub mod repository;
-pub mod serving;
+pub mod request;
+pub mod servable;
 pub mod tensor;
 pub mod transport;
 

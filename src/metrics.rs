@@ -19,7 +19,7 @@ pub enum Entrypoint {
 }
 
 impl Entrypoint {
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Entrypoint::Grpc => "GRPC",
             Entrypoint::Rest => "REST",

@@ -16,13 +16,13 @@ use crate::engine::{self, ComputePool, EngineOptions};
 use crate::metrics::Metrics;
 use crate::batching::BatchingOptions;
 use crate::proto::tensorflow::serving::{BatchingParameters, MonitoringConfig};
-use crate::serving::Admission;
+use crate::request::{Admission, RequestCore};
 use crate::config::model_config::{self, ConfigError, ModelConfig};
 use crate::repository::{LayoutError, ModelManager, ModelRepository, discover_models, manager_channel};
 use crate::transport::connections::{self, ConnectionLimits, Endpoint};
 use crate::transport::tls::{TlsConfig, TlsError};
 use crate::transport::grpc::{self, PredictOptions};
-use crate::transport::health::Readiness;
+use crate::transport::health::{Phase, Readiness};
 use crate::transport::{ops_http, rest};
 
 /// Sockets bound by the caller, so tests can use port 0 and `main` owns address selection.
@@ -95,8 +95,9 @@ pub async fn serve(
     let repository = Arc::new(ModelRepository::new());
     let metrics = Arc::new(Metrics::new().map_err(|e| ServeError::Setup(format!("metrics: {e}")))?);
     let (reporter, health_service) = tonic_health::server::health_reporter();
-    let readiness = Readiness::new(reporter);
-    readiness.set(false).await;
+    let readiness = Readiness::new(Arc::clone(&repository));
+    Readiness::publish_not_serving(&reporter).await;
+    tokio::spawn(readiness.clone().publish(reporter));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut transports = JoinSet::new();
@@ -114,10 +115,9 @@ pub async fn serve(
         max_tensor_bytes: config.max_tensor_bytes,
     };
     let (manager_handle, manager_inbox) = manager_channel();
+    let core = RequestCore::new(Arc::clone(&repository), Arc::clone(&metrics), admission);
     let routes = grpc::routes(
-        Arc::clone(&repository),
-        Arc::clone(&metrics),
-        admission.clone(),
+        core.clone(),
         options,
         health_service,
         manager_handle,
@@ -156,13 +156,7 @@ pub async fn serve(
     let mut rest_address = None;
     if let Some(listener) = listeners.rest {
         rest_address = listener.local_addr().ok().map(|a| a.to_string());
-        let state = rest::RestState {
-            repository: Arc::clone(&repository),
-            metrics: Arc::clone(&metrics),
-            timeout: config.rest_api_timeout,
-            admission: admission.clone(),
-            max_body_bytes: network.rest_max_body_bytes,
-        };
+        let state = rest::RestState { core: core.clone(), timeout: config.rest_api_timeout, max_body_bytes: network.rest_max_body_bytes };
         let app = rest::router(state).merge(ops_http::router(Arc::clone(&metrics), readiness.clone(), metrics_path));
         transports.spawn(connections::serve(endpoint("rest", listener, &rest_tls, limits), app, stop_rx.clone(), config.drain_timeout));
     }
@@ -199,12 +193,12 @@ pub async fn serve(
         while transports.join_next().await.is_some() {}
         return Err(ServeError::ModelsUnavailable(err));
     }
-    readiness.set(true).await;
+    readiness.set_phase(Phase::Serving);
     tracing::info!(models = ?repository.model_names(), "all models available; SERVING");
     let manager_task = tokio::spawn(manager.run(manager_inbox, config_file, stop_rx.clone()));
 
     shutdown.await;
-    readiness.set(false).await;
+    readiness.set_phase(Phase::Draining);
     if !config.shutdown_delay.is_zero() {
         tracing::info!(delay_s = config.shutdown_delay.as_secs(), "NOT_SERVING; still serving during the shutdown delay");
         tokio::time::sleep(config.shutdown_delay).await;

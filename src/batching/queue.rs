@@ -10,9 +10,8 @@ use tokio::time::Instant;
 use thiserror::Error;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
-use crate::engine::{ComputePool, EngineError, Session, Timing};
+use crate::engine::{ComputeError, ComputePool, EngineError, Session, Timing};
 use crate::metrics::Metrics;
-use crate::serving::servable::RunError;
 use crate::tensor::HostTensor;
 
 use super::BatchingOptions;
@@ -23,9 +22,16 @@ pub enum BatchError {
     QueueFull { capacity: usize },
     #[error("Task size {rows} is larger than maximum input batch size {max}")]
     TooLarge { rows: usize, max: usize },
+    /// The batch this request rode in failed in the engine; every member gets the error.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Compute(#[from] ComputeError),
+    #[error("Deadline exceeded: the request's deadline passed while it waited in the batch queue")]
+    DeadlineExceeded,
 }
 
-type Reply = Result<(Vec<HostTensor>, Timing), RunError>;
+type Reply = Result<(Vec<HostTensor>, Timing), BatchError>;
 
 struct Task {
     inputs: Vec<HostTensor>,
@@ -103,7 +109,7 @@ impl Batcher {
             self.queued.fetch_sub(rows, Ordering::SeqCst);
             return full();
         }
-        answer.await.map_err(|_| RunError::Compute(crate::engine::ComputeError::ShutDown))?
+        answer.await.map_err(|_| BatchError::Compute(ComputeError::ShutDown))?
     }
 }
 
@@ -182,7 +188,7 @@ impl QueueOwner {
             }
             if task.deadline.is_some_and(|d| d <= now) {
                 if let Some(task) = self.leave(index) {
-                    let _ = task.reply.send(Err(RunError::DeadlineExceeded));
+                    let _ = task.reply.send(Err(BatchError::DeadlineExceeded));
                 }
                 self.metrics.count_dropped(&self.model, "deadline");
                 continue;
@@ -238,8 +244,8 @@ impl Execution {
         drop(permit);
         let outputs = match result {
             Ok((Ok(outputs), timing)) => split(outputs, &sizes).map(|per_task| (per_task, timing)),
-            Ok((Err(err), _)) => Err(RunError::Engine(err)),
-            Err(err) => Err(RunError::Compute(err)),
+            Ok((Err(err), _)) => Err(BatchError::Engine(err)),
+            Err(err) => Err(BatchError::Compute(err)),
         };
         match outputs {
             Ok((per_task, timing)) => {
@@ -271,11 +277,11 @@ fn stack(batch: &[Task], padded: usize) -> Result<Vec<HostTensor>, String> {
 }
 
 /// Splits every output back into per-request pieces: `result[task][output]`.
-fn split(outputs: Vec<HostTensor>, sizes: &[usize]) -> Result<Vec<Vec<HostTensor>>, RunError> {
+fn split(outputs: Vec<HostTensor>, sizes: &[usize]) -> Result<Vec<Vec<HostTensor>>, BatchError> {
     let mut per_task: Vec<Vec<HostTensor>> = sizes.iter().map(|_| Vec::with_capacity(outputs.len())).collect();
     for output in outputs {
         let pieces = output.split_rows(sizes).map_err(|e| {
-            RunError::Engine(EngineError::Internal(format!("batched output is not batch-major: {e}")))
+            BatchError::Engine(EngineError::Internal(format!("batched output is not batch-major: {e}")))
         })?;
         for (slot, piece) in per_task.iter_mut().zip(pieces) {
             slot.push(piece);
@@ -397,7 +403,7 @@ mod tests {
         abandoned.abort();
         let kept = batcher.submit(rows([1, 2], 5.0), None).await.expect("live request runs");
         assert_eq!(kept.0, relu(&rows([1, 2], 5.0)));
-        assert!(matches!(expiring.await.expect("join"), Err(RunError::DeadlineExceeded)));
+        assert!(matches!(expiring.await.expect("join"), Err(BatchError::DeadlineExceeded)));
         assert_eq!(metric(&metrics, "candle_serving_dropped_requests_total{model=\"t\",reason=\"deadline\"}"), 1.0);
         assert_eq!(metric(&metrics, "candle_serving_dropped_requests_total{model=\"t\",reason=\"cancelled\"}"), 1.0);
         assert_eq!(metric(&metrics, "candle_serving_batch_size_sum{model=\"t\"}"), 1.0, "only the live request was computed");

@@ -9,7 +9,7 @@ use crate::engine::onnx::OnnxSession;
 use crate::batching::BatchingOptions;
 use crate::engine::{ComputePool, EngineOptions, LoadError};
 use crate::metrics::Metrics;
-use crate::serving::Servable;
+use crate::servable::Servable;
 
 use super::confine::{EscapeError, confined};
 

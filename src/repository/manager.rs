@@ -207,6 +207,14 @@ impl ModelManager {
             for version in serving.into_iter().filter(|v| !wanted.contains(v)) {
                 self.unload(&model.name, version, false);
             }
+        } else if model.policy.select(&versions.keys().copied().collect()).is_empty() {
+            // Nothing on disk that the policy could serve next: versions whose directory is
+            // gone are unloaded, as TF Serving does when a model's last version is deleted.
+            // (A version still being copied keeps the old one serving until it is complete.)
+            for version in serving.into_iter().filter(|v| !versions.contains_key(v)) {
+                tracing::warn!(model = %model.name, version, "version directory removed; unloading it");
+                self.unload(&model.name, version, false);
+            }
         }
     }
 
@@ -252,7 +260,7 @@ impl ModelManager {
         }
     }
 
-    async fn load_and_warm(&self, name: &str, version: i64, base: &Path, dir: PathBuf) -> Result<Arc<crate::serving::Servable>, String> {
+    async fn load_and_warm(&self, name: &str, version: i64, base: &Path, dir: PathBuf) -> Result<Arc<crate::servable::Servable>, String> {
         let (n, b, d, compute, engine) = (name.to_string(), base.to_path_buf(), dir.clone(), self.compute.clone(), self.engine.clone());
         let batching = self.batching.clone().map(|b| (b, Arc::clone(&self.metrics)));
         let servable = tokio::task::spawn_blocking(move || load_servable(&n, version, &b, &d, &engine, compute, batching))

@@ -15,4 +15,4 @@ pub use loader::{VersionLoadError, load_servable};
 pub use manager::{ManagerHandle, ManagerInbox, ModelManager, channel as manager_channel};
 pub use tfrecord::{RecordError, write_records as write_tfrecords};
 pub use warmup::{WarmupError, read_warmup_requests};
-pub use state::{LookupError, ModelRepository, VersionRequest, VersionState, VersionStatus};
+pub use state::{LookupError, ModelHealth, ModelRepository, VersionRequest, VersionState, VersionStatus};

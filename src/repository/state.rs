@@ -5,8 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use thiserror::Error;
+use tokio::sync::watch;
 
-use crate::serving::Servable;
+use crate::servable::Servable;
 
 /// TF Serving's ModelVersionStatus.State.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,9 +61,51 @@ struct Model {
     labels: HashMap<String, i64>,
 }
 
-#[derive(Default)]
+/// Whether a model can answer requests now, as health checks report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelHealth {
+    pub name: String,
+    /// At least one version is AVAILABLE.
+    pub available: bool,
+    /// The newest version's error, when it has one (why the model is not available).
+    pub error: Option<String>,
+}
+
 pub struct ModelRepository {
     models: RwLock<BTreeMap<String, Model>>,
+    /// Bumped after every change, so health follows the repository instead of being set once.
+    changes: watch::Sender<u64>,
+}
+
+impl Default for ModelRepository {
+    fn default() -> Self {
+        Self { models: RwLock::default(), changes: watch::Sender::new(0) }
+    }
+}
+
+/// Write access; dropping it tells the watchers that something changed.
+struct WriteGuard<'a> {
+    models: std::sync::RwLockWriteGuard<'a, BTreeMap<String, Model>>,
+    changes: &'a watch::Sender<u64>,
+}
+
+impl std::ops::Deref for WriteGuard<'_> {
+    type Target = BTreeMap<String, Model>;
+    fn deref(&self) -> &Self::Target {
+        &self.models
+    }
+}
+
+impl std::ops::DerefMut for WriteGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.models
+    }
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        self.changes.send_modify(|generation| *generation += 1);
+    }
 }
 
 impl ModelRepository {
@@ -70,8 +113,25 @@ impl ModelRepository {
         Self::default()
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Model>> {
-        self.models.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn write(&self) -> WriteGuard<'_> {
+        WriteGuard { models: self.models.write().unwrap_or_else(|poisoned| poisoned.into_inner()), changes: &self.changes }
+    }
+
+    /// Wakes on every change of any model's versions or states.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Every model the repository knows (configured, or still draining), with whether it serves.
+    pub fn health(&self) -> Vec<ModelHealth> {
+        self.read()
+            .iter()
+            .map(|(name, model)| ModelHealth {
+                name: name.clone(),
+                available: model.versions.values().any(|s| s.servable.is_some()),
+                error: model.versions.values().next_back().and_then(|s| s.error.clone()),
+            })
+            .collect()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Model>> {

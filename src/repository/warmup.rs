@@ -10,8 +10,7 @@ use thiserror::Error;
 
 use crate::proto::tensorflow::serving::{PredictRequest, PredictionLog};
 use crate::proto::tensorflow::serving::prediction_log::LogType;
-use crate::repository::VersionRequest;
-use crate::serving::{DEFAULT_SIGNATURE, PredictCall, Servable, WireTensor, predict_on};
+use crate::servable::{DEFAULT_SIGNATURE, PredictCall, Servable, WireTensor};
 use crate::tensor::{DType, Dim, HostTensor, TensorData, TensorSpec, element_count};
 
 use super::confine::confined;
@@ -69,14 +68,12 @@ pub(crate) async fn warm_up(servable: &Arc<Servable>, base: &Path, dir: &Path, m
     for (index, request) in requests.into_iter().enumerate() {
         let signature_name = request.model_spec.map(|s| s.signature_name).unwrap_or_default();
         let call = PredictCall {
-            model: servable.name().to_string(),
-            version: VersionRequest::Specific(servable.version()),
             signature_name,
             inputs: request.inputs.into_iter().map(|(k, proto)| (k, WireTensor { proto, max_bytes: max_tensor_bytes })).collect(),
             output_filter: request.output_filter,
             deadline: None,
         };
-        predict_on(Arc::clone(servable), call).await.map_err(|e| format!("warm-up record {index} failed: {e}"))?;
+        servable.predict(call).await.map_err(|e| format!("warm-up record {index} failed: {e}"))?;
     }
     Ok(count)
 }
@@ -130,14 +127,12 @@ async fn synthetic(servable: &Arc<Servable>, max_tensor_bytes: usize) -> Result<
         };
     }
     let call = PredictCall {
-        model: servable.name().to_string(),
-        version: VersionRequest::Specific(servable.version()),
         signature_name: DEFAULT_SIGNATURE.to_string(),
         inputs,
         output_filter: Vec::new(),
         deadline: None,
     };
-    predict_on(Arc::clone(servable), call).await.map(|_| ()).map_err(|e| format!("synthetic warm-up request failed: {e}"))
+    servable.predict(call).await.map(|_| ()).map_err(|e| format!("synthetic warm-up request failed: {e}"))
 }
 
 #[cfg(test)]

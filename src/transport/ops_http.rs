@@ -10,7 +10,8 @@ use axum::routing::get;
 
 use crate::metrics::Metrics;
 
-use super::health::Readiness;
+use super::health::{Phase, Readiness, ReadinessReport};
+use super::rest::json::Writer;
 
 /// `metrics_path` is the `--monitoring_config_file` path when Prometheus is enabled there;
 /// `/metrics` is always served.
@@ -27,9 +28,9 @@ pub fn router(metrics: Arc<Metrics>, readiness: Readiness, metrics_path: Option<
         move || {
             let readiness = readiness.clone();
             async move {
-                let ok = readiness.is_ready();
-                let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-                (code, [(header::CONTENT_TYPE, "application/json")], format!("{{\"ready\": {ok}}}")).into_response()
+                let report = readiness.report();
+                let code = if report.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                (code, [(header::CONTENT_TYPE, "application/json")], ready_body(&report)).into_response()
             }
         }
     };
@@ -43,4 +44,26 @@ pub fn router(metrics: Arc<Metrics>, readiness: Readiness, metrics_path: Option<
         router = router.route(&path, get(render));
     }
     router
+}
+
+/// `{"ready": true}`, or when not ready, why: the phase and the models that cannot answer.
+fn ready_body(report: &ReadinessReport) -> String {
+    if report.ready {
+        return "{\"ready\": true}".to_string();
+    }
+    let mut w = Writer::new();
+    w.begin_object().key("ready").bool(false);
+    let phase = match report.phase {
+        Phase::Starting => "starting",
+        Phase::Serving => "serving",
+        Phase::Draining => "draining",
+    };
+    w.key("phase").string(phase).key("unavailable").begin_array();
+    for model in report.unavailable() {
+        w.begin_object().key("model").string(&model.name);
+        w.key("error").string(model.error.as_deref().unwrap_or("no version is available"));
+        w.end_object();
+    }
+    w.end_array().end_object();
+    w.finish()
 }

@@ -4,17 +4,14 @@ mod model_service;
 mod model_spec;
 mod prediction;
 
-use std::sync::Arc;
-
 use tonic::service::Routes;
 
 use crate::proto::tensorflow::serving::model_service_server::ModelServiceServer;
 use crate::proto::tensorflow::serving::prediction_service_server::PredictionServiceServer;
 use tonic_health::pb::health_server::{Health, HealthServer};
 
-use crate::metrics::Metrics;
-use crate::serving::Admission;
-use crate::repository::{ManagerHandle, ModelRepository};
+use crate::repository::ManagerHandle;
+use crate::request::RequestCore;
 
 pub use model_service::ModelServiceImpl;
 pub use prediction::{PredictOptions, PredictionServiceImpl};
@@ -22,17 +19,15 @@ pub use prediction::{PredictOptions, PredictionServiceImpl};
 /// Every gRPC service: TF Serving's two, `grpc.health.v1`, and server reflection (v1 and
 /// v1alpha) over the same descriptors the code is generated from, so grpcurl works.
 /// `max_message_bytes` bounds both directions (`--grpc_max_message_bytes`).
-#[allow(clippy::too_many_arguments)]
 pub fn routes(
-    repository: Arc<ModelRepository>,
-    metrics: Arc<Metrics>,
-    admission: Admission,
+    core: RequestCore,
     options: PredictOptions,
     health: HealthServer<impl Health>,
     manager: ManagerHandle,
     max_message_bytes: usize,
 ) -> Result<Routes, tonic_reflection::server::Error> {
-    let prediction = PredictionServiceServer::new(PredictionServiceImpl::new(Arc::clone(&repository), metrics, admission, options))
+    let repository = core.repository_handle();
+    let prediction = PredictionServiceServer::new(PredictionServiceImpl::new(core, options))
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
     let models = ModelServiceServer::new(ModelServiceImpl::new(repository, manager))

@@ -12,7 +12,7 @@ use crate::proto::tensorflow::serving::{
 };
 use crate::config::model_config;
 use crate::repository::{ManagerHandle, ModelRepository, VersionRequest, VersionState};
-use crate::serving::RequestError;
+use crate::servable::RequestError;
 
 use super::model_spec;
 

@@ -1,7 +1,7 @@
 use crate::proto::tensorflow::serving::ModelSpec;
 use crate::proto::tensorflow::serving::model_spec::VersionChoice;
 use crate::repository::VersionRequest;
-use crate::serving::RequestError;
+use crate::servable::RequestError;
 
 /// Name and version request of a `ModelSpec`, with TF Serving's errors for missing parts.
 pub(super) fn parse(spec: Option<&ModelSpec>) -> Result<(&str, VersionRequest), RequestError> {

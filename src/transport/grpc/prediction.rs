@@ -1,20 +1,19 @@
-use std::sync::Arc;
 use std::time::Instant;
 
 use prost::Message;
 use tonic::{Request, Response, Status};
 
 use crate::error::ServingError;
-use crate::metrics::{Entrypoint, Metrics, RequestRecord};
+use crate::metrics::Entrypoint;
 use crate::proto::tensorflow::serving::prediction_service_server::PredictionService;
 use crate::proto::tensorflow::serving::{
     ClassificationRequest, ClassificationResponse, GetModelMetadataRequest, GetModelMetadataResponse,
-    MultiInferenceRequest, MultiInferenceResponse, PredictRequest, PredictResponse, RegressionRequest,
+    ModelSpec, MultiInferenceRequest, MultiInferenceResponse, PredictRequest, PredictResponse, RegressionRequest,
     RegressionResponse, SignatureDefMap,
 };
 use crate::proto::tensorflow::{SignatureDef, TensorInfo, tensor_info};
-use crate::repository::ModelRepository;
-use crate::serving::{Admission, PredictCall, RequestError, Signature, WireTensor, predict};
+use crate::request::{Incoming, RequestCore, TraceHeaders};
+use crate::servable::{PredictCall, RequestError, Signature, WireTensor};
 use crate::tensor::tf_proto::{self, dtype_to_tf, shape_to_tf};
 
 use super::model_spec;
@@ -32,74 +31,88 @@ pub struct PredictOptions {
 }
 
 pub struct PredictionServiceImpl {
-    repository: Arc<ModelRepository>,
-    metrics: Arc<Metrics>,
-    admission: Admission,
+    core: RequestCore,
     options: PredictOptions,
 }
 
 impl PredictionServiceImpl {
-    pub fn new(repository: Arc<ModelRepository>, metrics: Arc<Metrics>, admission: Admission, options: PredictOptions) -> Self {
-        Self { repository, metrics, admission, options }
+    pub fn new(core: RequestCore, options: PredictOptions) -> Self {
+        Self { core, options }
     }
 
-    /// Metrics and the per-request log line, shared by every RPC of this service.
-    fn finish<T>(&self, model: &str, api: &str, started: Instant, result: Result<(T, Option<i64>), ServingError>) -> Result<Response<T>, Status> {
-        let elapsed = started.elapsed();
-        let version = result.as_ref().ok().and_then(|(_, v)| *v);
-        let outcome = result.as_ref().map(|_| ()).map_err(ServingError::kind);
-        self.metrics.observe_request(&RequestRecord { model, version, api, entrypoint: Entrypoint::Grpc, outcome, elapsed });
-        let code = outcome.err().map_or("OK", |k| k.label());
-        let span = tracing::debug_span!("request", model, api, version, code, duration_us = elapsed.as_micros() as u64);
-        let _entered = span.enter();
-        match result {
-            Ok((response, _)) => {
-                tracing::debug!("ok");
-                Ok(Response::new(response))
-            }
-            Err(err) => {
-                tracing::debug!(error = %err, "failed");
-                Err(err.into())
-            }
-        }
-    }
-
-    async fn predict_inner(&self, request: PredictRequest, deadline: Option<Instant>) -> Result<PredictResponse, ServingError> {
-        let (name, version) = model_spec::parse(request.model_spec.as_ref())?;
+    async fn predict_inner(&self, request: Request<PredictRequest>) -> Result<PredictResponse, ServingError> {
+        let incoming = incoming(&request, "Predict");
+        let deadline = grpc_deadline(&request, Instant::now());
+        let request = request.into_inner();
+        let version = model_spec::parse(request.model_spec.as_ref()).map(|(_, v)| v);
         let call = PredictCall {
-            model: name.to_string(),
-            version,
             signature_name: request.model_spec.as_ref().map(|s| s.signature_name.clone()).unwrap_or_default(),
             inputs: request.inputs.into_iter().map(|(k, v)| (k, WireTensor { proto: v, max_bytes: self.options.max_tensor_bytes })).collect(),
             output_filter: request.output_filter,
             deadline,
         };
-        let outcome = predict(&self.repository, call).await?;
-        self.metrics.observe_execution(outcome.servable.name(), "Predict", outcome.timing.queued, outcome.timing.computed);
+        let version = match version {
+            Ok(version) => version,
+            // Recorded like every other failure: the spec is checked inside the flow.
+            Err(err) => return self.core.begin(incoming).finish(Err(err.into())),
+        };
+        let (servable, outcome) = self.core.predict(incoming, &version, call).await?;
         let as_content = self.options.tensor_content_outputs;
         Ok(PredictResponse {
             outputs: outcome.outputs.iter().map(|(k, t)| (k.clone(), tf_proto::encode(t, as_content))).collect(),
-            model_spec: Some(model_spec::echo(outcome.servable.name(), outcome.servable.version(), &outcome.signature_name)),
+            model_spec: Some(model_spec::echo(servable.name(), servable.version(), &outcome.signature_name)),
         })
     }
 
-    fn metadata_inner(&self, request: GetModelMetadataRequest) -> Result<GetModelMetadataResponse, ServingError> {
-        let (name, version) = model_spec::parse(request.model_spec.as_ref())?;
-        if request.metadata_field.is_empty() {
-            return Err(RequestError::Invalid("GetModelMetadataRequest must specify at least one metadata_field".into()).into());
-        }
-        if let Some(field) = request.metadata_field.iter().find(|f| f.as_str() != SIGNATURE_DEF_FIELD) {
-            return Err(RequestError::Invalid(format!("Metadata field {field} is not supported")).into());
-        }
-        let servable = self.repository.resolve(name, &version)?;
-        let map = SignatureDefMap {
-            signature_def: servable.signatures().iter().map(|(k, s)| (k.clone(), signature_def(s))).collect(),
-        };
-        let any = prost_types::Any { type_url: SIGNATURE_DEF_MAP_URL.to_string(), value: map.encode_to_vec() };
-        Ok(GetModelMetadataResponse {
-            model_spec: Some(model_spec::echo(servable.name(), servable.version(), "")),
-            metadata: [(SIGNATURE_DEF_FIELD.to_string(), any)].into_iter().collect(),
-        })
+    fn metadata_inner(&self, request: Request<GetModelMetadataRequest>) -> Result<GetModelMetadataResponse, ServingError> {
+        let mut flow = self.core.begin(incoming(&request, "GetModelMetadata"));
+        let request = request.into_inner();
+        let result = (|| {
+            let (_, version) = model_spec::parse(request.model_spec.as_ref())?;
+            if request.metadata_field.is_empty() {
+                return Err(RequestError::Invalid("GetModelMetadataRequest must specify at least one metadata_field".into()).into());
+            }
+            if let Some(field) = request.metadata_field.iter().find(|f| f.as_str() != SIGNATURE_DEF_FIELD) {
+                return Err(RequestError::Invalid(format!("Metadata field {field} is not supported")).into());
+            }
+            let servable = flow.resolve(&version)?;
+            let map = SignatureDefMap {
+                signature_def: servable.signatures().iter().map(|(k, s)| (k.clone(), signature_def(s))).collect(),
+            };
+            let any = prost_types::Any { type_url: SIGNATURE_DEF_MAP_URL.to_string(), value: map.encode_to_vec() };
+            Ok(GetModelMetadataResponse {
+                model_spec: Some(model_spec::echo(servable.name(), servable.version(), "")),
+                metadata: [(SIGNATURE_DEF_FIELD.to_string(), any)].into_iter().collect(),
+            })
+        })();
+        flow.finish(result)
+    }
+}
+
+/// The request's model name and trace headers, read before the body is taken apart.
+fn incoming<T: HasModelSpec>(request: &Request<T>, api: &'static str) -> Incoming {
+    let header = |name: &str| request.metadata().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    Incoming {
+        entrypoint: Entrypoint::Grpc,
+        api,
+        model: request.get_ref().model_spec().map(|s| s.name.clone()).unwrap_or_default(),
+        trace: TraceHeaders { traceparent: header("traceparent"), tracestate: header("tracestate") },
+    }
+}
+
+trait HasModelSpec {
+    fn model_spec(&self) -> Option<&ModelSpec>;
+}
+
+impl HasModelSpec for PredictRequest {
+    fn model_spec(&self) -> Option<&ModelSpec> {
+        self.model_spec.as_ref()
+    }
+}
+
+impl HasModelSpec for GetModelMetadataRequest {
+    fn model_spec(&self) -> Option<&ModelSpec> {
+        self.model_spec.as_ref()
     }
 }
 
@@ -140,13 +153,6 @@ fn grpc_deadline<T>(request: &Request<T>, now: Instant) -> Option<Instant> {
     now.checked_add(timeout)
 }
 
-fn served_version(spec: Option<&crate::proto::tensorflow::serving::ModelSpec>) -> Option<i64> {
-    match spec?.version_choice {
-        Some(crate::proto::tensorflow::serving::model_spec::VersionChoice::Version(v)) => Some(v),
-        _ => None,
-    }
-}
-
 fn unimplemented(what: &str) -> Status {
     ServingError::Unimplemented(format!(
         "{what} is not implemented yet: candle-serving serves ONNX models through Predict; use PredictionService/Predict"
@@ -165,23 +171,7 @@ impl PredictionService for PredictionServiceImpl {
     }
 
     async fn predict(&self, request: Request<PredictRequest>) -> Result<Response<PredictResponse>, Status> {
-        let started = Instant::now();
-        let deadline = grpc_deadline(&request, started);
-        let request = request.into_inner();
-        let model = request.model_spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
-        let _permit = match self.admission.admit() {
-            Ok(permit) => permit,
-            Err(err) => {
-                self.metrics.count_rejection(&model, "inflight_limit");
-                return self.finish::<PredictResponse>(&model, "Predict", started, Err(err.into()));
-            }
-        };
-        let _inflight = self.metrics.inflight(&model);
-        let result = self.predict_inner(request, deadline).await.map(|r| {
-            let version = served_version(r.model_spec.as_ref());
-            (r, version)
-        });
-        self.finish(&model, "Predict", started, result)
+        Ok(Response::new(self.predict_inner(request).await?))
     }
 
     async fn multi_inference(
@@ -195,14 +185,7 @@ impl PredictionService for PredictionServiceImpl {
         &self,
         request: Request<GetModelMetadataRequest>,
     ) -> Result<Response<GetModelMetadataResponse>, Status> {
-        let started = Instant::now();
-        let request = request.into_inner();
-        let model = request.model_spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
-        let result = self.metadata_inner(request).map(|r| {
-            let version = served_version(r.model_spec.as_ref());
-            (r, version)
-        });
-        self.finish(&model, "GetModelMetadata", started, result)
+        Ok(Response::new(self.metadata_inner(request)?))
     }
 }
 

@@ -18,14 +18,13 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::any;
 
 use crate::error::{ErrorKind, ServingError};
-use crate::serving::Admission;
-use crate::metrics::{Entrypoint, Metrics, RequestRecord};
-use crate::repository::ModelRepository;
+use crate::metrics::Entrypoint;
+use crate::request::{Incoming, Request, RequestCore, TraceHeaders};
 
 use reply::json_response;
 
@@ -35,14 +34,11 @@ use routes::{Route, Verb};
 
 /// What the REST handlers share.
 pub struct RestState {
-    pub repository: Arc<ModelRepository>,
-    pub metrics: Arc<Metrics>,
+    pub core: RequestCore,
     /// `--rest_api_timeout_in_ms`: the most a Predict may spend between its body arriving and
     /// its answer (parsing, queueing, inference) before it is answered with 504. Status and
     /// metadata answer from memory and are not limited. Zero disables the limit.
     pub timeout: Duration,
-    /// The in-flight limit shared with gRPC.
-    pub admission: Admission,
     /// `--rest_api_max_body_bytes`: JSON costs far more memory once parsed than its bytes
     /// (each number becomes a 32-byte node), so this stays well below gRPC's INT32_MAX.
     pub max_body_bytes: usize,
@@ -56,57 +52,44 @@ pub fn router(state: RestState) -> Router {
         .with_state(Arc::new(state))
 }
 
-/// Every REST request: route, run under the timeout, record the metric, answer JSON.
-async fn handle(State(state): State<Arc<RestState>>, method: Method, uri: Uri, body: Body) -> Response {
-    let started = Instant::now();
-    let mut served = None;
-    let (model, api, result) = match routes::parse(&method, uri.path()) {
-        // Counted under an empty model name: the request named none we could read.
-        Err(err) => (String::new(), "unknown", Err(err)),
-        Ok(route) => {
-            let model = route.model().to_string();
-            let api = route.api();
-            let result = dispatch(&state, route, body, &mut served).await;
-            (model, api, result)
-        }
-    };
-    state.metrics.observe_request(&RequestRecord {
-        model: &model,
-        version: served,
-        api,
+/// Every REST request: route, run under the timeout, record it, answer JSON.
+async fn handle(State(state): State<Arc<RestState>>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+    let route = routes::parse(&method, uri.path());
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let incoming = Incoming {
         entrypoint: Entrypoint::Rest,
-        outcome: result.as_ref().map(|_| ()).map_err(RestError::kind),
-        elapsed: started.elapsed(),
-    });
-    match result {
+        // Counted under an empty model name: the request named none we could read.
+        api: route.as_ref().map_or("unknown", Route::api),
+        model: route.as_ref().map_or(String::new(), |r| r.model().to_string()),
+        trace: TraceHeaders { traceparent: header("traceparent"), tracestate: header("tracestate") },
+    };
+    let mut request = state.core.begin(incoming);
+    let result = match route {
+        Err(err) => Err(err),
+        Ok(route) => dispatch(&state, route, body, &mut request).await,
+    };
+    match request.finish(result) {
         Ok(body) => json_response(StatusCode::OK, body),
-        Err(err) => {
-            tracing::debug!(%model, api, code = err.kind().label(), error = err.message(), "REST request failed");
-            err.into_response()
-        }
+        Err(err) => err.into_response(),
     }
 }
 
-async fn dispatch(state: &RestState, route: Route, body: Body, served: &mut Option<i64>) -> Result<String, RestError> {
+async fn dispatch(state: &RestState, route: Route, body: Body, request: &mut Request<'_>) -> Result<String, RestError> {
     match route {
-        Route::Status { model, version } => status::status(&state.repository, &model, version),
+        Route::Status { model, version } => status::status(state.core.repository(), &model, version),
         Route::Metadata { model, version } => {
-            let (version, json) = status::metadata(&state.repository, &model, &version)?;
-            *served = Some(version);
+            let (version, json) = status::metadata(state.core.repository(), &model, &version)?;
+            request.served_by(version);
             Ok(json)
         }
-        Route::Predict { model, version } => {
-            let _permit = state.admission.admit().map_err(|e| {
-                state.metrics.count_rejection(&model, "inflight_limit");
-                RestError::from(ServingError::from(e))
-            })?;
-            let _inflight = state.metrics.inflight(&model);
+        Route::Predict { version, .. } => {
+            request.admit()?;
             let deadline = (!state.timeout.is_zero()).then(|| Instant::now() + state.timeout);
             let limit = state.max_body_bytes;
             let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
                 RestError::invalid(format!("Failed to read the request body (at most {limit} bytes are accepted, --rest_api_max_body_bytes): {e}"))
             })?;
-            let work = predict::run(&state.repository, &model, &version, &bytes, deadline, served);
+            let work = predict::run(request, &version, &bytes, deadline);
             if state.timeout.is_zero() {
                 return work.await;
             }
@@ -147,13 +130,12 @@ mod tests {
     use tower::ServiceExt;
 
     fn app() -> Router {
-        let state = RestState {
-            repository: Arc::new(ModelRepository::new()),
-            metrics: Arc::new(Metrics::new().expect("metrics")),
-            timeout: Duration::from_secs(5),
-            admission: Admission::new(0),
-            max_body_bytes: 1 << 20,
-        };
+        let core = RequestCore::new(
+            Arc::new(crate::repository::ModelRepository::new()),
+            Arc::new(crate::metrics::Metrics::new().expect("metrics")),
+            crate::request::Admission::new(0),
+        );
+        let state = RestState { core, timeout: Duration::from_secs(5), max_body_bytes: 1 << 20 };
         router(state).merge(Router::new().route("/v1/health/live", get(|| async { "live" })))
     }
 

@@ -6,8 +6,9 @@ use std::collections::{BTreeSet, HashMap};
 
 use half::{bf16, f16};
 
-use crate::repository::{ModelRepository, VersionRequest};
-use crate::serving::{PredictCall, Signature, bind_inputs, predict_on};
+use crate::repository::VersionRequest;
+use crate::request::Request;
+use crate::servable::{PredictCall, Signature, bind_inputs};
 use crate::tensor::{HostTensor, TensorData};
 
 use super::json::{self, Value, Writer, preview, write_f32, write_f64};
@@ -21,33 +22,23 @@ enum Format {
     Columnar,
 }
 
-/// Runs one predict request. `served` receives the version that answered as soon as it is
-/// known, so the request metric carries it even when a later step fails.
+/// Runs one predict request. The version that answered is recorded on `request` as soon as
+/// it is known, so the request's metrics carry it even when a later step fails.
 pub(super) async fn run(
-    repository: &ModelRepository,
-    model: &str,
+    request: &mut Request<'_>,
     version: &VersionRequest,
     body: &[u8],
     deadline: Option<std::time::Instant>,
-    served: &mut Option<i64>,
 ) -> Result<String, RestError> {
     let doc = document(body)?;
     let signature_name = signature_name(&doc)?;
     // The signature decides how rows map to inputs and which dtype each value must have, so
     // resolve first (TF does the same) and run the call on that same servable.
-    let servable = repository.resolve(model, version)?;
-    *served = Some(servable.version());
+    let servable = request.resolve(version)?;
     let signature = servable.signature(signature_name)?;
     let (format, inputs) = request_tensors(&doc, signature)?;
-    let call = PredictCall {
-        model: model.to_string(),
-        version: VersionRequest::Specific(servable.version()),
-        signature_name: signature_name.to_string(),
-        inputs,
-        output_filter: Vec::new(),
-        deadline,
-    };
-    let outcome = predict_on(servable, call).await?;
+    let call = PredictCall { signature_name: signature_name.to_string(), inputs, output_filter: Vec::new(), deadline };
+    let outcome = request.predict(&servable, call).await?;
     write_outputs(format, &outcome.outputs)
 }
 
@@ -327,7 +318,7 @@ mod tests {
         let doc = json::parse(body.as_bytes()).expect("json");
         match request_tensors(&doc, &signature(inputs)) {
             Ok(_) => panic!("expected an error for {body}"),
-            Err(e) => e.message().to_string(),
+            Err(e) => e.to_string(),
         }
     }
 
@@ -342,11 +333,11 @@ mod tests {
         );
         let bad = [("a".to_string(), t(&[2], vec![1.0, 2.0])), ("b".to_string(), t(&[3], vec![0.0; 3]))];
         assert_eq!(
-            write_outputs(Format::Row, &bad).expect_err("batch").message(),
+            write_outputs(Format::Row, &bad).expect_err("batch").to_string(),
             "Tensor name: b has inconsistent batch size: 3 expecting: 2"
         );
         let scalar = [("s".to_string(), t(&[], vec![1.0]))];
-        assert!(write_outputs(Format::Row, &scalar).expect_err("scalar").message().contains("has no shape information"));
+        assert!(write_outputs(Format::Row, &scalar).expect_err("scalar").to_string().contains("has no shape information"));
     }
 
     #[test]

@@ -7,7 +7,8 @@ use axum::response::{IntoResponse, Response};
 
 use crate::error::{ErrorKind, ServingError, truncate_message};
 use crate::repository::LookupError;
-use crate::serving::RequestError;
+use crate::request::Reportable;
+use crate::servable::RequestError;
 
 use super::json::Writer;
 
@@ -35,15 +36,17 @@ impl RestError {
         self.kind
     }
 
-    pub(super) fn message(&self) -> &str {
-        &self.message
-    }
-
     pub(super) fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut w = Writer::new();
         w.begin_object().key("error").string(&truncate_message(self.message)).end_object();
         json_response(status, w.finish())
+    }
+}
+
+impl Reportable for RestError {
+    fn kind(&self) -> ErrorKind {
+        self.kind
     }
 }
 

@@ -179,11 +179,11 @@ mod tests {
     use super::*;
 
     fn get(path: &str) -> Result<Route, String> {
-        parse(&Method::GET, path).map_err(|e| e.message().to_string())
+        parse(&Method::GET, path).map_err(|e| e.to_string())
     }
 
     fn post(path: &str) -> Result<Route, String> {
-        parse(&Method::POST, path).map_err(|e| e.message().to_string())
+        parse(&Method::POST, path).map_err(|e| e.to_string())
     }
 
     fn status(model: &str, version: Option<i64>) -> Route {
@@ -241,7 +241,7 @@ mod tests {
             assert_eq!(post(path), Err(format!("Malformed request: POST {path}")), "{path}");
         }
         assert_eq!(
-            parse(&Method::PUT, "/v1/models/m").map_err(|e| e.message().to_string()),
+            parse(&Method::PUT, "/v1/models/m").map_err(|e| e.to_string()),
             Err("Malformed request: PUT /v1/models/m".into())
         );
         assert_eq!(get("/v1/models/bad%zz"), Err("Malformed request: GET /v1/models/bad%zz".into()));

@@ -4,7 +4,7 @@
 //! proto declaration order, because existing clients and tests compare these documents.
 
 use crate::repository::{ModelRepository, VersionRequest, VersionState};
-use crate::serving::Signature;
+use crate::servable::Signature;
 use crate::tensor::TensorSpec;
 
 use super::json::Writer;
@@ -127,8 +127,8 @@ mod tests {
             r#"{"model_version_status":[{"version":"2","state":"END","status":{"error_code":"UNKNOWN","error_message":"broken"}},{"version":"1","state":"LOADING","status":{"error_code":"OK","error_message":""}}]}"#
         );
         let e = status(&repository, "zzz", None).expect_err("unknown");
-        assert_eq!((e.kind().http_status(), e.message()), (404, "Could not find any versions of model zzz"));
+        assert_eq!((e.kind().http_status(), e.to_string().as_str()), (404, "Could not find any versions of model zzz"));
         let e = status(&repository, "m", Some(5)).expect_err("unknown version");
-        assert_eq!(e.message(), "Could not find version 5 of model m");
+        assert_eq!(e.to_string(), "Could not find version 5 of model m");
     }
 }

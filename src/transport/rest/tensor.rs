@@ -5,7 +5,7 @@
 
 use half::{bf16, f16};
 
-use crate::serving::{RequestError, RequestTensor};
+use crate::servable::{RequestError, RequestTensor};
 use crate::tensor::{DType, HostTensor, TensorData, TensorSpec, element_count};
 
 use super::json::{Value, preview};

@@ -16,7 +16,7 @@ use candle_serving::engine::onnx::OnnxSession;
 use candle_serving::engine::Session;
 use candle_serving::proto::tensorflow::serving::{BatchingParameters, ModelServerConfig, MonitoringConfig, PredictRequest, SslConfig};
 use candle_serving::repository::read_warmup_requests;
-use candle_serving::serving::{Signature, WireTensor, bind_inputs};
+use candle_serving::servable::{Signature, WireTensor, bind_inputs};
 use candle_serving::tensor::tf_proto::dtype_from_tf;
 use candle_serving::tensor::{DType, Dim, TensorSpec};
 use candle_serving::transport::rest::decode_inputs;

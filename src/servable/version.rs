@@ -1,7 +1,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
-
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::batching::{BatchError, Batcher, BatchingOptions};
 use crate::engine::{ComputePool, EngineError, Session, Timing};
@@ -27,10 +26,34 @@ pub enum RunError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Compute(#[from] crate::engine::ComputeError),
+    /// Refused by the batch queue (full, or a request larger than a batch).
     #[error(transparent)]
-    Batch(#[from] BatchError),
+    Batch(BatchError),
     #[error("Deadline exceeded: the request's deadline passed before the model ran")]
     DeadlineExceeded,
+}
+
+/// Engine and deadline failures seen through the batch queue are reported as if the request
+/// had run alone, so one error kind maps to one status code however the version executes.
+impl From<BatchError> for RunError {
+    fn from(err: BatchError) -> Self {
+        match err {
+            BatchError::Engine(e) => RunError::Engine(e),
+            BatchError::Compute(e) => RunError::Compute(e),
+            BatchError::DeadlineExceeded => RunError::DeadlineExceeded,
+            refused @ (BatchError::QueueFull { .. } | BatchError::TooLarge { .. }) => RunError::Batch(refused),
+        }
+    }
+}
+
+/// When a request's execution happened: it was handed over at `submitted`, waited `queued`
+/// (batch queue and compute queue), then ran for `computed`. Metrics take the durations;
+/// traces place the queue and compute spans from them.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeline {
+    pub submitted: Instant,
+    pub queued: Duration,
+    pub computed: Duration,
 }
 
 /// How a version executes: straight onto the compute threads, or through its batch queue.
@@ -88,14 +111,20 @@ impl Servable {
 
     /// Executes validated inputs (in signature order) off the async runtime.
     /// A request whose `deadline` passes while it waits gets `DeadlineExceeded`.
-    pub async fn run(&self, inputs: Vec<HostTensor>, deadline: Option<Instant>) -> Result<(Vec<HostTensor>, Timing), RunError> {
-        if deadline.is_some_and(|d| d <= Instant::now()) {
+    pub async fn run(&self, inputs: Vec<HostTensor>, deadline: Option<Instant>) -> Result<(Vec<HostTensor>, Timeline), RunError> {
+        let submitted = Instant::now();
+        if deadline.is_some_and(|d| d <= submitted) {
             return Err(RunError::DeadlineExceeded);
         }
+        let (outputs, Timing { queued, computed }) = self.execute(inputs, deadline).await?;
+        Ok((outputs, Timeline { submitted, queued, computed }))
+    }
+
+    async fn execute(&self, inputs: Vec<HostTensor>, deadline: Option<Instant>) -> Result<(Vec<HostTensor>, Timing), RunError> {
         let work = async {
             match &self.executor {
                 Executor::Batched(batcher, _) if Batcher::accepts(&inputs) => {
-                    batcher.submit(inputs, deadline.map(tokio::time::Instant::from_std)).await
+                    Ok(batcher.submit(inputs, deadline.map(tokio::time::Instant::from_std)).await?)
                 }
                 Executor::Batched(_, compute) | Executor::Direct(compute) => {
                     let session = Arc::clone(&self.session);

@@ -1,16 +1,13 @@
-//! The Predict flow shared by every transport: resolve the servable, check the request against
-//! its signature, materialise tensors, execute, select outputs.
+//! Predict on one servable: check the request against its signature, materialise tensors,
+//! execute, select outputs.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::time::Instant;
 
-use crate::engine::Timing;
-use crate::error::ServingError;
-use crate::repository::{ModelRepository, VersionRequest};
 use crate::tensor::tf_proto;
 use crate::tensor::{DType, HostTensor, TensorSpec};
 
-use super::{RequestError, Servable, Signature, check_input, check_input_keys, select_outputs};
+use super::{RequestError, RunError, Servable, Signature, Timeline, check_input, check_input_keys, select_outputs};
 
 /// A request tensor in its wire form. Split in two steps so that dtype and shape are checked
 /// against the signature before any element is allocated.
@@ -21,57 +18,54 @@ pub trait RequestTensor {
     fn materialise(self, spec: &TensorSpec, dtype: DType, shape: Vec<usize>) -> Result<HostTensor, RequestError>;
 }
 
+/// A Predict request for one servable, once the transport has decoded it and the request
+/// flow has resolved which version answers.
 pub struct PredictCall<T> {
-    pub model: String,
-    pub version: VersionRequest,
     /// Empty = `serving_default`.
     pub signature_name: String,
     pub inputs: HashMap<String, T>,
     /// Empty = every output.
     pub output_filter: Vec<String>,
     /// From the client's `grpc-timeout` or the REST timeout; queued work past it is dropped.
-    pub deadline: Option<std::time::Instant>,
+    pub deadline: Option<Instant>,
 }
 
 pub struct PredictOutcome {
-    pub servable: Arc<Servable>,
     pub signature_name: String,
     /// Selected outputs in request (or signature) order.
     pub outputs: Vec<(String, HostTensor)>,
-    pub timing: Timing,
+    pub timeline: Timeline,
 }
 
-pub async fn predict<T: RequestTensor>(
-    repository: &ModelRepository,
-    call: PredictCall<T>,
-) -> Result<PredictOutcome, ServingError> {
-    if call.model.is_empty() {
-        return Err(RequestError::EmptyModelName.into());
+impl Servable {
+    /// Checks `call` against its signature, materialises the tensors, executes and picks the
+    /// requested outputs. Warm-up runs this on a version before it is published, so no
+    /// request can reach it half-ready.
+    pub async fn predict<T: RequestTensor>(&self, mut call: PredictCall<T>) -> Result<PredictOutcome, PredictError> {
+        let signature = self.signature(&call.signature_name)?;
+        // Keys first, then the output filter, then tensors: the order TF reports problems in.
+        check_input_keys(signature, call.inputs.keys().map(String::as_str))?;
+        let selected = select_outputs(signature, &call.output_filter)?;
+        let inputs = materialise_inputs(signature, std::mem::take(&mut call.inputs))?;
+
+        let (results, timeline) = self.run(inputs, call.deadline).await?;
+        let mut results: Vec<Option<HostTensor>> = results.into_iter().map(Some).collect();
+        let outputs = selected
+            .into_iter()
+            .filter_map(|i| results.get_mut(i).and_then(Option::take).map(|t| (signature.outputs[i].key.clone(), t)))
+            .collect();
+        Ok(PredictOutcome { signature_name: signature.name.clone(), outputs, timeline })
     }
-    let servable = repository.resolve(&call.model, &call.version)?;
-    predict_on(servable, call).await
 }
 
-/// Runs a call on a servable already in hand (warm-up uses this before the version is
-/// published, so no request can reach it half-ready).
-pub async fn predict_on<T: RequestTensor>(
-    servable: Arc<Servable>,
-    mut call: PredictCall<T>,
-) -> Result<PredictOutcome, ServingError> {
-    let signature = servable.signature(&call.signature_name)?;
-    // Keys first, then the output filter, then tensors: the order TF reports problems in.
-    check_input_keys(signature, call.inputs.keys().map(String::as_str))?;
-    let selected = select_outputs(signature, &call.output_filter)?;
-    let inputs = materialise_inputs(signature, std::mem::take(&mut call.inputs))?;
-
-    let (results, timing) = servable.run(inputs, call.deadline).await?;
-    let mut results: Vec<Option<HostTensor>> = results.into_iter().map(Some).collect();
-    let signature_name = signature.name.clone();
-    let outputs = selected
-        .into_iter()
-        .filter_map(|i| results.get_mut(i).and_then(Option::take).map(|t| (signature.outputs[i].key.clone(), t)))
-        .collect();
-    Ok(PredictOutcome { servable, signature_name, outputs, timing })
+/// Why a Predict on a servable failed: the request did not fit the signature, or running it
+/// failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PredictError {
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error(transparent)]
+    Run(#[from] RunError),
 }
 
 /// Checks request tensors against `signature` and materialises them in the order the session
@@ -83,7 +77,7 @@ pub fn bind_inputs<T: RequestTensor>(signature: &Signature, sent: HashMap<String
     materialise_inputs(signature, sent)
 }
 
-/// [`bind_inputs`] after the keys were checked (`predict_on` checks them before the output
+/// [`bind_inputs`] after the keys were checked (`Servable::predict` checks them before the output
 /// filter, the order TF reports problems in).
 fn materialise_inputs<T: RequestTensor>(signature: &Signature, mut sent: HashMap<String, T>) -> Result<Vec<HostTensor>, RequestError> {
     let mut inputs = Vec::with_capacity(signature.inputs.len());

@@ -1,70 +1,17 @@
 //! The one table from error kinds to wire codes. gRPC statuses (and, later, REST bodies and
 //! metric labels) all come from [`ServingError::kind`], so the transports cannot drift apart.
 
+mod kind;
+
 use thiserror::Error;
 
 use crate::batching::BatchError;
 use crate::engine::{ComputeError, EngineError};
-use crate::serving::AdmissionError;
 use crate::repository::LookupError;
-use crate::serving::RequestError;
-use crate::serving::servable::RunError;
+use crate::request::AdmissionError;
+use crate::servable::{PredictError, RequestError, RunError};
 
-/// Canonical error kinds (the gRPC / TensorFlow codes we use).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    InvalidArgument,
-    NotFound,
-    FailedPrecondition,
-    ResourceExhausted,
-    Unavailable,
-    Unimplemented,
-    Internal,
-    /// The request ran past its deadline (REST's `--rest_api_timeout_in_ms`).
-    DeadlineExceeded,
-}
-
-impl ErrorKind {
-    pub fn grpc_code(self) -> tonic::Code {
-        match self {
-            ErrorKind::InvalidArgument => tonic::Code::InvalidArgument,
-            ErrorKind::NotFound => tonic::Code::NotFound,
-            ErrorKind::FailedPrecondition => tonic::Code::FailedPrecondition,
-            ErrorKind::ResourceExhausted => tonic::Code::ResourceExhausted,
-            ErrorKind::Unavailable => tonic::Code::Unavailable,
-            ErrorKind::Unimplemented => tonic::Code::Unimplemented,
-            ErrorKind::Internal => tonic::Code::Internal,
-            ErrorKind::DeadlineExceeded => tonic::Code::DeadlineExceeded,
-        }
-    }
-
-    /// TF Serving's HTTP mapping (http_server.cc).
-    pub fn http_status(self) -> u16 {
-        match self {
-            ErrorKind::InvalidArgument | ErrorKind::FailedPrecondition => 400,
-            ErrorKind::NotFound => 404,
-            ErrorKind::ResourceExhausted => 429,
-            ErrorKind::Unavailable => 503,
-            ErrorKind::Unimplemented => 501,
-            ErrorKind::Internal => 500,
-            ErrorKind::DeadlineExceeded => 504,
-        }
-    }
-
-    /// The TensorFlow error-code name, used as the `status` metric label.
-    pub fn label(self) -> &'static str {
-        match self {
-            ErrorKind::InvalidArgument => "INVALID_ARGUMENT",
-            ErrorKind::NotFound => "NOT_FOUND",
-            ErrorKind::FailedPrecondition => "FAILED_PRECONDITION",
-            ErrorKind::ResourceExhausted => "RESOURCE_EXHAUSTED",
-            ErrorKind::Unavailable => "UNAVAILABLE",
-            ErrorKind::Unimplemented => "UNIMPLEMENTED",
-            ErrorKind::Internal => "INTERNAL",
-            ErrorKind::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        }
-    }
-}
+pub use kind::ErrorKind;
 
 #[derive(Debug, Error)]
 pub enum ServingError {
@@ -78,6 +25,15 @@ pub enum ServingError {
     Admission(#[from] AdmissionError),
     #[error("{0}")]
     Unimplemented(String),
+}
+
+impl From<PredictError> for ServingError {
+    fn from(err: PredictError) -> Self {
+        match err {
+            PredictError::Request(e) => ServingError::Request(e),
+            PredictError::Run(e) => ServingError::Run(e),
+        }
+    }
 }
 
 impl ServingError {
@@ -98,6 +54,9 @@ impl ServingError {
             ServingError::Run(RunError::Compute(ComputeError::Panicked(_))) => ErrorKind::Internal,
             ServingError::Run(RunError::Batch(BatchError::QueueFull { .. })) => ErrorKind::Unavailable,
             ServingError::Run(RunError::Batch(BatchError::TooLarge { .. })) => ErrorKind::InvalidArgument,
+            // `RunError::from(BatchError)` turns the batch's engine, compute and deadline
+            // failures into their own variants, so only refusals arrive here as `Batch`.
+            ServingError::Run(RunError::Batch(_)) => ErrorKind::Internal,
             ServingError::Run(RunError::DeadlineExceeded) => ErrorKind::DeadlineExceeded,
             ServingError::Admission(_) => ErrorKind::ResourceExhausted,
             ServingError::Unimplemented(_) => ErrorKind::Unimplemented,
