@@ -2,7 +2,7 @@
 //! what is on disk), loading and warming them up, publishing, and unloading what is no longer
 //! wanted only once a wanted version serves. Requests never wait on this task.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 
 use super::loader::MODEL_FILE;
 use super::warmup::warm_up;
-use super::{ModelRepository, VersionState, load_servable, scan_versions};
+use super::{LayoutError, ModelRepository, VersionState, load_servable, scan_versions};
 
 /// Size and modification time of a version's model file: a version whose fingerprint is the
 /// same on two consecutive polls is complete (a copy in progress keeps changing it).
@@ -109,10 +109,19 @@ impl ModelManager {
     pub async fn apply(&mut self, config: Vec<ModelConfig>) -> Result<(), String> {
         let keep: BTreeSet<&str> = config.iter().map(|m| m.name.as_str()).collect();
         for old in self.config.iter().filter(|m| !keep.contains(m.name.as_str())) {
-            for version in self.repository.available_versions(&old.name) {
+            let serving = self.repository.available_versions(&old.name);
+            if serving.is_empty() {
+                self.repository.remove_model(&old.name);
+            } else {
+                self.repository.retire_model(&old.name);
+            }
+            for version in serving {
                 self.unload(&old.name, version, true);
             }
             tracing::info!(model = %old.name, "model removed from config");
+        }
+        for model in &config {
+            self.repository.declare_model(&model.name);
         }
         self.config = config;
         let models = self.config.clone();
@@ -169,14 +178,22 @@ impl ModelManager {
     async fn reconcile(&mut self, model: &ModelConfig, trust_files: bool) {
         let versions = match scan_versions(&model.base_path) {
             Ok(v) => {
-                self.scan_errors.remove(&model.name);
+                if self.scan_errors.remove(&model.name).is_some() {
+                    self.repository.set_model_problem(&model.name, None);
+                }
                 v
             }
             Err(err) => {
                 if self.scan_errors.insert(model.name.clone(), err.to_string()).is_none() {
                     tracing::warn!(model = %model.name, error = %err, "cannot scan model base path; will retry");
+                    self.repository.set_model_problem(&model.name, Some(err.to_string()));
                 }
-                return;
+                // A readable base path with no versions left is an answer (unload what was
+                // deleted); an unreadable one is not, and the versions serving stay.
+                if !matches!(err, LayoutError::NoVersions(_)) {
+                    return;
+                }
+                BTreeMap::new()
             }
         };
         let mut complete = BTreeSet::new();

@@ -59,6 +59,10 @@ struct Slot {
 struct Model {
     versions: BTreeMap<i64, Slot>,
     labels: HashMap<String, i64>,
+    /// Why no version could even be tried (the base path cannot be read), if so.
+    problem: Option<String>,
+    /// Removed from the config and draining: no longer part of the server's health.
+    retired: bool,
 }
 
 /// Whether a model can answer requests now, as health checks report it.
@@ -126,10 +130,11 @@ impl ModelRepository {
     pub fn health(&self) -> Vec<ModelHealth> {
         self.read()
             .iter()
+            .filter(|(_, model)| !model.retired)
             .map(|(name, model)| ModelHealth {
                 name: name.clone(),
                 available: model.versions.values().any(|s| s.servable.is_some()),
-                error: model.versions.values().next_back().and_then(|s| s.error.clone()),
+                error: model.problem.clone().or_else(|| model.versions.values().next_back().and_then(|s| s.error.clone())),
             })
             .collect()
     }
@@ -196,6 +201,29 @@ impl ModelRepository {
 
     pub fn remove_model(&self, name: &str) {
         self.write().remove(name);
+    }
+
+    /// A configured model is known before any of its versions loads, so health reports it
+    /// (as not available) from the start, even when its base path cannot be read.
+    pub fn declare_model(&self, name: &str) {
+        self.write().entry(name.to_string()).or_default().retired = false;
+    }
+
+    /// A model removed from the config keeps answering its in-flight requests while it
+    /// drains, but no longer counts for health.
+    pub fn retire_model(&self, name: &str) {
+        if let Some(model) = self.write().get_mut(name) {
+            model.retired = true;
+        }
+    }
+
+    /// Records (or clears) a problem with the model as a whole.
+    pub fn set_model_problem(&self, name: &str, problem: Option<String>) {
+        let mut models = self.write();
+        let model = models.entry(name.to_string()).or_default();
+        if model.problem != problem {
+            model.problem = problem;
+        }
     }
 
     pub fn model_names(&self) -> Vec<String> {
