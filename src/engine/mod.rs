@@ -14,4 +14,4 @@ pub use device::DeviceSpec;
 pub use error::{EngineError, LoadError};
 pub use kernels::threads::{available_cores, set_intra_op_threads};
 pub use session::{EngineOptions, Session};
-pub use worker::{ComputeError, ComputePool, Timing};
+pub use worker::{ComputeError, ComputePool, InlineSlot, Timing};
