@@ -6,6 +6,9 @@ use candle_serving::config::{LogFormat, ParseOutcome, ServerConfig, parse_args, 
 use candle_serving::{Listeners, serve};
 use tokio::net::TcpListener;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let config = match parse_args(std::env::args().skip(1)) {
         Ok(ParseOutcome::Serve(config)) => *config,

@@ -34,11 +34,30 @@ pub struct RequestRecord<'a> {
     pub version: Option<i64>,
     /// TF's `API` label: `Predict`/`GetModelMetadata`/`GetModelStatus` for gRPC, the URL verb
     /// (`predict`, `metadata`, `status`) for REST.
-    pub api: &'a str,
+    pub api: &'static str,
     pub entrypoint: Entrypoint,
     pub outcome: Result<(), ErrorKind>,
     pub elapsed: Duration,
+    /// (queued, computed) when the request reached the model.
+    pub execution: Option<(Duration, Duration)>,
 }
+
+/// The series one successful request of a (model, version, API, entrypoint) updates, looked
+/// up once: label lookups hash every label value under a lock, seven times per request.
+struct OkSeries {
+    tf_count: prometheus::IntCounter,
+    requests: prometheus::IntCounter,
+    seconds: Histogram,
+    tf_latency: Histogram,
+    queue: Histogram,
+    compute: Histogram,
+    runtime: Histogram,
+}
+
+type SeriesKey = (Option<i64>, &'static str, Entrypoint);
+
+/// Per model (looked up by `&str`, so a hit allocates nothing), a short list of its keys.
+type SeriesCache = std::sync::RwLock<std::collections::HashMap<String, Vec<(SeriesKey, std::sync::Arc<OkSeries>)>>>;
 
 pub struct Metrics {
     registry: Registry,
@@ -64,6 +83,7 @@ pub struct Metrics {
     tf_queuing_latency: HistogramVec,
     rejected: IntCounterVec,
     dropped: IntCounterVec,
+    ok_series: SeriesCache,
 }
 
 /// Per-transport connection counters: accepted (shows max-age recycling), refused at the
@@ -155,6 +175,7 @@ impl Metrics {
             tf_queuing_latency: histogram(":tensorflow:serving:batching_session:queuing_latency", "Distribution of wall time spent (in microseconds) in queuing", exponential_buckets(100.0, 1.2, 52)?, &["thread_pool_name"])?,
             rejected: counter("candle_serving_rejected_requests_total", "Requests refused at admission, by reason (inflight_limit, queue_full, too_large).", &["model", "reason"])?,
             dropped: counter("candle_serving_dropped_requests_total", "Queued requests dropped before compute, by reason (cancelled, deadline).", &["model", "reason"])?,
+            ok_series: SeriesCache::default(),
             registry,
         };
         m.register()?;
@@ -204,26 +225,54 @@ impl Metrics {
     }
 
     pub fn observe_request(&self, r: &RequestRecord<'_>) {
-        let code = match r.outcome {
-            Ok(()) => "OK",
-            Err(kind) => kind.label(),
+        let Err(kind) = r.outcome else {
+            let series = self.ok_series(r);
+            series.tf_count.inc();
+            series.requests.inc();
+            series.seconds.observe(r.elapsed.as_secs_f64());
+            series.tf_latency.observe(r.elapsed.as_micros() as f64);
+            if let Some((queued, computed)) = r.execution {
+                series.queue.observe(queued.as_secs_f64());
+                series.compute.observe(computed.as_secs_f64());
+                series.runtime.observe(computed.as_micros() as f64);
+            }
+            return;
         };
+        let code = kind.label();
         let version = r.version.map(|v| v.to_string()).unwrap_or_default();
         self.tf_request_count.with_label_values(&[r.model, code]).inc();
         self.requests_total.with_label_values(&[r.model, &version, r.api, code]).inc();
         self.request_seconds.with_label_values(&[r.model, r.api]).observe(r.elapsed.as_secs_f64());
-        if r.outcome.is_ok() {
-            self.tf_request_latency
-                .with_label_values(&[r.model, r.api, r.entrypoint.label()])
-                .observe(r.elapsed.as_micros() as f64);
+        if let Some((queued, computed)) = r.execution {
+            self.queue_seconds.with_label_values(&[r.model]).observe(queued.as_secs_f64());
+            self.compute_seconds.with_label_values(&[r.model]).observe(computed.as_secs_f64());
+            self.tf_runtime_latency.with_label_values(&[r.model, r.api, "candle"]).observe(computed.as_micros() as f64);
         }
     }
 
-    /// Time spent waiting for and running on a compute thread.
-    pub fn observe_execution(&self, model: &str, api: &str, queued: Duration, computed: Duration) {
-        self.queue_seconds.with_label_values(&[model]).observe(queued.as_secs_f64());
-        self.compute_seconds.with_label_values(&[model]).observe(computed.as_secs_f64());
-        self.tf_runtime_latency.with_label_values(&[model, api, "candle"]).observe(computed.as_micros() as f64);
+    fn ok_series(&self, r: &RequestRecord<'_>) -> std::sync::Arc<OkSeries> {
+        let key = (r.version, r.api, r.entrypoint);
+        let find = |list: &Vec<(SeriesKey, std::sync::Arc<OkSeries>)>| list.iter().find(|(k, _)| *k == key).map(|(_, s)| std::sync::Arc::clone(s));
+        if let Some(series) = self.ok_series.read().unwrap_or_else(|p| p.into_inner()).get(r.model).and_then(find) {
+            return series;
+        }
+        let version = r.version.map(|v| v.to_string()).unwrap_or_default();
+        let series = std::sync::Arc::new(OkSeries {
+            tf_count: self.tf_request_count.with_label_values(&[r.model, "OK"]),
+            requests: self.requests_total.with_label_values(&[r.model, &version, r.api, "OK"]),
+            seconds: self.request_seconds.with_label_values(&[r.model, r.api]),
+            tf_latency: self.tf_request_latency.with_label_values(&[r.model, r.api, r.entrypoint.label()]),
+            queue: self.queue_seconds.with_label_values(&[r.model]),
+            compute: self.compute_seconds.with_label_values(&[r.model]),
+            runtime: self.tf_runtime_latency.with_label_values(&[r.model, r.api, "candle"]),
+        });
+        let mut cache = self.ok_series.write().unwrap_or_else(|p| p.into_inner());
+        let list = cache.entry(r.model.to_string()).or_default();
+        if let Some(existing) = find(list) {
+            return existing;
+        }
+        list.push((key, std::sync::Arc::clone(&series)));
+        series
     }
 
     pub fn observe_load(&self, model: &str, path: &str, elapsed: Duration, ok: bool) {
@@ -300,6 +349,7 @@ mod tests {
             entrypoint: Entrypoint::Grpc,
             outcome: Ok(()),
             elapsed: Duration::from_micros(250),
+            execution: Some((Duration::from_micros(20), Duration::from_micros(200))),
         });
         m.observe_request(&RequestRecord {
             model: "m",
@@ -308,12 +358,15 @@ mod tests {
             entrypoint: Entrypoint::Grpc,
             outcome: Err(ErrorKind::NotFound),
             elapsed: Duration::from_micros(5),
+            execution: None,
         });
         let text = m.render();
         assert!(text.contains(":tensorflow:serving:request_count{model_name=\"m\",status=\"OK\"} 1"), "{text}");
         assert!(text.contains(":tensorflow:serving:request_count{model_name=\"m\",status=\"NOT_FOUND\"} 1"), "{text}");
         assert!(text.contains("candle_serving_inflight_requests{model=\"m\"} 1"), "{text}");
         assert!(text.contains(":tensorflow:serving:request_latency_count{API=\"Predict\",entrypoint=\"GRPC\",model_name=\"m\"} 1"), "{text}");
+        assert!(text.contains(":tensorflow:serving:runtime_latency_count{API=\"Predict\",model_name=\"m\",runtime=\"candle\"} 1"), "{text}");
+        assert!(text.contains("candle_serving_requests_total{code=\"OK\",method=\"Predict\",model=\"m\",version=\"3\"} 1"), "{text}");
         drop(guard);
         assert!(m.render().contains("candle_serving_inflight_requests{model=\"m\"} 0"));
     }

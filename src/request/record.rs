@@ -51,10 +51,8 @@ pub(super) fn record(metrics: &Metrics, meta: &ResponseMetadata, outcome: Result
         entrypoint: meta.entrypoint,
         outcome: code.map_or(Ok(()), Err),
         elapsed,
+        execution: meta.timeline.map(|t| (t.queued, t.computed)),
     });
-    if let Some(timeline) = &meta.timeline {
-        metrics.observe_execution(&meta.model, meta.api, timeline.queued, timeline.computed);
-    }
     let code = code.map_or("OK", ErrorKind::label);
     match outcome {
         Ok(()) => tracing::debug!(
