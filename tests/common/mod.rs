@@ -42,12 +42,6 @@ pub fn fixture(path: &str) -> PathBuf {
     repo_root().join("tests/fixtures").join(path)
 }
 
-/// A free TCP port on loopback (bound and released; the kernel does not hand it out again soon).
-/// Racy: only the deployment and container tests still use it.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
-
 /// A fresh, empty directory under the system temp dir, unique to this process and call.
 pub fn temp_dir(tag: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
