@@ -5,7 +5,7 @@
 mod binary;
 mod in_process;
 
-// Each test binary uses some of these, none all of them.
+// Not every test binary uses each of these.
 #[allow(unused_imports)]
 pub use binary::{BinaryServer, run_to_exit};
 #[allow(unused_imports)]
