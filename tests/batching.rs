@@ -1,4 +1,4 @@
-//! Dynamic batching, admission and deadlines through the real binary.
+//! Dynamic batching, admission and deadlines through the server.
 
 mod common;
 
@@ -7,6 +7,11 @@ use std::time::{Duration, Instant};
 use candle_serving::proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
 use common::*;
 use tonic::Code;
+
+/// `--tensorflow_intra_op_parallelism` is process-wide (the latest server to start sets it),
+/// and these servers run in the test process: one test at a time, so that the overload test's
+/// setting holds while it runs.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn image(i: usize, input: &[f32]) -> Vec<f32> {
     input[i * 784..(i + 1) * 784].to_vec()
@@ -31,11 +36,11 @@ async fn concurrent_predictions(server: &Server) -> Vec<Vec<f32>> {
 
 #[tokio::test]
 async fn batched_results_equal_unbatched_ones_and_batches_form() {
+    let _serial = SERIAL.lock().await;
     let (_, golden) = npy(&fixture("mnist_cnn/output_b16.npy"));
     let plain = Server::start(&[], "mnist_cnn").await;
     let unbatched = concurrent_predictions(&plain).await;
-    let rest = free_port();
-    let batching = Server::start(&["--enable_batching", &format!("--rest_api_port={rest}")], "mnist_cnn").await;
+    let (batching, rest) = Server::start_with_rest(&["--enable_batching"], "mnist_cnn").await;
     let batched = concurrent_predictions(&batching).await;
     for i in 0..32 {
         assert_close(&batched[i], &unbatched[i], 1e-6, &format!("request {i}: batched vs unbatched"));
@@ -51,12 +56,8 @@ async fn batched_results_equal_unbatched_ones_and_batches_form() {
 
 #[tokio::test]
 async fn overload_is_refused_at_once_and_admitted_requests_finish() {
-    let rest = free_port();
-    let server = Server::start(
-        &["--max_inflight_requests=2", "--tensorflow_intra_op_parallelism=1", &format!("--rest_api_port={rest}")],
-        "mnist_cnn",
-    )
-    .await;
+    let _serial = SERIAL.lock().await;
+    let (server, rest) = Server::start_with_rest(&["--max_inflight_requests=2", "--tensorflow_intra_op_parallelism=1"], "mnist_cnn").await;
     let (_, one) = npy(&fixture("mnist_cnn/input_b1.npy"));
     let batch: Vec<f32> = one.iter().copied().cycle().take(256 * 784).collect();
     let mut tasks = Vec::new();
@@ -97,6 +98,7 @@ async fn overload_is_refused_at_once_and_admitted_requests_finish() {
 /// tests; this checks the wire: `grpc-timeout` becomes a deadline and the answer's code.
 #[tokio::test]
 async fn an_expired_grpc_deadline_answers_deadline_exceeded() {
+    let _serial = SERIAL.lock().await;
     let server = Server::start(&["--enable_batching"], "mnist_cnn").await;
     let (_, one) = npy(&fixture("mnist_cnn/input_b1.npy"));
     // tonic's Channel enforces grpc-timeout itself; a plain HTTP/2 client leaves it to the server.

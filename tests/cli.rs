@@ -1,18 +1,12 @@
-//! Start-up behaviour of the binary: flags, the model layout, and load failures.
+//! Start-up behaviour of the binary: flags, the model layout, and load failures. Exit codes,
+//! --help and the working directory belong to the process, so those tests run the binary.
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_serving::proto::onnx::{GraphProto, NodeProto};
 use common::*;
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("candle-serving-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
 
 fn node(op: &str, name: &str, input: &str, output: &str) -> NodeProto {
     NodeProto { op_type: op.into(), name: name.into(), input: vec![input.into()], output: vec![output.into()], ..Default::default() }
@@ -60,14 +54,13 @@ fn help_lists_tf_serving_flags() {
 fn a_missing_or_empty_base_path_is_a_startup_error_naming_it() {
     let dir = temp_dir("layout");
     let missing = dir.join("does-not-exist");
-    let port = free_port().to_string();
-    let (code, stderr) = run_to_exit(&["--port", &port, "--model_name=m", &format!("--model_base_path={}", missing.display())], &dir);
+    let (code, stderr) = run_to_exit(&["--port=0", "--model_name=m", &format!("--model_base_path={}", missing.display())], &dir);
     assert_eq!(code, 1);
     assert!(stderr.contains(&format!("model base path {} does not exist", missing.display())), "{stderr}");
 
     let empty = dir.join("empty");
     std::fs::create_dir_all(empty.join("not-a-version")).expect("mkdir");
-    let (code, stderr) = run_to_exit(&["--port", &port, "--model_name=m", &format!("--model_base_path={}", empty.display())], &dir);
+    let (code, stderr) = run_to_exit(&["--port=0", "--model_name=m", &format!("--model_base_path={}", empty.display())], &dir);
     assert_eq!(code, 1);
     assert!(stderr.contains(&format!("no versions of the model found under {}", empty.display())), "{stderr}");
 }
@@ -76,8 +69,7 @@ fn a_missing_or_empty_base_path_is_a_startup_error_naming_it() {
 fn unsupported_operators_are_all_listed_in_one_error() {
     let dir = temp_dir("unsupported");
     write_unsupported_model(&dir.join("weird"));
-    let port = free_port().to_string();
-    let (code, stderr) = run_to_exit(&["--port", &port, "--model_name=weird", &format!("--model_base_path={}", dir.join("weird").display())], &dir);
+    let (code, stderr) = run_to_exit(&["--port=0", "--model_name=weird", &format!("--model_base_path={}", dir.join("weird").display())], &dir);
     assert_eq!(code, 1);
     assert!(
         stderr.contains("unsupported ONNX operators: Frobnicate (nodes 'frob_1', 'frob_2'); HardMax9 (nodes 'hm')"),
@@ -86,6 +78,7 @@ fn unsupported_operators_are_all_listed_in_one_error() {
     assert!(stderr.contains("1 model(s) did not become available"), "{stderr}");
 }
 
+/// The binary: models/ is found relative to the working directory, which is per process.
 #[tokio::test]
 async fn without_model_flags_every_model_directory_is_served() {
     let dir = temp_dir("discover");
@@ -95,31 +88,21 @@ async fn without_model_flags_every_model_directory_is_served() {
         std::fs::copy(source.join("model.onnx"), models.join(name).join("3/model.onnx")).expect("copy");
     }
     std::fs::create_dir_all(models.join("notes")).expect("mkdir");
-    let port = free_port();
-    let mut child = std::process::Command::new(BIN)
-        .arg(format!("--port={port}"))
-        .current_dir(&dir)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let url = format!("http://127.0.0.1:{port}");
+    let mut server = BinaryServer::spawn(
+        || {
+            let mut cmd = std::process::Command::new(BIN);
+            cmd.current_dir(&dir);
+            cmd
+        },
+        false,
+    );
     let mut served = Vec::new();
-    for _ in 0..600 {
-        if let Ok(mut client) =
-            candle_serving::proto::tensorflow::serving::model_service_client::ModelServiceClient::connect(url.clone()).await
-        {
-            for name in ["a", "b"] {
-                let request = candle_serving::proto::tensorflow::serving::GetModelStatusRequest { model_spec: Some(spec(name)) };
-                if let Ok(r) = client.get_model_status(request).await {
-                    served.push((name, r.into_inner().model_version_status[0].version));
-                }
-            }
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    for name in ["a", "b"] {
+        server.wait_available(name).await;
+        let request = candle_serving::proto::tensorflow::serving::GetModelStatusRequest { model_spec: Some(spec(name)) };
+        let status = server.model_client().await.get_model_status(request).await.expect("status").into_inner();
+        served.push((name, status.model_version_status[0].version));
     }
-    let _ = child.kill();
-    let _ = child.wait();
     assert_eq!(served, vec![("a", 3), ("b", 3)]);
 }
 

@@ -1,4 +1,4 @@
-//! Slow, stalled and abusive clients against the real binary: thousands of connections that never
+//! Slow, stalled and abusive clients against the server: thousands of connections that never
 //! finish a request, a client dribbling one byte a second, a connection cap, idle connections and
 //! an HTTP/2 rapid-reset flood. Each must cost the server nothing lasting: normal requests keep
 //! answering quickly, and every descriptor comes back.
@@ -49,7 +49,7 @@ async fn closed_by_server((mut stream, opened): (TcpStream, Instant), limit: Dur
 }
 
 /// A batch-1 CNN Predict on a fresh connection; an error (refused, reset) comes back as text.
-async fn try_predict(server: &Server) -> Result<PredictResponse, String> {
+async fn try_predict(server: &impl Grpc) -> Result<PredictResponse, String> {
     let (dims, values) = npy(&fixture("mnist_cnn/input_b1.npy"));
     let channel = Channel::from_shared(server.url()).map_err(|e| e.to_string())?.connect().await.map_err(|e| e.to_string())?;
     let mut client = PredictionServiceClient::new(channel);
@@ -57,7 +57,7 @@ async fn try_predict(server: &Server) -> Result<PredictResponse, String> {
 }
 
 /// [`try_predict`] that must succeed, with its wall time (connect included).
-async fn timed_predict(server: &Server) -> Duration {
+async fn timed_predict(server: &impl Grpc) -> Duration {
     let started = Instant::now();
     let response = try_predict(server).await.expect("predict");
     let elapsed = started.elapsed();
@@ -76,12 +76,13 @@ async fn settle_fds(pid: u32, baseline: usize) -> usize {
     }
 }
 
+/// The binary: the server's own descriptors are counted, apart from the test's 2000 client ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_stalled_connections_neither_block_predict_nor_outlive_the_handshake_timeout() {
     let _serial = SERIAL.lock().await;
     // Long enough that opening all 2000 (one after another) ends before the first ones time out.
     let timeout = Duration::from_millis(5000);
-    let (server, rest) = Server::start_with_rest(&["--model_name=mnist_cnn", "--model_base_path=models/mnist_cnn", "--connection_handshake_timeout_ms=5000"], "mnist_cnn").await;
+    let (server, rest) = BinaryServer::start_with_rest(&["--model_name=mnist_cnn", "--model_base_path=models/mnist_cnn", "--connection_handshake_timeout_ms=5000"], "mnist_cnn").await;
     timed_predict(&server).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let baseline = fd_count(server.pid());
@@ -244,10 +245,11 @@ async fn idle_connections_are_closed_and_clients_reconnect_transparently() {
     client.predict(predict_request("mnist_cnn", "image", float_tensor(&dims, values))).await.expect("predict after the idle close");
 }
 
+/// The binary: the server's resident memory after the flood is checked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_rapid_reset_flood_is_cut_off_and_the_server_keeps_serving() {
     let _serial = SERIAL.lock().await;
-    let (server, rest) = Server::start_with_rest(&["--model_name=mnist_cnn", "--model_base_path=models/mnist_cnn"], "mnist_cnn").await;
+    let (server, rest) = BinaryServer::start_with_rest(&["--model_name=mnist_cnn", "--model_base_path=models/mnist_cnn"], "mnist_cnn").await;
     let tcp = TcpStream::connect(("127.0.0.1", server.port)).await.expect("connect");
     let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
     let driver = tokio::spawn(connection);

@@ -4,7 +4,8 @@
 //!   tests/container/build_image.sh TAG   -> run with this test's own tag and --check-cuda;
 //!   export CONTAINERS_CONF=...           -> set for every podman command here;
 //!   podman run ... TAG                   -> run detached under a unique name, without --rm (the
-//!                                          exit code is read after stop), on free loopback ports.
+//!                                          exit code is read after stop), with the loopback host
+//!                                          ports left to podman and read back with `podman port`.
 //! Then: the container runs as UID 65532 on a read-only root, answers gRPC health and REST
 //! readiness, matches the onnxruntime goldens, and drains in-flight requests on `podman stop`
 //! (SIGTERM), exiting 0 inside the grace period; the image is at most 40 MB.
@@ -22,9 +23,7 @@ use std::time::{Duration, Instant};
 use candle_serving::proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
 use common::*;
 use tonic::transport::Channel;
-use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
 const MARKER: &str = "<!-- tests/container_image.rs runs this block";
 const BASE_IMAGE: &str = "localhost/candle-serving-base:bookworm";
@@ -32,7 +31,6 @@ const BASE_IMAGE: &str = "localhost/candle-serving-base:bookworm";
 const GRACE: Duration = Duration::from_secs(30);
 /// The acceptance limit for the CPU image, in podman's (decimal) megabytes, uncompressed.
 const MAX_IMAGE_BYTES: u64 = 40_000_000;
-const ATOL: f32 = 1e-5;
 
 /// The README block's commands, each split into words (`\` continuations joined, `# ...`
 /// comments dropped, double quotes removed, `$PWD` expanded to the repository root).
@@ -110,20 +108,11 @@ impl Drop for Cleanup {
     }
 }
 
-async fn grpc_health(port: u16) -> Option<i32> {
-    let channel = Channel::from_shared(format!("http://127.0.0.1:{port}")).ok()?.connect().await.ok()?;
-    let reply = HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await.ok()?;
-    Some(reply.into_inner().status)
-}
-
-async fn check_golden(client: &mut PredictionServiceClient<Channel>, batch: usize) {
-    let (dims, input) = npy(&fixture(&format!("mnist_cnn/input_b{batch}.npy")));
-    let (out_dims, want) = npy(&fixture(&format!("mnist_cnn/output_b{batch}.npy")));
-    let response = client.predict(predict_request("mnist_cnn", "image", float_tensor(&dims, input))).await.expect("predict");
-    let out = &response.into_inner().outputs["probabilities"];
-    let got_dims: Vec<usize> = out.tensor_shape.as_ref().expect("shape").dim.iter().map(|d| d.size as usize).collect();
-    assert_eq!(got_dims, out_dims);
-    assert_close(&out.float_val, &want, ATOL, &format!("image, mnist_cnn batch {batch}"));
+/// The loopback host port podman published `container_port` of the container on.
+fn published_port(name: &str, container_port: u16, env: &[(&str, &str)]) -> u16 {
+    let mapping = run("podman", &strings(&["port", name, &format!("{container_port}/tcp")]), env);
+    let port = mapping.lines().next().and_then(|l| l.trim().rsplit_once(':')).and_then(|(_, p)| p.parse().ok());
+    port.unwrap_or_else(|| panic!("podman port {name} {container_port}/tcp: {mapping:?}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,22 +164,23 @@ async fn image_builds_and_serves_read_only_as_non_root_and_drains_on_sigterm() {
     println!("container_image: image {tag} is {:.1} MB ({size} bytes, uncompressed)", size as f64 / 1e6);
     assert!(size <= MAX_IMAGE_BYTES, "image is {size} bytes, over the {MAX_IMAGE_BYTES} limit");
 
-    // Run: the README's command, detached, named, on free ports.
-    let (grpc, rest) = (free_port(), free_port());
+    // Run: the README's command, detached, named, with podman choosing the host ports (8500 and
+    // 8501 may be taken here, and no port chosen in advance is sure to stay free).
     let mut args = vec!["run".to_string(), "-d".into(), "--name".into(), name.clone()];
     for arg in &readme_run[2..readme_run.len() - 1] {
         match arg.as_str() {
             "--rm" => {}
-            "127.0.0.1:8500:8500" => args.push(format!("127.0.0.1:{grpc}:8500")),
-            "127.0.0.1:8501:8501" => args.push(format!("127.0.0.1:{rest}:8501")),
+            "127.0.0.1:8500:8500" => args.push("127.0.0.1::8500".into()),
+            "127.0.0.1:8501:8501" => args.push("127.0.0.1::8501".into()),
             other => args.push(other.to_string()),
         }
     }
     args.push(tag.clone());
     run("podman", &args, &env);
+    let (grpc, rest) = (published_port(&name, 8500, &env), published_port(&name, 8501, &env));
 
     let deadline = Instant::now() + Duration::from_secs(60);
-    while grpc_health(grpc).await != Some(ServingStatus::Serving as i32) {
+    while grpc_health(grpc, "").await != Ok(ServingStatus::Serving) {
         let state = run("podman", &strings(&["inspect", "--format", "{{.State.Status}}", &name]), &env);
         if state.trim() != "running" || Instant::now() > deadline {
             let logs = output("podman", &strings(&["logs", &name]), &env);
@@ -210,7 +200,7 @@ async fn image_builds_and_serves_read_only_as_non_root_and_drains_on_sigterm() {
     let channel = Channel::from_shared(format!("http://127.0.0.1:{grpc}")).expect("url").connect().await.expect("connect");
     let mut client = PredictionServiceClient::new(channel.clone());
     for batch in [1, 16] {
-        check_golden(&mut client, batch).await;
+        check_golden(&mut client, "mnist_cnn", "mnist_cnn", batch, None).await;
     }
 
     // Drain: eight slow requests, SIGTERM once the server has some of them in flight, with the

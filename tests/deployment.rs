@@ -4,26 +4,25 @@
 //! the binary with that container's args, answer its probes, scrape the metrics the HPA and the
 //! prometheus-adapter rule name, and shut it down as the kubelet would.
 //!
-//! What differs from a pod, and why: the gRPC/REST ports become free loopback ports (8500/8501
-//! may be taken on a CI machine, and tests run in parallel); paths under a ConfigMap mount point
-//! to a temp copy of that ConfigMap, and paths under the models volume to the repository's
-//! `models/` (same `<name>/<version>/model.onnx` layout the init container produces).
+//! The binary, not the in-process server: the manifest's args are a command line, and the
+//! kubelet stops the pod with SIGTERM and reads the exit status.
+//!
+//! What differs from a pod, and why: the gRPC/REST ports become the harness's loopback ports
+//! (8500/8501 may be taken on a CI machine, and tests run in parallel); paths under a ConfigMap
+//! mount point to a temp copy of that ConfigMap, and paths under the models volume to the
+//! repository's `models/` (same `<name>/<version>/model.onnx` layout the init container produces).
 
 mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{BIN, free_port, repo_root};
+use common::{BIN, BinaryServer, Grpc, grpc_health, repo_root, temp_dir};
 use serde_json::Value;
-use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 /// Runs k8s/validate.sh once for the whole test binary and returns base.json.
 fn validated() -> &'static Value {
@@ -51,7 +50,7 @@ fn validated() -> &'static Value {
 
 /// The server started as the Deployment's container, killed when dropped.
 struct Deployed {
-    child: Child,
+    server: BinaryServer,
     /// Container port in the manifest -> loopback port here.
     ports: HashMap<u16, u16>,
     dir: PathBuf,
@@ -59,18 +58,9 @@ struct Deployed {
 
 impl Drop for Deployed {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.server.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!("candle-serving-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
 }
 
 impl Deployed {
@@ -100,26 +90,32 @@ impl Deployed {
                 }
             }
         }
-        let mut ports = HashMap::new();
-        let args: Vec<String> = d["args"]
-            .as_array()
-            .expect("args")
-            .iter()
-            .map(|a| {
-                let a = a.as_str().expect("arg");
-                match a.split_once('=') {
-                    Some((flag @ ("--port" | "--rest_api_port"), value)) => {
-                        let local = free_port();
-                        ports.insert(value.parse::<u16>().expect("port"), local);
-                        format!("{flag}={local}")
-                    }
-                    _ => localise(a),
-                }
-            })
-            .collect();
+        // The port flags are left to the harness, which maps the manifest's ports to its own.
+        let (mut grpc_port, mut rest_port) = (None, None);
+        let mut args = Vec::new();
+        for a in d["args"].as_array().expect("args") {
+            let a = a.as_str().expect("arg");
+            match a.split_once('=') {
+                Some(("--port", value)) => grpc_port = Some(value.parse::<u16>().expect("port")),
+                Some(("--rest_api_port", value)) => rest_port = Some(value.parse::<u16>().expect("port")),
+                _ => args.push(localise(a)),
+            }
+        }
         eprintln!("starting {BIN} {}", args.join(" "));
-        let child = Command::new(BIN).args(&args).current_dir(&dir).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("spawn");
-        Deployed { child, ports, dir }
+        let server = BinaryServer::spawn(
+            || {
+                let mut cmd = Command::new(BIN);
+                cmd.args(&args).current_dir(&dir);
+                cmd
+            },
+            rest_port.is_some(),
+        );
+        let mut ports = HashMap::new();
+        ports.insert(grpc_port.expect("the Deployment sets --port"), server.port);
+        if let (Some(manifest), Some(local)) = (rest_port, server.rest) {
+            ports.insert(manifest, local);
+        }
+        Deployed { server, ports, dir }
     }
 
     fn port(&self, manifest_port: &Value) -> u16 {
@@ -131,12 +127,10 @@ impl Deployed {
     async fn probe_once(&self, probe: &Value) -> Result<(), String> {
         let timeout = Duration::from_secs(probe["timeoutSeconds"].as_u64().unwrap_or(1));
         if let Some(grpc) = probe.get("grpc") {
-            let service = grpc["service"].as_str().unwrap_or("").to_string();
-            let url = format!("http://127.0.0.1:{}", self.port(&grpc["port"]));
+            let service = grpc["service"].as_str().unwrap_or("");
+            let port = self.port(&grpc["port"]);
             let check = async {
-                let channel = Channel::from_shared(url).expect("url").connect().await.map_err(|e| e.to_string())?;
-                let reply = HealthClient::new(channel).check(HealthCheckRequest { service }).await.map_err(|e| e.to_string())?;
-                match reply.into_inner().status() {
+                match grpc_health(port, service).await? {
                     ServingStatus::Serving => Ok(()),
                     other => Err(format!("{other:?}")),
                 }
@@ -157,7 +151,7 @@ impl Deployed {
             + probe["periodSeconds"].as_u64().unwrap_or(10) * probe["failureThreshold"].as_u64().unwrap_or(3);
         let deadline = Instant::now() + Duration::from_secs(budget);
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Some(status) = self.server.try_wait() {
                 panic!("the server exited during start-up with {status}");
             }
             match self.probe_once(probe).await {
@@ -221,8 +215,7 @@ async fn sigterm_goes_not_serving_and_exits_within_the_grace_period() {
     // The kubelet sends SIGTERM after the preStop hook, so the server has what is left of the grace period.
     let budget = d["termination_grace_period_seconds"].as_u64().expect("grace") - d["prestop_seconds"].as_u64().expect("preStop");
     let sent = Instant::now();
-    let kill = Command::new("sh").arg("-c").arg(format!("kill -TERM {}", server.child.id())).status().expect("kill");
-    assert!(kill.success());
+    server.server.sigterm();
     // Readiness must fail while the server still serves (within the shutdown delay), so the
     // kubelet takes the pod out of the endpoints within period x failureThreshold.
     let window = readiness["periodSeconds"].as_u64().unwrap_or(10) * readiness["failureThreshold"].as_u64().unwrap_or(3);
@@ -231,7 +224,7 @@ async fn sigterm_goes_not_serving_and_exits_within_the_grace_period() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     loop {
-        if let Some(status) = server.child.try_wait().expect("wait") {
+        if let Some(status) = server.server.try_wait() {
             assert!(status.success(), "exit status after SIGTERM: {status}");
             break;
         }
@@ -240,31 +233,26 @@ async fn sigterm_goes_not_serving_and_exits_within_the_grace_period() {
     }
 }
 
-/// docker/entrypoint.sh, the image's ENTRYPOINT, run here with the built binary on PATH.
-async fn entrypoint(env: &[(&str, &str)], args: &[String]) -> (Child, u16) {
-    let grpc = free_port();
+/// docker/entrypoint.sh, the image's ENTRYPOINT, run here with the built binary on PATH (the
+/// harness's port flags come last, and the last flag wins, as the entrypoint promises).
+async fn entrypoint(env: &[(&str, &str)], args: &[String]) -> BinaryServer {
     let bin_dir = Path::new(BIN).parent().expect("bin dir");
     let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
-    let mut cmd = Command::new("sh");
-    cmd.arg(repo_root().join("docker/entrypoint.sh"))
-        .args([format!("--port={grpc}"), format!("--rest_api_port={}", free_port())])
-        .args(args)
-        .env("PATH", path)
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    let mut child = cmd.spawn().expect("spawn entrypoint");
+    let mut server = BinaryServer::spawn(
+        || {
+            let mut cmd = Command::new("sh");
+            cmd.arg(repo_root().join("docker/entrypoint.sh")).args(args).env("PATH", &path).envs(env.iter().copied());
+            cmd
+        },
+        true,
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(Some(status)) = child.try_wait() {
+        if let Some(status) = server.try_wait() {
             panic!("entrypoint exited with {status}");
         }
-        let url = format!("http://127.0.0.1:{grpc}");
-        if let Ok(channel) = Channel::from_shared(url).expect("url").connect().await {
-            let reply = HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await;
-            if reply.is_ok_and(|r| r.into_inner().status() == ServingStatus::Serving) {
-                return (child, grpc);
-            }
+        if grpc_health(server.port, "").await == Ok(ServingStatus::Serving) {
+            return server;
         }
         assert!(Instant::now() < deadline, "not SERVING within 60s");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -274,14 +262,11 @@ async fn entrypoint(env: &[(&str, &str)], args: &[String]) -> (Child, u16) {
 #[tokio::test]
 async fn image_entrypoint_honours_model_name_and_base_path_like_tf_serving() {
     use candle_serving::proto::tensorflow::serving::GetModelStatusRequest;
-    use candle_serving::proto::tensorflow::serving::model_service_client::ModelServiceClient;
 
     let models = repo_root().join("models");
-    let (mut child, grpc) = entrypoint(&[("MODEL_NAME", "mnist_cnn"), ("MODEL_BASE_PATH", models.to_str().expect("utf-8"))], &[]).await;
-    let mut client = ModelServiceClient::connect(format!("http://127.0.0.1:{grpc}")).await.expect("connect");
-    let status = client.get_model_status(GetModelStatusRequest { model_spec: Some(common::spec("mnist_cnn")) }).await;
-    let _ = child.kill();
-    let _ = child.wait();
+    let server = entrypoint(&[("MODEL_NAME", "mnist_cnn"), ("MODEL_BASE_PATH", models.to_str().expect("utf-8"))], &[]).await;
+    let status = server.model_client().await.get_model_status(GetModelStatusRequest { model_spec: Some(common::spec("mnist_cnn")) }).await;
+    drop(server);
     assert!(status.is_ok(), "MODEL_NAME=mnist_cnn is not served: {status:?}");
 
     // With --model_config_file the env defaults (MODEL_NAME=model under /models) are left out.
@@ -289,8 +274,6 @@ async fn image_entrypoint_honours_model_name_and_base_path_like_tf_serving() {
     let config = dir.join("models.config");
     let text = format!("model_config_list {{ config {{ name: 'mnist_cnn' base_path: '{}' model_platform: 'onnx' }} }}", models.join("mnist_cnn").display());
     std::fs::write(&config, text).expect("write config");
-    let (mut child, _) = entrypoint(&[], &[format!("--model_config_file={}", config.display())]).await;
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(entrypoint(&[], &[format!("--model_config_file={}", config.display())]).await);
     let _ = std::fs::remove_dir_all(dir);
 }

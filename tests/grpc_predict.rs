@@ -1,41 +1,18 @@
-//! Predict against golden onnxruntime outputs, through the real binary and a tonic client.
+//! Predict against golden onnxruntime outputs, through the server and a tonic client.
 
 mod common;
 
-use candle_serving::proto::tensorflow::serving::model_spec::VersionChoice;
 use candle_serving::proto::tensorflow::{DataType, TensorProto};
 use common::*;
 
 const ATOL: f32 = 1e-5;
 
-async fn check_golden(server: &Server, model: &str, fixtures: &str, batch: usize, version: Option<i64>) {
-    let (dims, input) = npy(&fixture(&format!("{fixtures}/input_b{batch}.npy")));
-    let (out_dims, want) = npy(&fixture(&format!("{fixtures}/output_b{batch}.npy")));
-    let mut request = predict_request(model, "image", float_tensor(&dims, input));
-    if let Some(v) = version {
-        let spec = request.model_spec.as_mut().expect("spec");
-        spec.version_choice = Some(VersionChoice::Version(v));
-        spec.signature_name = "serving_default".into();
-    }
-    let response = server.predict_client().await.predict(request).await.expect("predict").into_inner();
-    let spec = response.model_spec.expect("response model_spec");
-    assert_eq!(spec.name, model);
-    assert_eq!(spec.signature_name, "serving_default");
-    assert_eq!(spec.version_choice, Some(VersionChoice::Version(1)));
-    let out = &response.outputs["probabilities"];
-    assert_eq!(out.dtype, DataType::DtFloat as i32);
-    let got_dims: Vec<usize> = out.tensor_shape.as_ref().expect("shape").dim.iter().map(|d| d.size as usize).collect();
-    assert_eq!(got_dims, out_dims);
-    assert!(out.tensor_content.is_empty(), "typed fields by default");
-    assert_close(&out.float_val, &want, ATOL, &format!("{model} batch {batch}"));
-}
-
 #[tokio::test]
 async fn keras_cnn_matches_onnxruntime_at_batch_1_and_16_by_default_and_by_version() {
     let server = Server::start(&[], "mnist_cnn").await;
     for batch in [1, 16] {
-        check_golden(&server, "mnist_cnn", "mnist_cnn", batch, None).await;
-        check_golden(&server, "mnist_cnn", "mnist_cnn", batch, Some(1)).await;
+        check_golden(&mut server.predict_client().await, "mnist_cnn", "mnist_cnn", batch, None).await;
+        check_golden(&mut server.predict_client().await, "mnist_cnn", "mnist_cnn", batch, Some(1)).await;
     }
 }
 
@@ -44,7 +21,7 @@ async fn pytorch_style_nchw_cnn_matches_onnxruntime() {
     let base = fixture("mnist_cnn_nchw");
     let server = Server::start(&["--model_name=mnist_cnn_nchw", &format!("--model_base_path={}", base.display())], "mnist_cnn_nchw").await;
     for batch in [1, 16] {
-        check_golden(&server, "mnist_cnn_nchw", "mnist_cnn_nchw", batch, None).await;
+        check_golden(&mut server.predict_client().await, "mnist_cnn_nchw", "mnist_cnn_nchw", batch, None).await;
     }
 }
 
@@ -55,7 +32,7 @@ async fn keras_lstm_and_gru_match_onnxruntime_at_batch_1_and_16() {
     server.wait_available("mnist_gru").await;
     for model in ["mnist_lstm", "mnist_gru"] {
         for batch in [1, 16] {
-            check_golden(&server, model, model, batch, None).await;
+            check_golden(&mut server.predict_client().await, model, model, batch, None).await;
         }
     }
 }

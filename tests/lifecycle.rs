@@ -25,13 +25,6 @@ fn cnn_model() -> PathBuf {
     repo_root().join("models/mnist_cnn/1/model.onnx")
 }
 
-fn temp(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("candle-serving-life-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    dir
-}
-
 fn add_version(base: &Path, version: i64) {
     let dir = base.join(version.to_string());
     std::fs::create_dir_all(&dir).expect("mkdir");
@@ -121,7 +114,7 @@ async fn wait_available(server: &Server, model: &str, available: &[i64]) {
 
 #[tokio::test]
 async fn twenty_version_swaps_under_load_fail_no_request() {
-    let dir = temp("swaps");
+    let dir = temp_dir("life-swaps");
     let base = dir.join("m");
     add_version(&base, 1);
     let base_arg = format!("--model_base_path={}", base.display());
@@ -140,7 +133,7 @@ async fn twenty_version_swaps_under_load_fail_no_request() {
 
 #[tokio::test]
 async fn add_remove_and_corrupt_versions_keep_serving() {
-    let dir = temp("versions");
+    let dir = temp_dir("life-versions");
     let base = dir.join("m");
     add_version(&base, 1);
     let base_arg = format!("--model_base_path={}", base.display());
@@ -187,7 +180,7 @@ fn model_config(name: &str, base: &Path) -> ModelConfig {
 
 #[tokio::test]
 async fn reload_rpc_adds_and_removes_models() {
-    let dir = temp("reload");
+    let dir = temp_dir("life-reload");
     add_version(&dir.join("a"), 1);
     add_version(&dir.join("b"), 1);
     let config_file = dir.join("models.config");
@@ -231,7 +224,7 @@ async fn reload_rpc_adds_and_removes_models() {
 
 #[tokio::test]
 async fn config_file_is_polled_and_a_bad_file_keeps_the_old_config() {
-    let dir = temp("poll");
+    let dir = temp_dir("life-poll");
     add_version(&dir.join("a"), 1);
     add_version(&dir.join("b"), 1);
     let config_file = dir.join("models.config");
@@ -258,11 +251,11 @@ async fn config_file_is_polled_and_a_bad_file_keeps_the_old_config() {
 
 #[test]
 fn a_bad_config_file_fails_startup_with_line_and_column() {
-    let dir = temp("badconfig");
+    let dir = temp_dir("life-badconfig");
     let config_file = dir.join("models.config");
     std::fs::write(&config_file, "model_config_list {\n  config {\n    name: 'a'\n    base_pth: '/x'\n  }\n}\n").expect("write");
-    let port = free_port().to_string();
-    let (code, stderr) = run_to_exit(&["--port", &port, &format!("--model_config_file={}", config_file.display())], &dir);
+    // The binary: the exit code is what is tested.
+    let (code, stderr) = run_to_exit(&["--port=0", &format!("--model_config_file={}", config_file.display())], &dir);
     assert_eq!(code, 1);
     assert!(stderr.contains("Error parsing text-format tensorflow.serving.ModelServerConfig"), "{stderr}");
     assert!(stderr.contains("line 4, column 5"), "{stderr}");
@@ -270,7 +263,7 @@ fn a_bad_config_file_fails_startup_with_line_and_column() {
 
 #[tokio::test]
 async fn labels_route_and_specific_and_all_policies_hold() {
-    let dir = temp("labels");
+    let dir = temp_dir("life-labels");
     for v in [1, 2, 3] {
         add_version(&dir.join("s"), v);
         add_version(&dir.join("all"), v);
@@ -310,8 +303,7 @@ async fn labels_route_and_specific_and_all_policies_hold() {
     // A label on a version that is not available is refused at config time.
     let bad = dir.join("bad.config");
     std::fs::write(&bad, format!("model_config_list {{ config {{ name: 's' base_path: '{}' version_labels {{ key: 'old' value: 1 }} }} }}\n", dir.join("s").display())).expect("write");
-    let port = free_port().to_string();
-    let (code, stderr) = run_to_exit(&["--port", &port, &format!("--model_config_file={}", bad.display())], &dir);
+    let (code, stderr) = run_to_exit(&["--port=0", &format!("--model_config_file={}", bad.display())], &dir);
     assert_eq!(code, 1);
     assert!(stderr.contains("Request to assign label old to version 1 of model s, which is not currently available"), "{stderr}");
     std::fs::remove_dir_all(&dir).ok();
@@ -319,7 +311,7 @@ async fn labels_route_and_specific_and_all_policies_hold() {
 
 #[tokio::test]
 async fn warmup_records_are_replayed_and_a_corrupt_file_fails_the_load() {
-    let dir = temp("warmup");
+    let dir = temp_dir("life-warmup");
     let base = dir.join("w");
     add_version(&base, 1);
     let (dims, input) = npy(&fixture("mnist_cnn/input_b1.npy"));
@@ -362,18 +354,16 @@ async fn warmup_records_are_replayed_and_a_corrupt_file_fails_the_load() {
 
 #[tokio::test]
 async fn failed_loads_are_retried_as_configured() {
-    let dir = temp("retry");
+    let dir = temp_dir("life-retry");
     let base = dir.join("r");
     add_version(&base, 1);
-    let rest = free_port();
-    let server = Server::start(
+    let (server, rest) = Server::start_with_rest(
         &[
             "--model_name=r",
             &format!("--model_base_path={}", base.display()),
             "--file_system_poll_wait_seconds=0.05",
             "--max_num_load_retries=2",
             "--load_retry_interval_micros=100000",
-            &format!("--rest_api_port={rest}"),
         ],
         "r",
     )
@@ -401,7 +391,7 @@ async fn failed_loads_are_retried_as_configured() {
 #[cfg(unix)]
 #[tokio::test]
 async fn versions_linking_outside_the_base_path_fail_and_the_others_serve() {
-    let dir = temp("escape");
+    let dir = temp_dir("life-escape");
     let base = dir.join("e");
     add_version(&base, 1);
     add_version(&dir, 7); // a model outside the base path, at <dir>/7

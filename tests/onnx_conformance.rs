@@ -6,12 +6,15 @@
 //! Every listed case is run and all failures are reported together, so one run shows the whole
 //! picture. `ONNX_CONFORMANCE_MANIFEST=<file>` runs another list (handy for trying candidates).
 
+mod common;
+
 use std::fmt::Write as _;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use candle_serving::engine::Session;
+use common::repo_root;
 use candle_serving::engine::onnx::OnnxSession;
 use candle_serving::proto::onnx::TensorProto;
 use candle_serving::proto::onnx::tensor_proto::DataType;
@@ -21,10 +24,6 @@ use prost::Message;
 /// ONNX's backend defaults (onnx/backend/test/runner: rtol=1e-3, atol=1e-7).
 const DEFAULT_RTOL: f64 = 1e-3;
 const DEFAULT_ATOL: f64 = 1e-7;
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// Runs the setup script and returns the wheel's `backend/test/data` directory.
 fn data_dir() -> PathBuf {

@@ -4,7 +4,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use candle_serving::proto::onnx::tensor_proto::DataType as OnnxType;
@@ -13,22 +12,9 @@ use candle_serving::proto::tensorflow::serving::prediction_service_client::Predi
 use common::*;
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
-fn sigterm(child: &Child) {
-    let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("kill");
-    assert!(status.success());
-}
-
-fn spawn(args: &[String]) -> Child {
-    Command::new(BIN).args(args).current_dir(repo_root()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn")
-}
-
-async fn health(port: u16, service: &str) -> Option<i32> {
-    let channel = Channel::from_shared(format!("http://127.0.0.1:{port}")).ok()?.connect().await.ok()?;
-    let response = HealthClient::new(channel).check(HealthCheckRequest { service: service.into() }).await.ok()?;
-    Some(response.into_inner().status)
+async fn health(port: u16, service: &str) -> Option<ServingStatus> {
+    grpc_health(port, service).await.ok()
 }
 
 async fn http_ready(port: u16) -> Option<u16> {
@@ -57,20 +43,15 @@ fn write_slow_model(dir: &Path) {
     std::fs::write(dir.join("1/model.onnx"), onnx_model_bytes(graph)).expect("write");
 }
 
+/// The binary: SIGTERM, the exit status and the JSON log lines are what is tested.
 #[tokio::test]
 async fn health_goes_not_serving_serving_not_serving_across_load_and_sigterm() {
-    let dir = std::env::temp_dir().join(format!("candle-serving-slow-{}", std::process::id()));
+    let dir = temp_dir("slow");
     write_slow_model(&dir.join("slow"));
-    let port = free_port();
-    let rest = free_port();
-    let mut child = spawn(&[
-        format!("--port={port}"),
-        format!("--rest_api_port={rest}"),
-        "--log_format=json".into(),
-        "--model_name=slow".into(),
-        format!("--model_base_path={}", dir.join("slow").display()),
-        "--shutdown_delay_seconds=1".into(),
-    ]);
+    let base_path = format!("--model_base_path={}", dir.join("slow").display());
+    let args = ["--log_format=json", "--model_name=slow", &base_path, "--shutdown_delay_seconds=1"];
+    let mut server = BinaryServer::spawn(|| BinaryServer::command(&args), true);
+    let (port, rest) = (server.port, server.rest.expect("REST port"));
     let mut seen = Vec::new();
     let mut http_seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -84,35 +65,27 @@ async fn health_goes_not_serving_serving_not_serving_across_load_and_sigterm() {
             if seen.last() != Some(&status) {
                 seen.push(status);
             }
-            if status == ServingStatus::Serving as i32 {
+            if status == ServingStatus::Serving {
                 break;
             }
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(seen, vec![ServingStatus::NotServing as i32, ServingStatus::Serving as i32], "start-up sequence");
+    assert_eq!(seen, vec![ServingStatus::NotServing, ServingStatus::Serving], "start-up sequence");
     assert_eq!(http_seen.first(), Some(&503), "HTTP readiness while loading: {http_seen:?}");
     assert_eq!(http_ready(rest).await, Some(200));
     assert_eq!(reqwest::get(format!("http://127.0.0.1:{rest}/v1/health/live")).await.map(|r| r.status().as_u16()).ok(), Some(200));
     for service in ["tensorflow.serving.PredictionService", "PredictionService", "ModelService", "tensorflow.serving.ModelService"] {
-        assert_eq!(health(port, service).await, Some(ServingStatus::Serving as i32), "{service}");
+        assert_eq!(health(port, service).await, Some(ServingStatus::Serving), "{service}");
     }
 
-    sigterm(&child);
+    server.sigterm();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(health(port, "").await, Some(ServingStatus::NotServing as i32), "after SIGTERM, during the delay");
+    assert_eq!(health(port, "").await, Some(ServingStatus::NotServing), "after SIGTERM, during the delay");
     assert_eq!(http_ready(rest).await, Some(503), "HTTP readiness after SIGTERM");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "server did not exit after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = server.exited(Duration::from_secs(30)).await;
     assert!(status.success(), "exit status {status}");
-    let mut logs = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut logs).expect("read logs");
+    let logs = server.logs();
     let events: Vec<serde_json::Value> =
         logs.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("--log_format=json line is not JSON ({e}): {l}"))).collect();
     let transition = events
@@ -126,20 +99,19 @@ async fn health_goes_not_serving_serving_not_serving_across_load_and_sigterm() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// The binary: SIGTERM and the exit status are what is tested.
 #[tokio::test]
 async fn sigterm_during_slow_requests_loses_none() {
-    let port = free_port();
-    let mut child = spawn(&[format!("--port={port}"), "--drain_timeout_seconds=60".into()]);
-    let url = format!("http://127.0.0.1:{port}");
+    let mut server = BinaryServer::spawn(|| BinaryServer::command(&["--drain_timeout_seconds=60"]), false);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while health(port, "").await != Some(ServingStatus::Serving as i32) {
+    while health(server.port, "").await != Some(ServingStatus::Serving) {
         assert!(Instant::now() < deadline, "not serving");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (_, image) = npy(&fixture("mnist_cnn/input_b1.npy"));
     let batch = 512;
     let input: Vec<f32> = image.iter().copied().cycle().take(batch * 784).collect();
-    let channel = Channel::from_shared(url).expect("url").connect().await.expect("connect");
+    let channel = Channel::from_shared(server.url()).expect("url").connect().await.expect("connect");
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let mut client = PredictionServiceClient::new(channel.clone());
@@ -147,7 +119,7 @@ async fn sigterm_during_slow_requests_loses_none() {
         tasks.push(tokio::spawn(async move { client.predict(request).await }));
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    sigterm(&child);
+    server.sigterm();
     let mut ok = 0;
     for task in tasks {
         let response = task.await.expect("join").expect("in-flight request must finish during drain");
@@ -155,7 +127,7 @@ async fn sigterm_during_slow_requests_loses_none() {
         ok += 1;
     }
     assert_eq!(ok, 8);
-    let status = child.wait().expect("wait");
+    let status = server.exited(Duration::from_secs(60)).await;
     assert!(status.success(), "exit status {status}");
 }
 
@@ -186,12 +158,8 @@ async fn reflection_lists_the_services() {
 
 #[tokio::test]
 async fn connections_are_recycled_by_max_age_without_failed_requests() {
-    let rest = free_port();
-    let server = Server::start(
-        &["--grpc_max_connection_age_ms=300", "--grpc_max_connection_age_grace_ms=5000", &format!("--rest_api_port={rest}")],
-        "mnist_cnn",
-    )
-    .await;
+    let (server, rest) =
+        Server::start_with_rest(&["--grpc_max_connection_age_ms=300", "--grpc_max_connection_age_grace_ms=5000"], "mnist_cnn").await;
     let (dims, input) = npy(&fixture("mnist_cnn/input_b1.npy"));
     let mut client = server.predict_client().await;
     let started = Instant::now();

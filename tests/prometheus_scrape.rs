@@ -8,12 +8,37 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-struct Prometheus(Child);
+/// Prometheus on a port of its choosing (`127.0.0.1:0`), which it logs; killed when dropped.
+struct Prometheus {
+    child: Child,
+    port: u16,
+}
+
+impl Prometheus {
+    fn start(mut command: Command) -> Prometheus {
+        command.arg("--web.listen-address=127.0.0.1:0").stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = command.spawn().expect("start prometheus");
+        let mut logs = ChildLogs::capture(&mut child);
+        // `msg="Listening on" address=127.0.0.1:41234`, once the port is bound.
+        let bound = |line: &str| {
+            let address = line.split_once("msg=\"Listening on\"")?.1.split_once("address=")?.1;
+            address.split_whitespace().next()?.rsplit_once(':')?.1.parse::<u16>().ok()
+        };
+        match logs.wait_for(&mut child, Duration::from_secs(60), bound) {
+            Waited::Found(port) => Prometheus { child, port },
+            Waited::Exited(status) => panic!("prometheus exited with {status}:\n{}", logs.text()),
+            Waited::TimedOut => {
+                let _ = child.kill();
+                panic!("prometheus logged no listening address within 60 s")
+            }
+        }
+    }
+}
 
 impl Drop for Prometheus {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -28,18 +53,12 @@ async fn query(port: u16, promql: &str) -> Option<f64> {
 #[tokio::test]
 async fn prometheus_scrapes_both_endpoints_and_counts_requests() {
     let binary = which("prometheus").expect("the prometheus binary is required: apt-get install prometheus (.ci/run does)");
-    let dir = std::env::temp_dir().join(format!("candle-serving-prom-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("mkdir");
+    let dir = temp_dir("prom");
     let monitoring = dir.join("monitoring.config");
     std::fs::write(&monitoring, "prometheus_config {\n  enable: true\n  path: \"/monitoring/prometheus/metrics\"\n}\n").expect("write");
 
-    let rest = free_port();
-    let server = Server::start(
-        &[&format!("--rest_api_port={rest}"), &format!("--monitoring_config_file={}", monitoring.display())],
-        "mnist_cnn",
-    )
-    .await;
+    // In-process: only the request metrics are queried (process_* would be the test's own).
+    let (server, rest) = Server::start_with_rest(&[&format!("--monitoring_config_file={}", monitoring.display())], "mnist_cnn").await;
     let (dims, input) = npy(&fixture("mnist_cnn/input_b1.npy"));
     let mut client = server.predict_client().await;
     for _ in 0..7 {
@@ -53,17 +72,12 @@ async fn prometheus_scrapes_both_endpoints_and_counts_requests() {
         "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: tfs\n    metrics_path: /monitoring/prometheus/metrics\n    static_configs:\n      - targets: ['127.0.0.1:{rest}']\n  - job_name: plain\n    metrics_path: /metrics\n    static_configs:\n      - targets: ['127.0.0.1:{rest}']\n"
     );
     std::fs::write(dir.join("prometheus.yml"), config).expect("write config");
-    let web = free_port();
-    let _prometheus = Prometheus(
-        Command::new(binary)
-            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{web}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start prometheus"),
-    );
+    let mut command = Command::new(binary);
+    command
+        .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()));
+    let prometheus = Prometheus::start(command);
+    let web = prometheus.port;
 
     let checks = [
         ("sum(candle_serving_requests_total{job=\"plain\",model=\"mnist_cnn\",method=\"Predict\",code=\"OK\"})", 7.0),

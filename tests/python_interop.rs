@@ -1,5 +1,5 @@
 //! The official TF Serving Python client (tensorflow-serving-api + tf.make_tensor_proto)
-//! against the real binary. The venv is created on first run by tests/python/setup_venv.sh.
+//! against the server. The venv is created on first run by tests/python/setup_venv.sh.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! The REST API against the real binary: TF Serving's paths, JSON bodies and error codes, read
+//! The REST API against the server: TF Serving's paths, JSON bodies and error codes, read
 //! back with reqwest and the server's own TF-dialect JSON parser (responses may carry bare
 //! `NaN` tokens, which standard parsers reject).
 

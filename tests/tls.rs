@@ -5,20 +5,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use common::*;
-
-/// A fresh directory for one test's certificates.
-fn scratch(name: &str) -> PathBuf {
-    let dir = repo_root().join("target/tls-tests").join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create scratch dir");
-    dir
-}
 
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl (apt-get install openssl)");
@@ -73,46 +64,33 @@ fn ssl_config(dir: &Path, server: &str, client_verify: bool) -> String {
     )
 }
 
-/// A TLS server: readiness comes from its log (a plaintext probe cannot talk to it).
+/// A TLS server (in-process) on both ports. The harness's plaintext probe cannot talk to it,
+/// so readiness is asked over HTTPS with curl, as a client with `curl_auth` would.
 struct TlsServer {
-    child: Child,
+    _server: Server,
     grpc: u16,
     rest: u16,
 }
 
-impl Drop for TlsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl TlsServer {
-    fn start(args: &[String]) -> TlsServer {
-        let (grpc, rest) = (free_port(), free_port());
-        let mut child = Command::new(BIN)
-            .args(["--model_name=mnist_cnn", "--model_base_path=models/mnist_cnn", "--ssl_reload_interval_seconds=1"])
-            .arg(format!("--port={grpc}"))
-            .arg(format!("--rest_api_port={rest}"))
-            .args(args)
-            .current_dir(repo_root())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn candle-serving");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("{line}");
-                if line.contains("SERVING") {
-                    let _ = tx.send(());
-                }
+    async fn start(dir: &Path, args: &[String], curl_auth: &[&str]) -> TlsServer {
+        let mut all = vec!["--model_name=mnist_cnn", "--model_base_path=models/mnist_cnn", "--ssl_reload_interval_seconds=1"];
+        all.extend(args.iter().map(String::as_str));
+        let mut server = Server::launch(&all, true);
+        let (grpc, rest) = (server.port, server.rest.expect("REST port"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(why) = server.stopped() {
+                panic!("the TLS server stopped during start-up: {why}");
             }
-        });
-        rx.recv_timeout(Duration::from_secs(60)).expect("server did not log SERVING within 60 s");
-        TlsServer { child, grpc, rest }
+            let (code, body) = curl(rest, dir, "/v1/health/ready", &[&["--fail"], curl_auth].concat());
+            if code == 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "not ready over HTTPS within 60 s: {body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        TlsServer { _server: server, grpc, rest }
     }
 }
 
@@ -133,13 +111,13 @@ fn python(mode: &str, server: &TlsServer, dir: &Path, extra: &[String]) -> Outpu
     out
 }
 
-/// curl over HTTPS to the REST port; returns (exit code, body).
-fn curl(server: &TlsServer, dir: &Path, path: &str, extra: &[&str]) -> (i32, String) {
+/// curl over HTTPS to REST port `rest`; returns (exit code, body).
+fn curl(rest: u16, dir: &Path, path: &str, extra: &[&str]) -> (i32, String) {
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "10", "--cacert"])
         .arg(dir.join("ca.pem"))
         .args(extra)
-        .arg(format!("https://localhost:{}{path}", server.rest))
+        .arg(format!("https://localhost:{rest}{path}"))
         .current_dir(dir)
         .output()
         .expect("run curl");
@@ -152,26 +130,31 @@ fn flag(name: &str, dir: &Path, file: &str) -> String {
 
 #[tokio::test]
 async fn official_client_over_tls_rest_over_https_and_rotation_without_a_failed_request() {
-    let dir = scratch("tls");
+    let dir = temp_dir("tls");
     pki(&dir);
     std::fs::write(dir.join("ssl.conf"), ssl_config(&dir, "server", false)).expect("write ssl.conf");
     std::fs::write(dir.join("ssl2.conf"), ssl_config(&dir, "server2", false)).expect("write ssl2.conf");
     for f in ["server.pem", "server.key"] {
         std::fs::copy(dir.join(f), dir.join(format!("rest-{f}"))).expect("copy");
     }
-    let server = TlsServer::start(&[
-        flag("ssl_config_file", &dir, "ssl.conf"),
-        flag("rest_api_ssl_cert_file", &dir, "rest-server.pem"),
-        flag("rest_api_ssl_key_file", &dir, "rest-server.key"),
-    ]);
+    let server = TlsServer::start(
+        &dir,
+        &[
+            flag("ssl_config_file", &dir, "ssl.conf"),
+            flag("rest_api_ssl_cert_file", &dir, "rest-server.pem"),
+            flag("rest_api_ssl_key_file", &dir, "rest-server.key"),
+        ],
+        &[],
+    )
+    .await;
 
     python("serve", &server, &dir, &[]);
 
-    let (code, body) = curl(&server, &dir, "/v1/models/mnist_cnn", &[]);
+    let (code, body) = curl(server.rest, &dir, "/v1/models/mnist_cnn", &[]);
     assert_eq!(code, 0, "curl over HTTPS failed: {body}");
     assert!(body.contains("\"AVAILABLE\""), "{body}");
     let zeros = serde_json::json!({ "instances": [vec![vec![[0.0f32]; 28]; 28]] }).to_string();
-    let (code, body) = curl(&server, &dir, "/v1/models/mnist_cnn:predict", &["-d", &zeros]);
+    let (code, body) = curl(server.rest, &dir, "/v1/models/mnist_cnn:predict", &["-d", &zeros]);
     assert_eq!(code, 0, "{body}");
     assert!(body.starts_with("{\"predictions\":[["), "{body}");
     let plain = reqwest::get(format!("http://127.0.0.1:{}/v1/models/mnist_cnn", server.rest)).await;
@@ -196,31 +179,37 @@ async fn official_client_over_tls_rest_over_https_and_rotation_without_a_failed_
 
 #[tokio::test]
 async fn client_verify_refuses_clients_without_a_certificate_from_the_ca() {
-    let dir = scratch("mtls");
+    let dir = temp_dir("mtls");
     pki(&dir);
     std::fs::write(dir.join("ssl.conf"), ssl_config(&dir, "server", true)).expect("write ssl.conf");
-    let server = TlsServer::start(&[
-        flag("ssl_config_file", &dir, "ssl.conf"),
-        flag("rest_api_ssl_cert_file", &dir, "server.pem"),
-        flag("rest_api_ssl_key_file", &dir, "server.key"),
-        flag("rest_api_ssl_client_ca_file", &dir, "ca.pem"),
-    ]);
+    let server = TlsServer::start(
+        &dir,
+        &[
+            flag("ssl_config_file", &dir, "ssl.conf"),
+            flag("rest_api_ssl_cert_file", &dir, "server.pem"),
+            flag("rest_api_ssl_key_file", &dir, "server.key"),
+            flag("rest_api_ssl_client_ca_file", &dir, "ca.pem"),
+        ],
+        &["--cert", "client.pem", "--key", "client.key"],
+    )
+    .await;
     python("refused", &server, &dir, &[]);
     python("refused", &server, &dir, &[flag("cert", &dir, "rogue-client.pem"), flag("key", &dir, "rogue-client.key")]);
     python("serve", &server, &dir, &[flag("cert", &dir, "client.pem"), flag("key", &dir, "client.key")]);
 
-    let (code, body) = curl(&server, &dir, "/v1/models/mnist_cnn", &[]);
+    let (code, body) = curl(server.rest, &dir, "/v1/models/mnist_cnn", &[]);
     assert_ne!(code, 0, "REST without a client certificate was served: {body}");
-    let (code, body) = curl(&server, &dir, "/v1/models/mnist_cnn", &["--cert", "rogue-client.pem", "--key", "rogue-client.key"]);
+    let (code, body) = curl(server.rest, &dir, "/v1/models/mnist_cnn", &["--cert", "rogue-client.pem", "--key", "rogue-client.key"]);
     assert_ne!(code, 0, "REST with a rogue client certificate was served: {body}");
-    let (code, body) = curl(&server, &dir, "/v1/models/mnist_cnn", &["--cert", "client.pem", "--key", "client.key"]);
+    let (code, body) = curl(server.rest, &dir, "/v1/models/mnist_cnn", &["--cert", "client.pem", "--key", "client.key"]);
     assert_eq!(code, 0, "{body}");
     assert!(body.contains("\"AVAILABLE\""), "{body}");
 }
 
+/// The binary: the exit code is part of what is tested.
 #[test]
 fn a_bad_key_or_certificate_stops_start_up_naming_the_file_and_the_problem() {
-    let dir = scratch("bad");
+    let dir = temp_dir("bad");
     pki(&dir);
     std::fs::write(dir.join("garbage.pem"), "not a certificate\n").expect("write");
     std::fs::write(dir.join("verify-no-ca.conf"), "server_key: \"k\"\nserver_cert: \"c\"\nclient_verify: true\n").expect("write");

@@ -1,19 +1,36 @@
-//! Shared harness: start the real `candle-serving` binary on a free loopback port and talk to
-//! it with a tonic client generated from proto/.
+//! Shared harness: the server in-process ([`Server`]) or as the real binary ([`BinaryServer`]),
+//! tonic clients generated from proto/, fixtures, and the helpers several test files use.
 #![allow(dead_code, unreachable_pub)]
 
-use std::net::TcpListener;
+mod binary;
+mod in_process;
+
+// Not every test binary uses each of these.
+#[allow(unused_imports)]
+pub use binary::{BinaryServer, run_to_exit};
+#[allow(unused_imports)]
+pub use in_process::Server;
+
+use std::future::Future;
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use candle_core::Tensor;
 use candle_serving::proto::tensorflow::serving::model_service_client::ModelServiceClient;
+use candle_serving::proto::tensorflow::serving::model_spec::VersionChoice;
 use candle_serving::proto::tensorflow::serving::prediction_service_client::PredictionServiceClient;
 use candle_serving::proto::tensorflow::serving::model_version_status::State;
 use candle_serving::proto::tensorflow::serving::{GetModelStatusRequest, ModelSpec, PredictRequest};
 use candle_serving::proto::tensorflow::{DataType, TensorProto, TensorShapeProto, tensor_shape_proto};
 use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_candle-serving");
 
@@ -25,81 +42,129 @@ pub fn fixture(path: &str) -> PathBuf {
     repo_root().join("tests/fixtures").join(path)
 }
 
-/// A free TCP port on loopback (bound and released; the kernel does not hand it out again soon).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+/// A fresh, empty directory under the system temp dir, unique to this process and call.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!("candle-serving-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
 }
 
-/// A running server process, killed when dropped.
-pub struct Server {
-    child: Child,
-    pub port: u16,
-}
+/// A server's gRPC port, whether it runs in-process or as the binary.
+pub trait Grpc {
+    fn grpc_port(&self) -> u16;
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.grpc_port())
+    }
+
+    fn predict_client(&self) -> impl Future<Output = PredictionServiceClient<Channel>> + Send {
+        let url = self.url();
+        async move { PredictionServiceClient::connect(url).await.expect("connect") }
+    }
+
+    fn model_client(&self) -> impl Future<Output = ModelServiceClient<Channel>> + Send {
+        let url = self.url();
+        async move { ModelServiceClient::connect(url).await.expect("connect") }
     }
 }
 
-impl Server {
-    /// Starts the binary with `args` plus `--port=<free>` and waits until `model` is AVAILABLE.
-    pub async fn start(args: &[&str], model: &str) -> Server {
-        let port = free_port();
-        let mut cmd = Command::new(BIN);
-        cmd.args(args).arg(format!("--port={port}")).current_dir(repo_root()).stdout(Stdio::null()).stderr(Stdio::inherit());
-        let child = cmd.spawn().expect("spawn candle-serving");
-        let mut server = Server { child, port };
-        server.wait_available(model).await;
-        server
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Waits until `model` has an AVAILABLE version (models load one after another, so a test
-    /// that uses several waits for each).
-    pub async fn wait_available(&mut self, model: &str) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("server exited during startup with {status}");
+/// Polls GetModelStatus until `model` has an AVAILABLE version. `stopped` says why the server
+/// is gone, if it is: start-up errors then fail the test at once with the reason.
+pub async fn wait_model(url: &str, model: &str, mut stopped: impl FnMut() -> Option<String>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(why) = stopped() {
+            panic!("the server stopped before {model} became AVAILABLE: {why}");
+        }
+        if let Ok(channel) = Channel::from_shared(url.to_string()).expect("url").connect().await {
+            let mut client = ModelServiceClient::new(channel);
+            let request = GetModelStatusRequest { model_spec: Some(spec(model)) };
+            let available = client
+                .get_model_status(request)
+                .await
+                .is_ok_and(|r| r.into_inner().model_version_status.iter().any(|v| v.state == State::Available as i32));
+            if available {
+                return;
             }
-            if let Ok(channel) = Channel::from_shared(self.url()).expect("url").connect().await {
-                let mut client = ModelServiceClient::new(channel);
-                let request = GetModelStatusRequest { model_spec: Some(spec(model)) };
-                let available = client.get_model_status(request).await.is_ok_and(|r| {
-                    r.into_inner().model_version_status.iter().any(|v| v.state == State::Available as i32)
-                });
-                if available {
-                    return;
+        }
+        assert!(Instant::now() < deadline, "{model} did not become AVAILABLE within 60s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One grpc.health.v1 Check on loopback `port`; `Err` says why there was no answer.
+pub async fn grpc_health(port: u16, service: &str) -> Result<ServingStatus, String> {
+    let channel = Channel::from_shared(format!("http://127.0.0.1:{port}")).map_err(|e| e.to_string())?.connect().await.map_err(|e| e.to_string())?;
+    let reply = HealthClient::new(channel).check(HealthCheckRequest { service: service.into() }).await.map_err(|e| e.to_string())?;
+    Ok(reply.into_inner().status())
+}
+
+/// What [`ChildLogs::wait_for`] saw.
+pub enum Waited<T> {
+    Found(T),
+    Exited(ExitStatus),
+    TimedOut,
+}
+
+/// A child's stderr, read line by line on a thread of its own: each line is forwarded to the
+/// test's stderr as it arrives (so the log shows with the test's output) and kept for reading.
+pub struct ChildLogs {
+    lines: Arc<Mutex<Vec<String>>>,
+    incoming: mpsc::Receiver<String>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl ChildLogs {
+    /// Takes over `child`'s stderr, which must be piped.
+    pub fn capture(child: &mut Child) -> ChildLogs {
+        let stderr = child.stderr.take().expect("the child's stderr is piped");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (tx, incoming) = mpsc::channel();
+        let kept = Arc::clone(&lines);
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                kept.lock().expect("log lines").push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        ChildLogs { lines, incoming, reader: Some(reader) }
+    }
+
+    /// Waits for the first line (from here on) that `find` accepts, while `child` runs.
+    pub fn wait_for<T>(&mut self, child: &mut Child, within: Duration, mut find: impl FnMut(&str) -> Option<T>) -> Waited<T> {
+        let deadline = Instant::now() + within;
+        loop {
+            match self.incoming.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => {
+                    if let Some(found) = find(&line) {
+                        return Waited::Found(found);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => return Waited::TimedOut,
+                // End of stderr: the process has exited (or is about to).
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = child.wait().expect("wait for the child");
+                    self.finish();
+                    return Waited::Exited(status);
                 }
             }
-            assert!(Instant::now() < deadline, "server did not become ready within 60s");
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    /// The server process id, to read its descriptors and memory from /proc.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+    /// Waits for the reader to reach the end of stderr; call once the process has exited.
+    pub fn finish(&mut self) {
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
     }
 
-    pub async fn predict_client(&self) -> PredictionServiceClient<Channel> {
-        PredictionServiceClient::connect(self.url()).await.expect("connect")
+    /// Every line so far.
+    pub fn text(&self) -> String {
+        self.lines.lock().expect("log lines").join("\n")
     }
-
-    pub async fn model_client(&self) -> ModelServiceClient<Channel> {
-        ModelServiceClient::connect(self.url()).await.expect("connect")
-    }
-}
-
-/// Runs the binary to completion (for start-up failures) and returns (exit code, stderr).
-pub fn run_to_exit(args: &[&str], cwd: &Path) -> (i32, String) {
-    let out = Command::new(BIN).args(args).current_dir(cwd).output().expect("run candle-serving");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 pub fn spec(name: &str) -> ModelSpec {
@@ -135,16 +200,28 @@ pub fn assert_close(got: &[f32], want: &[f32], atol: f32, what: &str) {
     assert!(worst <= atol, "{what}: max |diff| {worst} > {atol}");
 }
 
-impl Server {
-    /// Starts the binary like [`Server::start`] with the REST API on another free port, which
-    /// it returns with the server.
-    pub async fn start_with_rest(args: &[&str], model: &str) -> (Server, u16) {
-        let rest_port = free_port();
-        let flag = format!("--rest_api_port={rest_port}");
-        let mut all: Vec<&str> = args.to_vec();
-        all.push(&flag);
-        (Server::start(&all, model).await, rest_port)
+/// Predicts the `fixtures` golden batch of `batch` images on `model` (latest version, or
+/// `version` with the signature named) and checks the answer against onnxruntime's output.
+pub async fn check_golden(client: &mut PredictionServiceClient<Channel>, model: &str, fixtures: &str, batch: usize, version: Option<i64>) {
+    let (dims, input) = npy(&fixture(&format!("{fixtures}/input_b{batch}.npy")));
+    let (out_dims, want) = npy(&fixture(&format!("{fixtures}/output_b{batch}.npy")));
+    let mut request = predict_request(model, "image", float_tensor(&dims, input));
+    if let Some(v) = version {
+        let spec = request.model_spec.as_mut().expect("spec");
+        spec.version_choice = Some(VersionChoice::Version(v));
+        spec.signature_name = "serving_default".into();
     }
+    let response = client.predict(request).await.expect("predict").into_inner();
+    let spec = response.model_spec.expect("response model_spec");
+    assert_eq!(spec.name, model);
+    assert_eq!(spec.signature_name, "serving_default");
+    assert_eq!(spec.version_choice, Some(VersionChoice::Version(1)));
+    let out = &response.outputs["probabilities"];
+    assert_eq!(out.dtype, DataType::DtFloat as i32);
+    let got_dims: Vec<usize> = out.tensor_shape.as_ref().expect("shape").dim.iter().map(|d| d.size as usize).collect();
+    assert_eq!(got_dims, out_dims);
+    assert!(out.tensor_content.is_empty(), "typed fields by default");
+    assert_close(&out.float_val, &want, 1e-5, &format!("{model} batch {batch}"));
 }
 
 /// A float tensor graph input/output for hand-built ONNX models; `None` dims are dynamic.
