@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod proto;
 pub mod repository;
 pub mod serving;
+pub mod telemetry;
 pub mod tensor;
 pub mod transport;
 
