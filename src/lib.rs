@@ -12,6 +12,7 @@ pub mod proto;
 pub mod repository;
 pub mod request;
 pub mod servable;
+pub mod telemetry;
 pub mod tensor;
 pub mod transport;
 

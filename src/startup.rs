@@ -17,6 +17,7 @@ use crate::metrics::Metrics;
 use crate::batching::BatchingOptions;
 use crate::proto::tensorflow::serving::{BatchingParameters, MonitoringConfig};
 use crate::request::{Admission, RequestCore};
+use crate::telemetry::Tracer;
 use crate::config::model_config::{self, ConfigError, ModelConfig};
 use crate::repository::{LayoutError, ModelManager, ModelRepository, discover_models, manager_channel};
 use crate::transport::connections::{self, ConnectionLimits, Endpoint};
@@ -87,6 +88,10 @@ pub async fn serve(
         n => n,
     };
     let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    // OpenTelemetry traces (--otlp_endpoint or OTEL_EXPORTER_OTLP_*): a bad endpoint stops
+    // start-up here, before any connection is accepted. The request core records into clones
+    // of `tracer`; it lives to the end of `serve`, which flushes it.
+    let tracer = Tracer::from_config(config.otlp_endpoint.as_deref()).map_err(|e| ServeError::Setup(format!("tracing: {e}")))?;
 
     for flag in &config.ignored_flags {
         tracing::warn!(%flag, "TF Serving flag accepted for compatibility; it has no effect in candle-serving");
@@ -115,7 +120,7 @@ pub async fn serve(
         max_tensor_bytes: config.max_tensor_bytes,
     };
     let (manager_handle, manager_inbox) = manager_channel();
-    let core = RequestCore::new(Arc::clone(&repository), Arc::clone(&metrics), admission);
+    let core = RequestCore::new(Arc::clone(&repository), Arc::clone(&metrics), admission, tracer.clone());
     let routes = grpc::routes(
         core.clone(),
         options,
@@ -206,6 +211,7 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     while transports.join_next().await.is_some() {}
     let _ = manager_task.await;
+    tracer.shutdown();
     tracing::info!("server stopped");
     Ok(())
 }

@@ -3,57 +3,22 @@
 //! repository when a model loses its last version, fails to load, or is removed.
 
 mod common;
+#[path = "otlp/receiver.rs"]
+mod otlp_receiver;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use candle_serving::proto::tensorflow::serving::model_server_config::Config;
 use candle_serving::proto::tensorflow::serving::{ModelConfig, ModelConfigList, ModelServerConfig, ReloadConfigRequest};
 use common::*;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use otlp_receiver::OtlpReceiver;
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-
-struct Prometheus(Child);
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn temp(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("candle-serving-core-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    dir
-}
-
-/// Runs an instant query and returns the single sample's value, if any.
-async fn query(port: u16, promql: &str) -> Option<f64> {
-    let url = format!("http://127.0.0.1:{port}/api/v1/query");
-    let body: serde_json::Value = reqwest::Client::new().get(url).query(&[("query", promql)]).send().await.ok()?.json().await.ok()?;
-    let value = body["data"]["result"].get(0)?["value"].get(1)?.as_str()?.to_string();
-    value.parse().ok()
-}
-
-async fn expect_queries(web: u16, checks: &[(String, f64)]) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for (promql, want) in checks {
-        loop {
-            let got = query(web, promql).await;
-            if got == Some(*want) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{promql}: got {got:?}, want {want}");
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    }
-}
 
 /// The series each Predict must leave, per entrypoint: request count and latency, and the
 /// queue, compute and runtime latency of its execution. `api` is TF's label value (the RPC
@@ -72,24 +37,9 @@ fn series(api: &str, entrypoint: &str, count: f64) -> Vec<(String, f64)> {
 
 #[tokio::test]
 async fn rest_and_grpc_predicts_produce_the_same_series() {
-    let binary = which("prometheus").expect("the prometheus binary is required: bash tests/run.sh installs it");
-    let dir = temp("prom");
+    let dir = temp_dir("core-prom");
     let (server, rest) = Server::start_with_rest(&["--model_name=mnist_cnn", "--model_base_path=models/mnist_cnn"], "mnist_cnn").await;
-    let config = format!(
-        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: pod\n    metrics_path: /metrics\n    static_configs:\n      - targets: ['127.0.0.1:{rest}']\n"
-    );
-    std::fs::write(dir.join("prometheus.yml"), config).expect("write config");
-    let web = free_port();
-    let _prometheus = Prometheus(
-        Command::new(binary)
-            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{web}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start prometheus"),
-    );
+    let prometheus = Prometheus::scraping(&dir, &[("pod", "/metrics", rest)]);
 
     // REST first, alone: queue and compute (labelled by model only) then count REST alone.
     let (dims, input) = npy(&fixture("mnist_cnn/input_b1.npy"));
@@ -104,7 +54,7 @@ async fn rest_and_grpc_predicts_produce_the_same_series() {
     checks.push(("sum(candle_serving_queue_duration_seconds_count{model=\"mnist_cnn\"})".into(), 5.0));
     checks.push(("sum(candle_serving_compute_duration_seconds_count{model=\"mnist_cnn\"})".into(), 5.0));
     checks.push(("sum({__name__=\":tensorflow:serving:request_count\",model_name=\"mnist_cnn\",status=\"OK\"})".into(), 5.0));
-    expect_queries(web, &checks).await;
+    prometheus.expect(&checks).await;
 
     let mut client = server.predict_client().await;
     for _ in 0..7 {
@@ -115,7 +65,7 @@ async fn rest_and_grpc_predicts_produce_the_same_series() {
     checks.push(("sum(candle_serving_queue_duration_seconds_count{model=\"mnist_cnn\"})".into(), 12.0));
     checks.push(("sum(candle_serving_compute_duration_seconds_count{model=\"mnist_cnn\"})".into(), 12.0));
     checks.push(("sum({__name__=\":tensorflow:serving:request_count\",model_name=\"mnist_cnn\",status=\"OK\"})".into(), 12.0));
-    expect_queries(web, &checks).await;
+    prometheus.expect(&checks).await;
 
     // Failures count alike too: an unknown model over both.
     client.predict(predict_request("nope", "image", float_tensor(&dims, input.clone()))).await.expect_err("unknown model");
@@ -126,7 +76,7 @@ async fn rest_and_grpc_predicts_produce_the_same_series() {
         ("sum(candle_serving_requests_total{model=\"nope\",method=\"predict\",code=\"NOT_FOUND\"})".to_string(), 1.0),
         ("sum({__name__=\":tensorflow:serving:request_count\",model_name=\"nope\",status=\"NOT_FOUND\"})".to_string(), 2.0),
     ];
-    expect_queries(web, &checks).await;
+    prometheus.expect(&checks).await;
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -140,10 +90,6 @@ fn nest(dims: &[usize], values: &[String]) -> String {
             format!("[{}]", parts.join(","))
         }
     }
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.is_file())
 }
 
 fn add_version(base: &Path, version: i64) {
@@ -195,7 +141,7 @@ impl Probes {
 
 #[tokio::test]
 async fn readiness_follows_models_that_fail_or_are_removed() {
-    let dir = temp("ready");
+    let dir = temp_dir("core-ready");
     add_version(&dir.join("a"), 1);
     add_version(&dir.join("b"), 1);
     let config_file = dir.join("models.config");
@@ -263,4 +209,63 @@ async fn readiness_follows_models_that_fail_or_are_removed() {
     probes.wait_ready(true, "c removed").await;
     assert_eq!(probes.grpc("c").await, Err(Code::NotFound));
     std::fs::remove_dir_all(&dir).ok();
+}
+
+const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
+const PARENT_ID: &str = "b7ad6b7169203331";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Multi-thread: the receiver keeps answering on the test's runtime while dropping the server
+/// (which flushes the exporter) blocks this thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_trace_continues_into_queue_and_compute_spans() {
+    let mut receiver = OtlpReceiver::start().await;
+    let endpoint = format!("--otlp_endpoint={}", receiver.endpoint);
+    for batching in [false, true] {
+        let mut args = vec!["--model_name=mnist_cnn", "--model_base_path=models/mnist_cnn", endpoint.as_str()];
+        if batching {
+            args.push("--enable_batching");
+        }
+        let server = Server::start(&args, "mnist_cnn").await;
+        let (dims, input) = npy(&fixture("mnist_cnn/input_b1.npy"));
+        let mut client = server.predict_client().await;
+        let mut request = tonic::Request::new(predict_request("mnist_cnn", "image", float_tensor(&dims, input.clone())));
+        request.metadata_mut().insert("traceparent", format!("00-{TRACE_ID}-{PARENT_ID}-01").parse().expect("header"));
+        let sent = Instant::now();
+        client.predict(request).await.expect("predict");
+        let round_trip = sent.elapsed();
+        // Spans are exported in batches; shutting the server down flushes them.
+        drop(client);
+        drop(server);
+
+        let spans = receiver.spans(3, Duration::from_secs(10)).await;
+        let ours: Vec<_> = spans.iter().filter(|s| hex(&s.trace_id) == TRACE_ID).collect();
+        let request = ours.iter().find(|s| s.name == "Predict").unwrap_or_else(|| panic!("no Predict span among {ours:?}"));
+        assert_eq!(hex(&request.parent_span_id), PARENT_ID, "the request span continues the client's span");
+        assert_eq!(request.kind, SpanKind::Server as i32);
+        let duration = request.end_time_unix_nano - request.start_time_unix_nano;
+        assert!(duration > 0 && u128::from(duration) <= round_trip.as_nanos(), "request span {duration} ns, round trip {round_trip:?}");
+        for name in ["queue", "compute"] {
+            let child = ours.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no {name} span (batching {batching})"));
+            assert_eq!(child.parent_span_id, request.span_id, "{name} is a child of the request span");
+            assert!(
+                child.start_time_unix_nano >= request.start_time_unix_nano && child.end_time_unix_nano <= request.end_time_unix_nano,
+                "{name} lies inside the request span"
+            );
+        }
+        let queue = ours.iter().find(|s| s.name == "queue").expect("queue");
+        let compute = ours.iter().find(|s| s.name == "compute").expect("compute");
+        assert_eq!(queue.end_time_unix_nano, compute.start_time_unix_nano, "compute starts when the queue wait ends");
+        assert!(compute.end_time_unix_nano > compute.start_time_unix_nano, "the model ran for some time");
+        println!(
+            "batching {batching}: request {} µs, queue {} µs, compute {} µs",
+            duration / 1000,
+            (queue.end_time_unix_nano - queue.start_time_unix_nano) / 1000,
+            (compute.end_time_unix_nano - compute.start_time_unix_nano) / 1000
+        );
+        receiver.requests.clear();
+    }
 }

@@ -41,6 +41,9 @@ pub struct ServerConfig {
     /// `--monitoring_config_file`: a text-format `tensorflow.serving.MonitoringConfig`.
     pub monitoring_config_file: Option<PathBuf>,
     pub log_format: LogFormat,
+    /// `--otlp_endpoint`: where OpenTelemetry traces go (OTLP/gRPC); `None` leaves the choice to
+    /// the standard OTEL_EXPORTER_OTLP_* variables, and tracing is off when they are unset too.
+    pub otlp_endpoint: Option<String>,
     /// How long to keep serving after SIGTERM with health NOT_SERVING (the preStop window).
     pub shutdown_delay: Duration,
     /// How long in-flight requests may take to finish once the server stops accepting.
@@ -106,6 +109,7 @@ impl Default for ServerConfig {
             rest_api_timeout: Duration::from_millis(30_000),
             monitoring_config_file: None,
             log_format: LogFormat::Text,
+            otlp_endpoint: None,
             shutdown_delay: Duration::ZERO,
             drain_timeout: Duration::from_secs(30),
             grpc_max_connection_age: None,
@@ -157,6 +161,7 @@ const FLAGS: &[(&str, Kind, &str, &str)] = &[
     ("rest_api_timeout_in_ms", Kind::Value, "30000", "REST request timeout"),
     ("monitoring_config_file", Kind::Value, "", "text MonitoringConfig; prometheus_config.path adds a metrics path"),
     ("log_format", Kind::Value, "text", "text or json"),
+    ("otlp_endpoint", Kind::Value, "", "send OpenTelemetry traces over OTLP/gRPC to this http://host:port (else OTEL_EXPORTER_OTLP_ENDPOINT; unset = off)"),
     ("shutdown_delay_seconds", Kind::Value, "0", "after SIGTERM, report NOT_SERVING but keep serving this long"),
     ("drain_timeout_seconds", Kind::Value, "30", "then wait this long for in-flight requests"),
     ("grpc_max_connection_age_ms", Kind::Value, "0", "close gRPC connections after this age, +-10% jitter (0 = never)"),
@@ -325,6 +330,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<ParseOutcom
                     _ => return Err(FlagError::BadValue { flag: name, value, reason: "expected text or json".into() }),
                 }
             }
+            "otlp_endpoint" => config.otlp_endpoint = Some(value).filter(|v| !v.is_empty()),
             "shutdown_delay_seconds" => config.shutdown_delay = Duration::from_secs(parse_num(&name, &value)?),
             "drain_timeout_seconds" => config.drain_timeout = Duration::from_secs(parse_num(&name, &value)?),
             "grpc_max_connection_age_ms" => config.grpc_max_connection_age = millis(parse_num(&name, &value)?),
@@ -434,5 +440,14 @@ mod tests {
         assert!(matches!(parse(&["--device=tpu"]), Err(FlagError::BadValue { .. })));
         assert_eq!(c.ignored_flags, vec!["--grpc_channel_arguments grpc.lb_policy_name=grpclb", "--rest_api_num_threads=8"]);
         assert!(matches!(parse(&["--grpc_channel_arguments=oops"]), Err(FlagError::BadValue { .. })));
+    }
+
+    #[test]
+    fn otlp_endpoint_is_off_unless_given() {
+        assert_eq!(serve(&["--port=9000"]).otlp_endpoint, None);
+        assert_eq!(serve(&["--otlp_endpoint=http://collector:4317"]).otlp_endpoint.as_deref(), Some("http://collector:4317"));
+        assert_eq!(serve(&["--otlp_endpoint", "http://127.0.0.1:4317"]).otlp_endpoint.as_deref(), Some("http://127.0.0.1:4317"));
+        assert_eq!(serve(&["--otlp_endpoint="]).otlp_endpoint, None);
+        assert!(usage().contains("--otlp_endpoint"));
     }
 }

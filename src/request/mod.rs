@@ -16,6 +16,7 @@ use crate::error::ServingError;
 use crate::metrics::{Entrypoint, InflightGuard, Metrics};
 use crate::repository::{ModelRepository, VersionRequest};
 use crate::servable::{PredictCall, PredictOutcome, RequestError, RequestTensor, Servable};
+use crate::telemetry::Tracer;
 
 pub use admission::{Admission, AdmissionError};
 pub use record::{Reportable, ResponseMetadata, TraceHeaders};
@@ -26,6 +27,7 @@ pub struct RequestCore {
     repository: Arc<ModelRepository>,
     metrics: Arc<Metrics>,
     admission: Admission,
+    tracer: Tracer,
 }
 
 /// What a transport knows of a request before it decodes the body.
@@ -39,8 +41,8 @@ pub struct Incoming {
 }
 
 impl RequestCore {
-    pub fn new(repository: Arc<ModelRepository>, metrics: Arc<Metrics>, admission: Admission) -> Self {
-        Self { repository, metrics, admission }
+    pub fn new(repository: Arc<ModelRepository>, metrics: Arc<Metrics>, admission: Admission, tracer: Tracer) -> Self {
+        Self { repository, metrics, admission, tracer }
     }
 
     pub fn repository(&self) -> &ModelRepository {
@@ -63,6 +65,8 @@ impl RequestCore {
                 model: incoming.model,
                 version: None,
                 started: Instant::now(),
+                // Only traces need wall-clock time.
+                started_wall: self.tracer.is_enabled().then(std::time::SystemTime::now),
                 timeline: None,
                 trace: incoming.trace,
             },
@@ -143,7 +147,7 @@ impl Request<'_> {
     /// Records the request once (metrics, log line, trace) and hands the result back.
     pub fn finish<T, E: Reportable>(self, result: Result<T, E>) -> Result<T, E> {
         let outcome = result.as_ref().map(|_| ()).map_err(|e| e as &dyn Reportable);
-        record::record(&self.core.metrics, &self.meta, outcome);
+        record::record(&self.core.metrics, &self.core.tracer, &self.meta, outcome);
         result
     }
 }

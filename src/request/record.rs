@@ -1,11 +1,12 @@
 //! The one record of a finished request, and everything produced from it: the request and
 //! execution metrics, the log line and (when enabled) the trace.
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use crate::error::{ErrorKind, ServingError};
 use crate::metrics::{Entrypoint, Metrics, RequestRecord};
 use crate::servable::Timeline;
+use crate::telemetry::{RequestSpan, Tracer};
 
 /// W3C trace context headers as the client sent them (gRPC metadata or HTTP headers); parsed
 /// only when tracing is on.
@@ -24,6 +25,8 @@ pub struct ResponseMetadata {
     /// The version that answered, once one was resolved.
     pub version: Option<i64>,
     pub started: Instant,
+    /// `started` on the wall clock, taken only when traces are exported.
+    pub started_wall: Option<SystemTime>,
     /// Set when the request reached the model.
     pub timeline: Option<Timeline>,
     pub trace: TraceHeaders,
@@ -41,8 +44,9 @@ impl Reportable for ServingError {
     }
 }
 
-pub(super) fn record(metrics: &Metrics, meta: &ResponseMetadata, outcome: Result<(), &dyn Reportable>) {
-    let elapsed = meta.started.elapsed();
+pub(super) fn record(metrics: &Metrics, tracer: &Tracer, meta: &ResponseMetadata, outcome: Result<(), &dyn Reportable>) {
+    let now = Instant::now();
+    let elapsed = now - meta.started;
     let code = outcome.as_ref().err().map(|e| e.kind());
     metrics.observe_request(&RequestRecord {
         model: &meta.model,
@@ -54,6 +58,9 @@ pub(super) fn record(metrics: &Metrics, meta: &ResponseMetadata, outcome: Result
         execution: meta.timeline.map(|t| (t.queued, t.computed)),
     });
     let code = code.map_or("OK", ErrorKind::label);
+    if let Some(started_wall) = meta.started_wall {
+        trace(tracer, meta, started_wall, now, code, outcome.err());
+    }
     match outcome {
         Ok(()) => tracing::debug!(
             model = %meta.model,
@@ -75,4 +82,26 @@ pub(super) fn record(metrics: &Metrics, meta: &ResponseMetadata, outcome: Result
             "request failed"
         ),
     }
+}
+
+/// The request span, with queue and compute children placed from the execution's timeline.
+fn trace(tracer: &Tracer, meta: &ResponseMetadata, started_wall: SystemTime, now: Instant, code: &str, error: Option<&dyn Reportable>) {
+    let wall = |at: Instant| started_wall + at.saturating_duration_since(meta.started);
+    let queue = meta.timeline.map(|t| (wall(t.submitted), wall(t.submitted + t.queued)));
+    let compute = meta.timeline.map(|t| (wall(t.submitted + t.queued), wall(t.submitted + t.queued + t.computed)));
+    let message = error.map(ToString::to_string);
+    tracer.record(&RequestSpan {
+        name: meta.api,
+        traceparent: meta.trace.traceparent.as_deref(),
+        tracestate: meta.trace.tracestate.as_deref(),
+        start: started_wall,
+        end: wall(now),
+        queue,
+        compute,
+        model: &meta.model,
+        version: meta.version,
+        entrypoint: meta.entrypoint.label(),
+        code,
+        error: message.as_deref(),
+    });
 }

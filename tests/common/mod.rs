@@ -4,12 +4,15 @@
 
 mod binary;
 mod in_process;
+mod prometheus;
 
 // Not every test binary uses each of these.
 #[allow(unused_imports)]
 pub use binary::{BinaryServer, run_to_exit};
 #[allow(unused_imports)]
 pub use in_process::Server;
+#[allow(unused_imports)]
+pub use prometheus::Prometheus;
 
 use std::future::Future;
 use std::io::BufRead;

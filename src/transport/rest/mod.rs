@@ -134,6 +134,7 @@ mod tests {
             Arc::new(crate::repository::ModelRepository::new()),
             Arc::new(crate::metrics::Metrics::new().expect("metrics")),
             crate::request::Admission::new(0),
+            crate::telemetry::Tracer::disabled(),
         );
         let state = RestState { core, timeout: Duration::from_secs(5), max_body_bytes: 1 << 20 };
         router(state).merge(Router::new().route("/v1/health/live", get(|| async { "live" })))
