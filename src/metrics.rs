@@ -78,8 +78,8 @@ pub struct Metrics {
     connections_closed: IntCounterVec,
     connections_open: IntGaugeVec,
     batch_size: HistogramVec,
-    tf_input_batch_size: Histogram,
-    tf_processed_batch_size: Histogram,
+    tf_input_batch_size: HistogramVec,
+    tf_processed_batch_size: HistogramVec,
     tf_queuing_latency: HistogramVec,
     rejected: IntCounterVec,
     dropped: IntCounterVec,
@@ -164,13 +164,19 @@ impl Metrics {
             )?,
             connections_open: IntGaugeVec::new(Opts::new("candle_serving_open_connections", "Connections open now, by transport."), &["transport"])?,
             batch_size: histogram("candle_serving_batch_size", "Rows per executed batch (before padding).", exponential_buckets(1.0, 2.0, 12)?, &["model"])?,
-            tf_input_batch_size: Histogram::with_opts(
-                HistogramOpts::new(":tensorflow:serving:batching_session:input_batch_size", "Batch sizes of the inputs.")
-                    .buckets(exponential_buckets(1.0, 2.0, 14)?),
+            // TF Serving's names and buckets, with a model label: one process serves several
+            // models, and a batch size only means something per model.
+            tf_input_batch_size: histogram(
+                ":tensorflow:serving:batching_session:input_batch_size",
+                "Batch sizes of the inputs.",
+                exponential_buckets(1.0, 2.0, 14)?,
+                &["model_name"],
             )?,
-            tf_processed_batch_size: Histogram::with_opts(
-                HistogramOpts::new(":tensorflow:serving:batching_session:processed_batch_size", "Batch sizes after padding.")
-                    .buckets(exponential_buckets(1.0, 2.0, 14)?),
+            tf_processed_batch_size: histogram(
+                ":tensorflow:serving:batching_session:processed_batch_size",
+                "Batch sizes after padding.",
+                exponential_buckets(1.0, 2.0, 14)?,
+                &["model_name"],
             )?,
             tf_queuing_latency: histogram(":tensorflow:serving:batching_session:queuing_latency", "Distribution of wall time spent (in microseconds) in queuing", exponential_buckets(100.0, 1.2, 52)?, &["thread_pool_name"])?,
             rejected: counter("candle_serving_rejected_requests_total", "Requests refused at admission, by reason (inflight_limit, queue_full, too_large).", &["model", "reason"])?,
@@ -307,8 +313,8 @@ impl Metrics {
     /// One executed batch: `rows` from requests, `padded` after padding to an allowed size.
     pub fn observe_batch(&self, model: &str, rows: usize, padded: usize) {
         self.batch_size.with_label_values(&[model]).observe(rows as f64);
-        self.tf_input_batch_size.observe(rows as f64);
-        self.tf_processed_batch_size.observe(padded as f64);
+        self.tf_input_batch_size.with_label_values(&[model]).observe(rows as f64);
+        self.tf_processed_batch_size.with_label_values(&[model]).observe(padded as f64);
     }
 
     /// Time one request waited in a batch queue, under TF Serving's batching metric.

@@ -52,6 +52,10 @@ async fn batched_results_equal_unbatched_ones_and_batches_form() {
     println!("32 concurrent requests ran in {batches} batches");
     assert!(rows >= 32.0, "every request went through the queue: {rows}");
     assert!(batches < rows, "no batch had more than one request ({batches} batches for {rows} rows)");
+    // The same batches under TF Serving's name, per model.
+    let series = ":tensorflow:serving:batching_session:input_batch_size";
+    assert_eq!(metric_value(&text, &format!("{series}_sum{{model_name=\"mnist_cnn\"}}")), Some(rows), "{text}");
+    assert_eq!(metric_value(&text, &format!("{series}_count{{model_name=\"mnist_cnn\"}}")), Some(batches), "{text}");
 }
 
 #[tokio::test]

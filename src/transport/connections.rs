@@ -18,6 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::activity::{Activity, Stalled, Tracked};
+use super::coalesce::Coalesce;
 use super::refuse;
 use crate::metrics::ConnectionMetrics;
 
@@ -196,7 +197,7 @@ impl Connection {
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let connection = self.builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+        let connection = self.builder.serve_connection(TokioIo::new(Coalesce::new(io)), TowerToHyperService::new(service));
         tokio::pin!(connection);
         let aged = async {
             match self.age {
