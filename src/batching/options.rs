@@ -14,6 +14,9 @@ pub struct BatchingOptions {
     pub max_enqueued_batches: usize,
     /// Batches that may execute at once.
     pub num_batch_threads: usize,
+    /// Adaptive mode: before taking a batch, let requests already on their way in join it
+    /// (see `QueueOwner::gather`). TF Serving's parameters keep their exact semantics.
+    pub gather: bool,
     /// Batches are padded up to the next of these sizes (empty = no padding).
     pub allowed_batch_sizes: Vec<usize>,
 }
@@ -29,6 +32,7 @@ impl BatchingOptions {
             max_enqueued_batches: 16,
             num_batch_threads: threads.max(1),
             allowed_batch_sizes: Vec::new(),
+            gather: true,
         }
     }
 
@@ -63,6 +67,7 @@ impl BatchingOptions {
             max_enqueued_batches: positive(p.max_enqueued_batches, 10, "max_enqueued_batches")?,
             num_batch_threads: positive(p.num_batch_threads, threads.max(1), "num_batch_threads")?,
             allowed_batch_sizes: allowed,
+            gather: false,
         })
     }
 

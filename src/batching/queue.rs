@@ -77,6 +77,7 @@ impl Batcher {
             options: options.clone(),
             metrics: Arc::clone(&metrics),
             model: model.clone(),
+            recent_peak: 0,
         };
         tokio::spawn(owner.run());
         Self { tx, queued, options, metrics, model }
@@ -123,7 +124,15 @@ struct QueueOwner {
     options: BatchingOptions,
     metrics: Arc<Metrics>,
     model: String,
+    /// The largest recent batch, decaying by one row per batch: how many requests the
+    /// clients keep in flight, which `gather` waits for.
+    recent_peak: usize,
 }
+
+/// `gather` stops once no request has come in for this long...
+const GATHER_QUIET: std::time::Duration = std::time::Duration::from_micros(100);
+/// ... or after this long in all, so a batch never waits much for stragglers.
+const GATHER_MOST: std::time::Duration = std::time::Duration::from_millis(2);
 
 impl QueueOwner {
     async fn run(mut self) {
@@ -136,10 +145,13 @@ impl QueueOwner {
             }
             let Ok(permit) = Arc::clone(&self.slots).acquire_owned().await else { return };
             self.wait_for_batch().await;
-            while let Ok(task) = self.rx.try_recv() {
-                self.pending.push_back(task);
+            self.receive_waiting();
+            if self.options.gather {
+                self.gather().await;
             }
             let batch = self.take_batch();
+            let rows: usize = batch.iter().map(|t| t.rows).sum();
+            self.recent_peak = rows.max(self.recent_peak.saturating_sub(1));
             if !batch.is_empty() {
                 let run = Execution {
                     session: Arc::clone(&self.session),
@@ -149,6 +161,42 @@ impl QueueOwner {
                     model: self.model.clone(),
                 };
                 tokio::spawn(run.execute(batch, permit));
+            }
+        }
+    }
+
+    fn receive_waiting(&mut self) {
+        while let Ok(task) = self.rx.try_recv() {
+            self.pending.push_back(task);
+        }
+    }
+
+    fn pending_rows(&self) -> usize {
+        self.pending.iter().map(|t| t.rows).sum()
+    }
+
+    /// Drain-the-queue without a timer, made to fill: when a batch slot frees up, the requests
+    /// its last batch answered are often already back on the wire, and on a busy machine the
+    /// I/O threads have not read them yet (they shared the cores with the batch just run). So
+    /// while clients keep more requests in flight than are waiting (the recent peak says how
+    /// many), yield to the I/O tasks and take the batch once it has that many rows, or once
+    /// nothing new came for `GATHER_QUIET`. A lone client (peak 1) never waits.
+    async fn gather(&mut self) {
+        let started = Instant::now();
+        let mut last_arrival = started;
+        let mut rows = self.pending_rows();
+        let target = self.recent_peak.min(self.options.max_batch_size);
+        while rows < target {
+            let now = Instant::now();
+            if now - last_arrival >= GATHER_QUIET || now - started >= GATHER_MOST {
+                break;
+            }
+            tokio::task::yield_now().await;
+            self.receive_waiting();
+            let now_rows = self.pending_rows();
+            if now_rows > rows {
+                rows = now_rows;
+                last_arrival = Instant::now();
             }
         }
     }
@@ -343,6 +391,7 @@ mod tests {
             max_enqueued_batches: 4,
             num_batch_threads: 1,
             allowed_batch_sizes: Vec::new(),
+            gather: false,
         }
     }
 
