@@ -9,6 +9,9 @@
 #   CONCURRENCY="1 8 32 128"
 #   BATCHING_ARGS="--enable_batching"   server flags of the batching rows
 #   LSTM_DYNAMIC_DIM=16    size of the LSTM's dynamic non-batch dimensions (sequence length)
+#   PIN=1                  server on CPU 0, load generator on CPU 1 (needs taskset and 2+ CPUs)
+#   ONLY="mnist_cnn tiny_relu"   run only these models
+#   TF_BATCHING_PARAMS=FILE  also run the batching rows with this --batching_parameters_file
 # Needs curl and jq. Server logs go to target/bench-logs/.
 set -euo pipefail
 
@@ -17,6 +20,16 @@ DURATION=${DURATION:-5}
 CONCURRENCY=${CONCURRENCY:-"1 8 32 128"}
 BATCHING_ARGS=${BATCHING_ARGS:---enable_batching}
 LSTM_DYNAMIC_DIM=${LSTM_DYNAMIC_DIM:-16}
+PIN=${PIN:-0}
+ONLY=${ONLY:-}
+TF_BATCHING_PARAMS=${TF_BATCHING_PARAMS:-}
+SERVER_CPU=()
+BENCH_CPU=()
+if [[ "$PIN" == 1 ]]; then
+    command -v taskset >/dev/null && [[ $(nproc) -ge 2 ]] || { echo "server_bench.sh: PIN=1 needs taskset and 2 CPUs" >&2; exit 1; }
+    SERVER_CPU=(taskset -c 0)
+    BENCH_CPU=(taskset -c 1)
+fi
 RESULTS=benches/results/server_bench.md
 LOGS=target/bench-logs
 SERVER=target/release/candle-serving
@@ -61,7 +74,7 @@ start_server() {
     local rest_port
     rest_port=$(free_port)
     while [[ "$rest_port" == "$GRPC_PORT" ]]; do rest_port=$(free_port); done
-    "$SERVER" --port="$GRPC_PORT" --rest_api_port="$rest_port" --model_name="$model" \
+    "${SERVER_CPU[@]}" "$SERVER" --port="$GRPC_PORT" --rest_api_port="$rest_port" --model_name="$model" \
         --model_base_path="$base" "$@" >"$LOGS/$log.log" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 1 600); do
@@ -79,7 +92,7 @@ start_server() {
 bench() {
     local label=$1 model=$2
     shift 2
-    "$BENCH" --target "127.0.0.1:$GRPC_PORT" --model "$model" --server-pid "$SERVER_PID" \
+    "${BENCH_CPU[@]}" "$BENCH" --target "127.0.0.1:$GRPC_PORT" --model "$model" --server-pid "$SERVER_PID" \
         --duration "$DURATION" --warmup 1 --json "$@" |
         jq -r --arg mode "$label" --arg model "$model" '
             def ms: if . == null then "-" else (. * 100 | round / 100 | tostring) end;
@@ -109,6 +122,9 @@ ROWS=()
 OFFLINE=""
 for entry in "${MODELS[@]}"; do
     model=${entry%%:*} base=${entry#*:}
+    if [[ -n "$ONLY" && " $ONLY " != *" $model "* ]]; then
+        continue
+    fi
     extra=()
     [[ "$model" == "$LSTM" ]] && extra=(--dynamic-dim "$LSTM_DYNAMIC_DIM")
     echo "== $model, no batching" >&2
@@ -128,6 +144,14 @@ for entry in "${MODELS[@]}"; do
             ROWS+=("$(bench "batching" "$model" --concurrency "$c" "${extra[@]}")")
         done
         stop_server
+        if [[ -n "$TF_BATCHING_PARAMS" && "$model" != tiny_relu ]]; then
+            echo "== $model, batching with $TF_BATCHING_PARAMS" >&2
+            start_server "$model-batch-tf" "$model" "$base" --enable_batching --batching_parameters_file="$TF_BATCHING_PARAMS"
+            for c in $CONCURRENCY; do
+                ROWS+=("$(bench "batching (TF params)" "$model" --concurrency "$c" "${extra[@]}")")
+            done
+            stop_server
+        fi
     fi
 done
 
@@ -142,12 +166,18 @@ done
     printf '%s' "$OFFLINE"
     echo
     echo "Notes:"
+    if [[ "$PIN" == 1 ]]; then
+        echo "- Pinned (PIN=1): the server runs on CPU 0 only (so it has 1 compute thread and 1 I/O thread), the load generator on CPU 1."
+    fi
     echo "- Load: \`candle-serving-bench\`, gRPC Predict, closed loop (each of *concurrency* workers keeps one request in flight), one HTTP/2 connection, random float inputs shaped by GetModelMetadata, batch 1 unless stated; ${DURATION} s measured after 1 s of uncounted warm-up."
     echo "- req/s and items/s count successful requests (items = requests × batch). Latency percentiles are exact (every latency kept and sorted) over successful requests."
     echo "- server CPU µs/req = (utime + stime of the server process from /proc/PID/stat, end minus start of the measured phase) / requests sent; /proc resolution is 10 ms, so short low-rate rows are coarse. client CPU is the load generator's own; both run on the same $(nproc) cores, so at high concurrency they compete and the throughput is a lower bound for the server alone."
     echo "- \"offline batch-32 reference\" is the engine's batch-32 throughput measured through the no-batching server (one request of 32 rows at a time, concurrency 1): items/s is the reference for what dynamic batching can reach. It is not a separate in-process benchmark."
     if [[ $BATCHING_OK == 1 ]]; then
         echo "- batching rows: server started with \`$BATCHING_ARGS\`."
+        if [[ -n "$TF_BATCHING_PARAMS" ]]; then
+            echo "- batching (TF params) rows: \`--enable_batching --batching_parameters_file\` with: $(tr '\n' ' ' < "$TF_BATCHING_PARAMS")"
+        fi
     else
         echo "- batching rows skipped: this build of candle-serving does not accept --enable_batching."
     fi

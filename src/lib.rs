@@ -1,7 +1,9 @@
 //! candle-serving: a TensorFlow Serving-compatible model server for ONNX models on candle.
 //!
-//! Request path: transport (gRPC) -> request validation and tensor conversion (`serving`,
-//! `tensor`) -> model lookup (`repository`) -> engine (`engine`, on its own threads) -> response.
+//! Request path: transport (`transport`: gRPC, REST) -> the request core (`request`: admission,
+//! lookup in `repository`, one record per request) -> the servable (`servable`: validation
+//! against its signature, `tensor` conversion, direct or `batching` execution) -> `engine` ->
+//! response.
 
 pub mod batching;
 pub mod config;

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -13,7 +12,7 @@ use candle_serving::proto::tensorflow::serving::model_spec::VersionChoice;
 use candle_serving::proto::tensorflow::serving::model_version_status::State;
 use candle_serving::proto::tensorflow::serving::prediction_log::LogType;
 use candle_serving::proto::tensorflow::serving::{
-    GetModelStatusRequest, ModelConfig, ModelConfigList, ModelServerConfig, PredictLog, PredictionLog,
+    GetModelStatusRequest, ModelConfigList, ModelServerConfig, PredictLog, PredictionLog,
     ReloadConfigRequest,
 };
 use candle_serving::repository::write_tfrecords;
@@ -21,15 +20,6 @@ use common::*;
 use prost::Message;
 use tonic::Code;
 
-fn cnn_model() -> PathBuf {
-    repo_root().join("models/mnist_cnn/1/model.onnx")
-}
-
-fn add_version(base: &Path, version: i64) {
-    let dir = base.join(version.to_string());
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    std::fs::copy(cnn_model(), dir.join("model.onnx")).expect("copy model");
-}
 
 /// Clients sending Predict (latest version) in a loop until stopped; counts outcomes.
 struct Load {
@@ -174,9 +164,6 @@ async fn add_remove_and_corrupt_versions_keep_serving() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-fn model_config(name: &str, base: &Path) -> ModelConfig {
-    ModelConfig { name: name.into(), base_path: base.display().to_string(), model_platform: "onnx".into(), ..Default::default() }
-}
 
 #[tokio::test]
 async fn reload_rpc_adds_and_removes_models() {

@@ -6,7 +6,6 @@ mod common;
 #[path = "otlp/receiver.rs"]
 mod otlp_receiver;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use candle_serving::proto::tensorflow::serving::model_server_config::Config;
@@ -90,16 +89,6 @@ fn nest(dims: &[usize], values: &[String]) -> String {
             format!("[{}]", parts.join(","))
         }
     }
-}
-
-fn add_version(base: &Path, version: i64) {
-    let dir = base.join(version.to_string());
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    std::fs::copy(repo_root().join("models/mnist_cnn/1/model.onnx"), dir.join("model.onnx")).expect("copy model");
-}
-
-fn model_config(name: &str, base: &Path) -> ModelConfig {
-    ModelConfig { name: name.into(), base_path: base.display().to_string(), model_platform: "onnx".into(), ..Default::default() }
 }
 
 fn config_of(models: Vec<ModelConfig>) -> ModelServerConfig {

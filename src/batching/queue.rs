@@ -433,7 +433,7 @@ mod tests {
         }
         assert_eq!(metric(&metrics, "candle_serving_batch_size_count{model=\"t\"}"), 2.0, "[1,2]+[2,2] together, [1,3] alone");
         assert_eq!(metric(&metrics, "candle_serving_batch_size_sum{model=\"t\"}"), 4.0);
-        assert_eq!(metric(&metrics, ":tensorflow:serving:batching_session:processed_batch_size_count "), 2.0, "TF's name too");
+        assert_eq!(metric(&metrics, ":tensorflow:serving:batching_session:processed_batch_size_count{model_name=\"t\"}"), 2.0, "TF's name too, per model");
     }
 
     #[tokio::test(start_paused = true)]

@@ -58,38 +58,27 @@ pub(super) fn record(metrics: &Metrics, tracer: &Tracer, meta: &ResponseMetadata
         execution: meta.timeline.map(|t| (t.queued, t.computed)),
     });
     let code = code.map_or("OK", ErrorKind::label);
+    let error = outcome.err().map(ToString::to_string);
+    tracing::debug!(
+        model = %meta.model,
+        api = meta.api,
+        entrypoint = meta.entrypoint.label(),
+        version = meta.version,
+        code,
+        duration_us = elapsed.as_micros() as u64,
+        error = error.as_deref(),
+        "request"
+    );
     if let Some(started_wall) = meta.started_wall {
-        trace(tracer, meta, started_wall, now, code, outcome.err());
-    }
-    match outcome {
-        Ok(()) => tracing::debug!(
-            model = %meta.model,
-            api = meta.api,
-            entrypoint = meta.entrypoint.label(),
-            version = meta.version,
-            code,
-            duration_us = elapsed.as_micros() as u64,
-            "request"
-        ),
-        Err(error) => tracing::debug!(
-            model = %meta.model,
-            api = meta.api,
-            entrypoint = meta.entrypoint.label(),
-            version = meta.version,
-            code,
-            duration_us = elapsed.as_micros() as u64,
-            %error,
-            "request failed"
-        ),
+        trace(tracer, meta, started_wall, now, code, error.as_deref());
     }
 }
 
 /// The request span, with queue and compute children placed from the execution's timeline.
-fn trace(tracer: &Tracer, meta: &ResponseMetadata, started_wall: SystemTime, now: Instant, code: &str, error: Option<&dyn Reportable>) {
+fn trace(tracer: &Tracer, meta: &ResponseMetadata, started_wall: SystemTime, now: Instant, code: &str, error: Option<&str>) {
     let wall = |at: Instant| started_wall + at.saturating_duration_since(meta.started);
     let queue = meta.timeline.map(|t| (wall(t.submitted), wall(t.submitted + t.queued)));
     let compute = meta.timeline.map(|t| (wall(t.submitted + t.queued), wall(t.submitted + t.queued + t.computed)));
-    let message = error.map(ToString::to_string);
     tracer.record(&RequestSpan {
         name: meta.api,
         traceparent: meta.trace.traceparent.as_deref(),
@@ -102,6 +91,6 @@ fn trace(tracer: &Tracer, meta: &ResponseMetadata, started_wall: SystemTime, now
         version: meta.version,
         entrypoint: meta.entrypoint.label(),
         code,
-        error: message.as_deref(),
+        error,
     });
 }

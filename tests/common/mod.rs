@@ -296,3 +296,25 @@ pub fn venv_python() -> PathBuf {
         })
         .clone()
 }
+
+/// The shipped CNN's model file, which lifecycle tests copy into versions of their own.
+pub fn cnn_model() -> PathBuf {
+    repo_root().join("models/mnist_cnn/1/model.onnx")
+}
+
+/// `<base>/<version>/model.onnx`, a copy of the CNN.
+pub fn add_version(base: &Path, version: i64) {
+    let dir = base.join(version.to_string());
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::copy(cnn_model(), dir.join("model.onnx")).expect("copy model");
+}
+
+/// One entry of a `ModelServerConfig` for a reload request.
+pub fn model_config(name: &str, base: &Path) -> candle_serving::proto::tensorflow::serving::ModelConfig {
+    candle_serving::proto::tensorflow::serving::ModelConfig {
+        name: name.into(),
+        base_path: base.display().to_string(),
+        model_platform: "onnx".into(),
+        ..Default::default()
+    }
+}
