@@ -1,6 +1,6 @@
 //! JSON values as request tensors. The shape comes from the nesting and the dtype from the
 //! signature (JSON carries none), checked in two steps like the gRPC tensors: `header` walks the
-//! structure without allocating, so the signature check in `serving::predict` runs before
+//! structure without allocating, so the signature check in `Servable::predict` runs before
 //! `materialise` allocates and converts. Texts follow TF's json_tensor.cc.
 
 use half::{bf16, f16};
