@@ -14,10 +14,7 @@ use common::*;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use otlp_receiver::OtlpReceiver;
 use tonic::Code;
-use tonic::transport::Channel;
-use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
 /// The series each Predict must leave, per entrypoint: request count and latency, and the
 /// queue, compute and runtime latency of its execution. `api` is TF's label value (the RPC
@@ -97,14 +94,13 @@ fn config_of(models: Vec<ModelConfig>) -> ModelServerConfig {
 
 /// What the probes say: gRPC health for "", and for `models`, and REST `/v1/health/ready`.
 struct Probes {
-    grpc: Channel,
+    grpc: u16,
     rest: u16,
 }
 
 impl Probes {
     async fn grpc(&self, service: &str) -> Result<ServingStatus, Code> {
-        let reply = HealthClient::new(self.grpc.clone()).check(HealthCheckRequest { service: service.into() }).await;
-        reply.map(|r| r.into_inner().status()).map_err(|s| s.code())
+        grpc_health_check(self.grpc, service).await.map_err(|s| s.code())
     }
 
     async fn rest(&self) -> (u16, String) {
@@ -146,7 +142,7 @@ async fn readiness_follows_models_that_fail_or_are_removed() {
     let (mut server, rest) =
         Server::start_with_rest(&[&format!("--model_config_file={}", config_file.display()), "--file_system_poll_wait_seconds=0.2"], "a").await;
     server.wait_available("b").await;
-    let probes = Probes { grpc: Channel::from_shared(server.url()).expect("url").connect().await.expect("connect"), rest };
+    let probes = Probes { grpc: server.port, rest };
     probes.wait_ready(true, "both models available").await;
     assert_eq!(probes.grpc("a").await, Ok(ServingStatus::Serving));
     assert_eq!(probes.grpc("b").await, Ok(ServingStatus::Serving));

@@ -93,12 +93,12 @@ impl Batcher {
         let rows = inputs.first().map_or(0, HostTensor::rows);
         if rows > self.options.max_batch_size {
             self.metrics.count_rejection(&self.model, "too_large");
-            return Err(BatchError::TooLarge { rows, max: self.options.max_batch_size }.into());
+            return Err(BatchError::TooLarge { rows, max: self.options.max_batch_size });
         }
         let capacity = self.options.queue_capacity();
         let full = || {
             self.metrics.count_rejection(&self.model, "queue_full");
-            Err(BatchError::QueueFull { capacity }.into())
+            Err(BatchError::QueueFull { capacity })
         };
         if self.queued.fetch_add(rows, Ordering::SeqCst) + rows > capacity {
             self.queued.fetch_sub(rows, Ordering::SeqCst);
@@ -156,7 +156,7 @@ impl QueueOwner {
                 let run = Execution {
                     session: Arc::clone(&self.session),
                     compute: self.compute.clone(),
-                    padded: self.options.padded_size(batch.iter().map(|t| t.rows).sum()),
+                    padded: self.options.padded_size(rows),
                     metrics: Arc::clone(&self.metrics),
                     model: self.model.clone(),
                 };
@@ -209,7 +209,7 @@ impl QueueOwner {
         }
         let Some(oldest) = self.pending.front().map(|t| t.enqueued) else { return };
         let until = oldest + self.options.batch_timeout;
-        while self.pending.iter().map(|t| t.rows).sum::<usize>() < self.options.max_batch_size {
+        while self.pending_rows() < self.options.max_batch_size {
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => return,
                 task = self.rx.recv() => match task {

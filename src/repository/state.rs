@@ -219,11 +219,7 @@ impl ModelRepository {
 
     /// Records (or clears) a problem with the model as a whole.
     pub fn set_model_problem(&self, name: &str, problem: Option<String>) {
-        let mut models = self.write();
-        let model = models.entry(name.to_string()).or_default();
-        if model.problem != problem {
-            model.problem = problem;
-        }
+        self.write().entry(name.to_string()).or_default().problem = problem;
     }
 
     pub fn model_names(&self) -> Vec<String> {

@@ -161,7 +161,7 @@ impl Servable {
                     Ok(batcher.submit(inputs, deadline.map(tokio::time::Instant::from_std)).await?)
                 }
                 Executor::Batched(_, compute) | Executor::Direct(compute) => {
-                    let rows = inputs.first().map_or(1, |t| t.shape().first().copied().unwrap_or(1));
+                    let rows = inputs.first().map_or(1, HostTensor::rows);
                     let inline = if self.cost.predicts_short(rows) { compute.claim_inline() } else { None };
                     let (result, timing) = match inline {
                         Some(slot) => slot.run(|| self.session.run(inputs))?,

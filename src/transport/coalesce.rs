@@ -116,7 +116,8 @@ mod tests {
         let (client, mut server) = tokio::io::duplex(1 << 20);
         let mut writer = Coalesce::new(client);
         writer.write_all(b"hello ").await.expect("write");
-        writer.write_vectored(&[IoSlice::new(b"wor"), IoSlice::new(b"ld")]).await.expect("write");
+        let written = writer.write_vectored(&[IoSlice::new(b"wor"), IoSlice::new(b"ld")]).await.expect("write");
+        assert_eq!(written, 5, "both slices are taken whole");
         let mut probe = [0u8; 16];
         let early = tokio::time::timeout(std::time::Duration::from_millis(20), server.read(&mut probe)).await;
         assert!(early.is_err(), "nothing is sent before the flush");

@@ -99,8 +99,19 @@ pub async fn wait_model(url: &str, model: &str, mut stopped: impl FnMut() -> Opt
 
 /// One grpc.health.v1 Check on loopback `port`; `Err` says why there was no answer.
 pub async fn grpc_health(port: u16, service: &str) -> Result<ServingStatus, String> {
-    let channel = Channel::from_shared(format!("http://127.0.0.1:{port}")).map_err(|e| e.to_string())?.connect().await.map_err(|e| e.to_string())?;
-    let reply = HealthClient::new(channel).check(HealthCheckRequest { service: service.into() }).await.map_err(|e| e.to_string())?;
+    grpc_health_check(port, service).await.map_err(|s| s.to_string())
+}
+
+/// [`grpc_health`] keeping the server's status code (NOT_FOUND for a service it does not
+/// know); a connection that fails is UNAVAILABLE.
+pub async fn grpc_health_check(port: u16, service: &str) -> Result<ServingStatus, tonic::Status> {
+    let unavailable = |e: tonic::transport::Error| tonic::Status::unavailable(e.to_string());
+    let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
+        .connect()
+        .await
+        .map_err(unavailable)?;
+    let reply = HealthClient::new(channel).check(HealthCheckRequest { service: service.into() }).await?;
     Ok(reply.into_inner().status())
 }
 
