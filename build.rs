@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "tensorflow_serving/config/ssl_config.proto",
     "tensorflow_serving/servables/tensorflow/session_bundle_config.proto",
     "onnx/onnx.proto",
+    "inference/grpc_service.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -26,6 +27,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .bytes(".tensorflow.TensorProto.tensor_content")
+        .bytes(".inference.ModelInferRequest.raw_input_contents")
+        .bytes(".inference.ModelInferResponse.raw_output_contents")
         .compile_fds(compiler.file_descriptor_set())?;
     Ok(())
 }

@@ -14,6 +14,11 @@ pub mod tensorflow {
     }
 }
 
+/// The KServe v2 / Open Inference Protocol (package `inference`).
+pub mod inference {
+    tonic::include_proto!("inference");
+}
+
 pub mod onnx {
     tonic::include_proto!("onnx");
 }

@@ -24,7 +24,7 @@ use crate::transport::connections::{self, ConnectionLimits, Endpoint};
 use crate::transport::tls::{TlsConfig, TlsError};
 use crate::transport::grpc::{self, PredictOptions};
 use crate::transport::health::{Phase, Readiness};
-use crate::transport::{ops_http, rest};
+use crate::transport::{ops_http, rest, v2};
 
 /// Sockets bound by the caller, so tests can use port 0 and `main` owns address selection.
 pub struct Listeners {
@@ -125,7 +125,8 @@ pub async fn serve(
         core.clone(),
         options,
         health_service,
-        manager_handle,
+        readiness.clone(),
+        manager_handle.clone(),
         network.grpc_max_message_bytes,
     )
     .map_err(|e| ServeError::Setup(format!("gRPC reflection: {e}")))?;
@@ -162,7 +163,16 @@ pub async fn serve(
     if let Some(listener) = listeners.rest {
         rest_address = listener.local_addr().ok().map(|a| a.to_string());
         let state = rest::RestState { core: core.clone(), timeout: config.rest_api_timeout, max_body_bytes: network.rest_max_body_bytes };
-        let app = rest::router(state).merge(ops_http::router(Arc::clone(&metrics), readiness.clone(), metrics_path));
+        let v2 = v2::RestV2State {
+            core: core.clone(),
+            manager: manager_handle.clone(),
+            timeout: config.rest_api_timeout,
+            max_body_bytes: network.rest_max_body_bytes,
+            max_tensor_bytes: config.max_tensor_bytes,
+        };
+        let app = rest::router(state)
+            .merge(v2::router(v2))
+            .merge(ops_http::router(Arc::clone(&metrics), readiness.clone(), metrics_path));
         transports.spawn(connections::serve(endpoint("rest", listener, &rest_tls, limits), app, stop_rx.clone(), config.drain_timeout));
     }
     if let Some(interval) = network.tls_reload_interval {
@@ -193,6 +203,11 @@ pub async fn serve(
         config.max_tensor_bytes,
         batching,
     );
+    // Serving every model under a root: a load by name (v2 repository extension) finds new
+    // model directories there.
+    if let ModelSource::Discover { root } = &config.models {
+        manager = manager.with_root(root.clone());
+    }
     if let Err(err) = manager.apply(models).await {
         let _ = stop_tx.send(true);
         while transports.join_next().await.is_some() {}

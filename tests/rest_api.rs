@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use candle_serving::transport::rest::json::{self, Value, write_f32};
+use candle_serving::transport::json::{self, Value, write_f32};
 use common::*;
 
 struct Rest {

@@ -7,7 +7,7 @@ use thiserror::Error;
 
 use crate::batching::BatchError;
 use crate::engine::{ComputeError, EngineError};
-use crate::repository::LookupError;
+use crate::repository::{ControlError, LookupError};
 use crate::request::AdmissionError;
 use crate::servable::{PredictError, RequestError, RunError};
 
@@ -23,6 +23,9 @@ pub enum ServingError {
     Run(#[from] RunError),
     #[error(transparent)]
     Admission(#[from] AdmissionError),
+    /// A load, unload or index request of the v2 repository extension.
+    #[error(transparent)]
+    Control(#[from] ControlError),
     #[error("{0}")]
     Unimplemented(String),
 }
@@ -59,6 +62,9 @@ impl ServingError {
             ServingError::Run(RunError::Batch(_)) => ErrorKind::Internal,
             ServingError::Run(RunError::DeadlineExceeded) => ErrorKind::DeadlineExceeded,
             ServingError::Admission(_) => ErrorKind::ResourceExhausted,
+            ServingError::Control(ControlError::UnknownModel(_)) => ErrorKind::NotFound,
+            ServingError::Control(ControlError::LoadFailed { .. }) => ErrorKind::FailedPrecondition,
+            ServingError::Control(ControlError::Stopped) => ErrorKind::Unavailable,
             ServingError::Unimplemented(_) => ErrorKind::Unimplemented,
         }
     }

@@ -17,7 +17,10 @@ use crate::metrics::Metrics;
 
 use super::loader::MODEL_FILE;
 use super::warmup::warm_up;
-use super::{LayoutError, ModelRepository, VersionState, load_servable, scan_versions};
+use super::{
+    ControlError, IndexEntry, IndexState, LayoutError, ModelRepository, VersionState, discover_models, load_servable,
+    scan_versions,
+};
 
 /// Size and modification time of a version's model file: a version whose fingerprint is the
 /// same on two consecutive polls is complete (a copy in progress keeps changing it).
@@ -47,10 +50,19 @@ pub struct ModelManager {
     seen: HashMap<(String, i64), Fingerprint>,
     failures: HashMap<(String, i64), Failure>,
     scan_errors: HashMap<String, String>,
+    /// Models taken out by an explicit unload, kept so a later load can bring them back with
+    /// their config, and the index can list them.
+    unloaded: BTreeMap<String, ModelConfig>,
+    /// Where a load by name finds a model that is not configured (the root the server was
+    /// started on when it serves every model under it).
+    root: Option<PathBuf>,
 }
 
 enum Command {
     Reload { config: Vec<ModelConfig>, reply: oneshot::Sender<Result<(), String>> },
+    Load { name: String, reply: oneshot::Sender<Result<(), ControlError>> },
+    Unload { name: String, reply: oneshot::Sender<Result<(), ControlError>> },
+    Index { reply: oneshot::Sender<Vec<IndexEntry>> },
 }
 
 /// How transports ask the manager for a new config (HandleReloadConfigRequest).
@@ -65,6 +77,31 @@ impl ManagerHandle {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Command::Reload { config, reply }).await.map_err(|_| "the model manager has stopped".to_string())?;
         rx.await.map_err(|_| "the model manager has stopped".to_string())?
+    }
+
+    /// Loads (or reloads) `name` and answers once it serves, or with why it does not.
+    pub async fn load(&self, name: &str) -> Result<(), ControlError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Load { name: name.to_string(), reply }).await?;
+        rx.await.map_err(|_| ControlError::Stopped)?
+    }
+
+    /// Takes `name` out of service at once; its in-flight requests finish on the versions
+    /// they hold.
+    pub async fn unload(&self, name: &str) -> Result<(), ControlError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Unload { name: name.to_string(), reply }).await?;
+        rx.await.map_err(|_| ControlError::Stopped)?
+    }
+
+    pub async fn index(&self) -> Result<Vec<IndexEntry>, ControlError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Index { reply }).await?;
+        rx.await.map_err(|_| ControlError::Stopped)
+    }
+
+    async fn send(&self, command: Command) -> Result<(), ControlError> {
+        self.tx.send(command).await.map_err(|_| ControlError::Stopped)
     }
 }
 
@@ -100,7 +137,15 @@ impl ModelManager {
             seen: HashMap::new(),
             failures: HashMap::new(),
             scan_errors: HashMap::new(),
+            unloaded: BTreeMap::new(),
+            root: None,
         }
+    }
+
+    /// The directory a load by name searches for models that are not configured.
+    pub fn with_root(mut self, root: PathBuf) -> Self {
+        self.root = Some(root);
+        self
     }
 
     /// Replaces the config: removed models unload, new ones load (files present now are taken
@@ -109,19 +154,12 @@ impl ModelManager {
     pub async fn apply(&mut self, config: Vec<ModelConfig>) -> Result<(), String> {
         let keep: BTreeSet<&str> = config.iter().map(|m| m.name.as_str()).collect();
         for old in self.config.iter().filter(|m| !keep.contains(m.name.as_str())) {
-            let serving = self.repository.available_versions(&old.name);
-            if serving.is_empty() {
-                self.repository.remove_model(&old.name);
-            } else {
-                self.repository.retire_model(&old.name);
-            }
-            for version in serving {
-                self.unload(&old.name, version, true);
-            }
+            self.retire(&old.name);
             tracing::info!(model = %old.name, "model removed from config");
         }
         for model in &config {
             self.repository.declare_model(&model.name);
+            self.unloaded.remove(&model.name);
         }
         self.config = config;
         let models = self.config.clone();
@@ -149,6 +187,117 @@ impl ModelManager {
         } else {
             Err(problems.join("; "))
         }
+    }
+
+    /// Stops routing to every version of `name` (they drain) and forgets it once drained.
+    fn retire(&self, name: &str) {
+        let serving = self.repository.available_versions(name);
+        if serving.is_empty() {
+            self.repository.remove_model(name);
+        } else {
+            self.repository.retire_model(name);
+        }
+        for version in serving {
+            self.unload(name, version, true);
+        }
+    }
+
+    /// A load by name: a configured model is reconciled with its files now (new versions are
+    /// picked up), an unloaded one comes back with its config, and a directory under the
+    /// root is added with the default policy.
+    async fn load_model(&mut self, name: &str) -> Result<(), ControlError> {
+        let model = match self.config.iter().find(|m| m.name == name) {
+            Some(model) => model.clone(),
+            None => {
+                let model = match self.unloaded.remove(name) {
+                    Some(model) => model,
+                    None => self.discover(name).ok_or_else(|| ControlError::UnknownModel(name.to_string()))?,
+                };
+                self.config.push(model.clone());
+                model
+            }
+        };
+        self.repository.declare_model(name);
+        self.reconcile(&model, true).await;
+        if self.repository.available_versions(name).is_empty() {
+            let reason = self
+                .scan_errors
+                .get(name)
+                .cloned()
+                .or_else(|| self.repository.last_error(name))
+                .unwrap_or_else(|| "no version matches the version policy".to_string());
+            return Err(ControlError::LoadFailed { name: name.to_string(), reason });
+        }
+        let refused = self.apply_labels(&model);
+        if !refused.is_empty() {
+            return Err(ControlError::LoadFailed { name: name.to_string(), reason: refused.join("; ") });
+        }
+        tracing::info!(model = %name, "model loaded on request");
+        Ok(())
+    }
+
+    /// `<root>/<name>` when it is a model directory. A name is one path segment, so a load
+    /// cannot reach outside the root.
+    fn discover(&self, name: &str) -> Option<ModelConfig> {
+        let root = self.root.as_ref()?;
+        let plain = !name.is_empty() && !name.starts_with('.') && !name.contains(['/', '\\']);
+        let path = root.join(name);
+        (plain && scan_versions(&path).is_ok()).then(|| ModelConfig::latest(name, path))
+    }
+
+    fn unload_model(&mut self, name: &str) -> Result<(), ControlError> {
+        let Some(at) = self.config.iter().position(|m| m.name == name) else {
+            // Unloading twice is not an error; unloading what never was is.
+            return if self.unloaded.contains_key(name) { Ok(()) } else { Err(ControlError::UnknownModel(name.to_string())) };
+        };
+        let model = self.config.remove(at);
+        self.retire(name);
+        self.scan_errors.remove(name);
+        self.unloaded.insert(name.to_string(), model);
+        tracing::info!(model = %name, "model unloaded on request");
+        Ok(())
+    }
+
+    /// Every model the repository knows: configured ones version by version, unloaded ones,
+    /// and model directories under the root that were never loaded.
+    fn index(&self) -> Vec<IndexEntry> {
+        let mut entries = Vec::new();
+        for model in &self.config {
+            match self.repository.status(&model.name, None) {
+                Ok(versions) => entries.extend(versions.into_iter().map(|v| {
+                    let (state, reason) = match v.state {
+                        VersionState::Start | VersionState::Loading => (IndexState::Loading, String::new()),
+                        VersionState::Available => (IndexState::Ready, String::new()),
+                        VersionState::Unloading => (IndexState::Unloading, String::new()),
+                        VersionState::End => (IndexState::Unavailable, v.error.unwrap_or_else(|| "unloaded".to_string())),
+                    };
+                    IndexEntry { name: model.name.clone(), version: Some(v.version), state, reason }
+                })),
+                Err(_) => entries.push(IndexEntry {
+                    name: model.name.clone(),
+                    version: None,
+                    state: IndexState::Unavailable,
+                    reason: self.scan_errors.get(&model.name).cloned().unwrap_or_else(|| "no version loaded".to_string()),
+                }),
+            }
+        }
+        let unavailable = |name: &str, reason: &str| IndexEntry {
+            name: name.to_string(),
+            version: None,
+            state: IndexState::Unavailable,
+            reason: reason.to_string(),
+        };
+        entries.extend(self.unloaded.keys().map(|name| unavailable(name, "unloaded")));
+        if let Some(root) = &self.root {
+            let known = |name: &str| self.config.iter().any(|m| m.name == name) || self.unloaded.contains_key(name);
+            for (name, _) in discover_models(root).unwrap_or_default() {
+                if !known(&name) {
+                    entries.push(unavailable(&name, "not loaded"));
+                }
+            }
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name).then(b.version.cmp(&a.version)));
+        entries
     }
 
     fn apply_labels(&self, model: &ModelConfig) -> Vec<String> {
@@ -307,11 +456,7 @@ impl ModelManager {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             drop(servable);
-            if remove_model && repository.available_versions(&name).is_empty() {
-                repository.remove_model(&name);
-            } else {
-                repository.set_state(&name, version, VersionState::End, None);
-            }
+            repository.finish_unload(&name, version, remove_model);
             metrics.set_version_state(&name, version, "END");
             tracing::info!(model = %name, version, state = "END", duration_ms = started.elapsed().as_millis() as u64, "model version transition");
         });
@@ -327,28 +472,43 @@ impl ModelManager {
         config_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         fs_tick.tick().await;
         config_tick.tick().await;
+        // What the config file said when last read: a load or unload by name changes the live
+        // config, and only a change of the file itself should override that.
+        let mut last_read = self.config.clone();
         loop {
             tokio::select! {
                 _ = stopped(&mut stop) => return,
                 _ = fs_tick.tick(), if self.options.file_system_poll.is_some() => self.poll().await,
                 _ = config_tick.tick(), if self.options.config_file_poll.is_some() => {
                     if let Some(path) = &config_file {
-                        self.reread(path).await;
+                        self.reread(path, &mut last_read).await;
                     }
                 }
-                Some(Command::Reload { config, reply }) = inbox.rx.recv() => {
-                    let result = self.apply(config).await;
-                    let _ = reply.send(result);
-                }
+                Some(command) = inbox.rx.recv() => match command {
+                    Command::Reload { config, reply } => {
+                        let result = self.apply(config).await;
+                        let _ = reply.send(result);
+                    }
+                    Command::Load { name, reply } => {
+                        let _ = reply.send(self.load_model(&name).await);
+                    }
+                    Command::Unload { name, reply } => {
+                        let _ = reply.send(self.unload_model(&name));
+                    }
+                    Command::Index { reply } => {
+                        let _ = reply.send(self.index());
+                    }
+                },
             }
         }
     }
 
-    async fn reread(&mut self, path: &Path) {
+    async fn reread(&mut self, path: &Path, last_read: &mut Vec<ModelConfig>) {
         match model_config::load_file(path) {
             Err(err) => tracing::error!(error = %err, "model config file rejected; the previous config stays in force"),
-            Ok(config) if config == self.config => {}
+            Ok(config) if config == *last_read => {}
             Ok(config) => {
+                *last_read = config.clone();
                 tracing::info!(path = %path.display(), "model config file changed; applying");
                 if let Err(err) = self.apply(config).await {
                     tracing::error!(error = %err, "new model config applied with errors");

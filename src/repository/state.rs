@@ -176,6 +176,25 @@ impl ModelRepository {
         Some(servable)
     }
 
+    /// Ends an unload once the version's in-flight requests are done: the version becomes END,
+    /// or the whole model goes when it was removed and nothing of it serves or loads. A version
+    /// loaded again meanwhile (an unload followed by a load) is left as it is.
+    pub fn finish_unload(&self, name: &str, version: i64, remove_model: bool) {
+        let mut models = self.write();
+        let Some(model) = models.get_mut(name) else { return };
+        let idle = model.versions.values().all(|s| s.servable.is_none() && s.state != VersionState::Loading);
+        if remove_model && model.retired && idle {
+            models.remove(name);
+            return;
+        }
+        if let Some(slot) = model.versions.get_mut(&version)
+            && slot.state == VersionState::Unloading
+        {
+            slot.state = VersionState::End;
+            slot.error = None;
+        }
+    }
+
     pub fn state(&self, name: &str, version: i64) -> Option<VersionState> {
         self.read().get(name).and_then(|m| m.versions.get(&version)).map(|s| s.state)
     }

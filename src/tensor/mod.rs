@@ -11,4 +11,5 @@ pub use dtype::DType;
 pub use host::{HostTensor, TensorData};
 pub use shape::{Dim, TensorSpec, element_count};
 
+pub mod le_bytes;
 pub mod tf_proto;

@@ -130,26 +130,7 @@ fn from_content(bytes: &Bytes, dtype: DType, count: usize, shape: &[usize]) -> R
     if bytes.len() != count * size {
         return Err(TensorError::ContentLength { got: bytes.len(), expected: count * size, shape: shape_string(shape), dtype });
     }
-    macro_rules! le {
-        ($ty:ty, $n:expr) => {
-            bytes.chunks_exact($n).map(|c| <$ty>::from_le_bytes(c.try_into().unwrap_or([0; $n]))).collect()
-        };
-    }
-    Ok(match dtype {
-        DType::F32 => TensorData::F32(le!(f32, 4)),
-        DType::F64 => TensorData::F64(le!(f64, 8)),
-        DType::F16 => TensorData::F16(bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]])).collect()),
-        DType::BF16 => TensorData::BF16(bytes.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]])).collect()),
-        DType::I8 => TensorData::I8(bytes.iter().map(|&b| b as i8).collect()),
-        DType::I16 => TensorData::I16(le!(i16, 2)),
-        DType::I32 => TensorData::I32(le!(i32, 4)),
-        DType::I64 => TensorData::I64(le!(i64, 8)),
-        DType::U8 => TensorData::U8(bytes.to_vec()),
-        DType::U16 => TensorData::U16(le!(u16, 2)),
-        DType::U32 => TensorData::U32(le!(u32, 4)),
-        DType::U64 => TensorData::U64(le!(u64, 8)),
-        DType::Bool => TensorData::Bool(bytes.iter().map(|&b| b != 0).collect()),
-    })
+    Ok(super::le_bytes::decode(dtype, bytes))
 }
 
 /// The typed field TensorFlow uses for each dtype.
@@ -243,7 +224,7 @@ pub fn encode(tensor: &HostTensor, as_content: bool) -> TensorProto {
         ..Default::default()
     };
     if as_content {
-        proto.tensor_content = Bytes::from(content_bytes(tensor.data()));
+        proto.tensor_content = Bytes::from(super::le_bytes::encode(tensor.data()));
         return proto;
     }
     match tensor.data() {
@@ -262,29 +243,6 @@ pub fn encode(tensor: &HostTensor, as_content: bool) -> TensorProto {
         TensorData::Bool(v) => proto.bool_val = v.clone(),
     }
     proto
-}
-
-fn content_bytes(data: &TensorData) -> Vec<u8> {
-    macro_rules! le {
-        ($v:expr) => {
-            $v.iter().flat_map(|x| x.to_le_bytes()).collect()
-        };
-    }
-    match data {
-        TensorData::F32(v) => le!(v),
-        TensorData::F64(v) => le!(v),
-        TensorData::F16(v) => le!(v),
-        TensorData::BF16(v) => le!(v),
-        TensorData::I8(v) => le!(v),
-        TensorData::I16(v) => le!(v),
-        TensorData::I32(v) => le!(v),
-        TensorData::I64(v) => le!(v),
-        TensorData::U8(v) => v.clone(),
-        TensorData::U16(v) => le!(v),
-        TensorData::U32(v) => le!(v),
-        TensorData::U64(v) => le!(v),
-        TensorData::Bool(v) => v.iter().map(|&b| u8::from(b)).collect(),
-    }
 }
 
 #[cfg(test)]

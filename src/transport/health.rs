@@ -20,6 +20,7 @@ const SERVICES: &[&str] = &[
     "",
     "tensorflow.serving.PredictionService",
     "tensorflow.serving.ModelService",
+    "inference.GRPCInferenceService",
     "PredictionService",
     "ModelService",
 ];

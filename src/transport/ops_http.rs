@@ -11,7 +11,7 @@ use axum::routing::get;
 use crate::metrics::Metrics;
 
 use super::health::{Phase, Readiness, ReadinessReport};
-use super::rest::json::Writer;
+use super::json::Writer;
 
 /// `metrics_path` is the `--monitoring_config_file` path when Prometheus is enabled there;
 /// `/metrics` is always served.

@@ -137,7 +137,7 @@ fn signature_def(signature: &Signature) -> SignatureDef {
 }
 
 /// The client's deadline from the `grpc-timeout` header (`<digits><H|M|S|m|u|n>`).
-fn grpc_deadline<T>(request: &Request<T>, now: Instant) -> Option<Instant> {
+pub(crate) fn grpc_deadline<T>(request: &Request<T>, now: Instant) -> Option<Instant> {
     let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     let n: u64 = digits.parse().ok()?;

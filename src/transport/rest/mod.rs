@@ -5,7 +5,6 @@
 //! through a catch-all route rather than a fallback, so other routers merged next to it
 //! (metrics, `/v1/health/*`) keep their own, more specific, routes.
 
-pub mod json;
 mod predict;
 mod reply;
 mod routes;

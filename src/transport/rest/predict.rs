@@ -11,7 +11,7 @@ use crate::request::Request;
 use crate::servable::{PredictCall, Signature, bind_inputs};
 use crate::tensor::{HostTensor, TensorData};
 
-use super::json::{self, Value, Writer, preview, write_f32, write_f64};
+use crate::transport::json::{self, Value, Writer, preview, write_f32, write_f64};
 use super::reply::RestError;
 use super::tensor::{JsonTensor, is_named_object};
 

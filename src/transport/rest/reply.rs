@@ -10,7 +10,7 @@ use crate::repository::LookupError;
 use crate::request::Reportable;
 use crate::servable::RequestError;
 
-use super::json::Writer;
+use crate::transport::json::Writer;
 
 /// An error on its way to the client: a kind (for the status code and the metric label) and
 /// TF's message. REST-only failures (bad paths, malformed JSON) use the same kinds as the

@@ -7,7 +7,7 @@ use crate::repository::{ModelRepository, VersionRequest, VersionState};
 use crate::servable::Signature;
 use crate::tensor::TensorSpec;
 
-use super::json::Writer;
+use crate::transport::json::Writer;
 use super::reply::RestError;
 
 fn state_name(state: VersionState) -> &'static str {

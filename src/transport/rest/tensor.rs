@@ -8,7 +8,7 @@ use half::{bf16, f16};
 use crate::servable::{RequestError, RequestTensor};
 use crate::tensor::{DType, HostTensor, TensorData, TensorSpec, element_count};
 
-use super::json::{Value, preview};
+use crate::transport::json::{Value, preview};
 
 /// One request tensor, borrowed from the parsed body.
 #[derive(Debug)]
@@ -224,7 +224,7 @@ fn integer<T: TryFrom<i64> + TryFrom<u64>>(value: &Value<'_>, dtype: DType) -> R
 mod tests {
     use super::*;
     use crate::tensor::Dim;
-    use crate::transport::rest::json::parse;
+    use crate::transport::json::parse;
 
     fn spec(dtype: DType) -> TensorSpec {
         TensorSpec { key: "x".into(), dtype, shape: None }
