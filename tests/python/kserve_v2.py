@@ -77,7 +77,7 @@ class Clients:
     def grpc_infer(self, model, batch, client=None, **kw):
         """tritonclient.grpc's ModelInfer: the input goes as raw_input_contents."""
         x, _ = self.gold[model][batch]
-        inp = grpcclient.InferInput(kw.pop("input_name", INPUT), list(x.shape), "FP32").set_data_from_numpy(x)
+        inp = grpcclient.InferInput(INPUT, list(x.shape), "FP32").set_data_from_numpy(x)
         return (client or self.grpc).infer(model, [inp], client_timeout=TIMEOUT, **kw)
 
     def http_infer(self, model, batch, binary, **kw):
@@ -133,7 +133,7 @@ def protocol_checks(s, checks):
     error_checks(s, checks, s.args.models[0])
     for model in s.args.models:
         checks.run(f"{model}: grpc infer b16 still works after the errors",
-                   lambda m=model: close_to(s.grpc_infer(m, 16).as_numpy(OUTPUT), s.gold[m][16][1], "b16"))
+                   lambda: f"max abs diff {close_to(s.grpc_infer(model, 16).as_numpy(OUTPUT), s.gold[model][16][1], 'b16'):.3g}")
 
 
 def per_model_checks(s, checks, model):
@@ -143,11 +143,13 @@ def per_model_checks(s, checks, model):
 
     def ready():
         for version in ("", VERSION):
-            expect(s.grpc.is_model_ready(model, version, client_timeout=TIMEOUT) is True, f"grpc ModelReady(version={version!r}) not true")
+            expect(s.grpc.is_model_ready(model, version, client_timeout=TIMEOUT) is True,
+                   f"grpc ModelReady(version={version!r}) not true")
             expect(s.http.is_model_ready(model, version), f"http ready(version={version!r}) is not 200")
 
     def metadata(md):
-        """`md` in the JSON shape (the HTTP body, or the gRPC message as a dict)."""
+        """`md` in the JSON shape: the HTTP body, or the gRPC message as tritonclient's as_json
+        gives it (int64 shapes as strings)."""
         expect(md["name"] == model, f"name={md['name']!r}")
         expect(md["versions"] == [VERSION], f"versions={md['versions']}")
         expect(md["platform"] == PLATFORM, f"platform={md['platform']!r}")
@@ -157,16 +159,14 @@ def per_model_checks(s, checks, model):
         return f"{INPUT} {in_shape} -> {OUTPUT} {out_shape}"
 
     def metadata_grpc(version):
-        md = s.grpc.get_model_metadata(model, version, client_timeout=TIMEOUT)
-        return metadata({"name": md.name, "versions": list(md.versions), "platform": md.platform,
-                         "inputs": [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in md.inputs],
-                         "outputs": [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in md.outputs]})
+        return metadata(s.grpc.get_model_metadata(model, version, as_json=True, client_timeout=TIMEOUT))
 
     checks.run(f"{model}: grpc and http model ready (latest, version 1)", ready)
     checks.run(f"{model}: grpc ModelMetadata", lambda: metadata_grpc(""))
     checks.run(f"{model}: grpc ModelMetadata version 1", lambda: metadata_grpc(VERSION))
     checks.run(f"{model}: http GET /v2/models/{model}", lambda: metadata(s.http.get_model_metadata(model)))
-    checks.run(f"{model}: http GET /v2/models/{model}/versions/1", lambda: metadata(s.http.get_model_metadata(model, VERSION)))
+    checks.run(f"{model}: http GET /v2/models/{model}/versions/1",
+               lambda: metadata(s.http.get_model_metadata(model, VERSION)))
 
     for batch in (1, 16):
         x, want = gold[batch]
@@ -176,10 +176,10 @@ def per_model_checks(s, checks, model):
             result = s.grpc_infer(model, batch, model_version=version, request_id=rid)
             resp = result.get_response()
             expect(resp.id == rid, f"id={resp.id!r}, want {rid!r}")
-            expect(resp.model_name == model and resp.model_version == VERSION, f"model {resp.model_name!r} version {resp.model_version!r}")
+            expect((resp.model_name, resp.model_version) == (model, VERSION), f"model {resp.model_name!r} {resp.model_version!r}")
             expect([o.name for o in resp.outputs] == [OUTPUT], f"outputs={[o.name for o in resp.outputs]}")
             expect(resp.outputs[0].datatype == "FP32", f"datatype={resp.outputs[0].datatype}")
-            expect(len(resp.raw_output_contents) == 1, f"{len(resp.raw_output_contents)} raw_output_contents, want 1 for raw inputs")
+            expect(len(resp.raw_output_contents) == 1, f"{len(resp.raw_output_contents)} raw_output_contents, want 1")
             return f"max abs diff {close_to(result.as_numpy(OUTPUT), want, 'output'):.3g}"
 
         def grpc_typed():
@@ -202,14 +202,16 @@ def per_model_checks(s, checks, model):
             result = s.http_infer(model, batch, binary, request_id=rid)
             resp = result.get_response()
             expect(resp.get("id") == rid, f"id={resp.get('id')!r}")
-            expect(resp.get("model_name") == model and resp.get("model_version") == VERSION, f"model {resp.get('model_name')!r} version {resp.get('model_version')!r}")
+            got = (resp.get("model_name"), resp.get("model_version"))
+            expect(got == (model, VERSION), f"model_name, model_version = {got}")
             (out,) = resp["outputs"]
             expect(out["name"] == OUTPUT and out["datatype"] == "FP32" and out["shape"] == list(want.shape), f"output {out}")
             size = out.get("parameters", {}).get("binary_data_size")
             if binary:
                 expect(size == want.nbytes and "data" not in out, f"binary_data_size={size}, want {want.nbytes} and no data")
             else:
-                expect(size is None and len(out.get("data", [])) == want.size, f"binary_data_size={size}, {len(out.get('data', []))} data")
+                n = len(out.get("data", []))
+                expect(size is None and n == want.size, f"binary_data_size={size}, {n} values in data")
             return f"max abs diff {close_to(result.as_numpy(OUTPUT), want, 'output'):.3g}"
 
         def http_nested():
@@ -381,6 +383,12 @@ def repository_checks(s, checks):
         entry = index(proto).get(model)
         expect(entry is not None and entry[1] == "UNAVAILABLE", f"{proto} index entry of {model}: {entry}, want UNAVAILABLE")
 
+    def repo(proto, action, model):
+        """tritonclient's load_model / unload_model, over gRPC or HTTP."""
+        if proto == "grpc":
+            return getattr(s.grpc, action)(model, client_timeout=TIMEOUT)
+        return getattr(s.http, action)(model)
+
     def expect_loaded(model):
         expect(s.grpc.is_model_ready(model, client_timeout=TIMEOUT) is True, f"ModelReady({model}) not true after load")
         close_to(s.grpc_infer(model, 16).as_numpy(OUTPUT), s.gold[model][16][1], f"{model} b16 after load")
@@ -388,50 +396,43 @@ def repository_checks(s, checks):
     checks.run("grpc RepositoryIndex: every model, version 1, READY", lambda: all_ready("grpc"))
     checks.run("http POST /v2/repository/index: every model, version 1, READY", lambda: all_ready("http"))
     checks.run("grpc RepositoryModelLoad of an unknown model -> error naming it", lambda: expect_error(
-        lambda: s.grpc.load_model("no_such_model", client_timeout=TIMEOUT), (NOT_FOUND, INVALID), "no_such_model"))
+        lambda: repo("grpc", "load_model", "no_such_model"), (NOT_FOUND, INVALID), "no_such_model"))
     checks.run("http load of an unknown model -> 4xx naming it", lambda: expect_error(
-        lambda: s.http.load_model("no_such_model"), ("400", "404"), "no_such_model"))
+        lambda: repo("http", "load_model", "no_such_model"), ("400", "404"), "no_such_model"))
 
     def under_load():
         with Traffic(s, traffic_model) as traffic:
             before = traffic.count()
-            for cycle in range(3):
-                proto, client = (("grpc", s.grpc), ("http", s.http))[cycle % 2]
-                if proto == "grpc":
-                    client.unload_model(cycled, client_timeout=TIMEOUT)
-                else:
-                    client.unload_model(cycled)
+            for proto in ("grpc", "http", "grpc"):
+                repo(proto, "unload_model", cycled)
                 expect_unloaded(cycled, proto)
-                if proto == "grpc":
-                    client.load_model(cycled, client_timeout=TIMEOUT)  # answers once the model is ready
-                else:
-                    client.load_model(cycled)
+                repo(proto, "load_model", cycled)  # answers once the model is ready
                 expect_loaded(cycled)
             if reloaded is not None:
                 # Loading a model that is loaded reloads it, and it stays available.
-                s.grpc.load_model(reloaded, client_timeout=TIMEOUT)
+                repo("grpc", "load_model", reloaded)
                 expect_loaded(reloaded)
             during = traffic.count() - before
         expect(during > 0, f"no request on {traffic_model} completed while models were unloaded and loaded")
-        expect(not traffic.failures, f"{len(traffic.failures)} of {traffic.count()} requests on {traffic_model} failed, "
-                                     f"first: {traffic.failures[0] if traffic.failures else ''}")
+        failed = traffic.failures
+        expect(not failed, f"{len(failed)} of {traffic.count()} requests on {traffic_model} failed, first: {failed[:1]}")
         return f"{traffic.ok} requests on {traffic_model}, {during} while 3 unload/load cycles of {cycled} ran, 0 failed"
 
     def unload_in_flight():
         """Requests racing the unload of their own model either finish with the right answer or
         are refused cleanly (NOT_FOUND / UNAVAILABLE); none breaks another way."""
         with Traffic(s, cycled, grpc_threads=4, rest_threads=0) as traffic:
-            s.grpc.unload_model(cycled, client_timeout=TIMEOUT)
+            repo("grpc", "unload_model", cycled)
             time.sleep(0.2)
         clean = ("StatusCode.NOT_FOUND", "StatusCode.UNAVAILABLE")
         other = [f for f in traffic.failures if not any(c in f for c in clean)]
         expect(not other, f"{len(other)} requests failed otherwise, first: {other[0] if other else ''}")
         expect_unloaded(cycled, "grpc")
-        s.grpc.load_model(cycled, client_timeout=TIMEOUT)
+        repo("grpc", "load_model", cycled)
         expect_loaded(cycled)
         return f"{traffic.ok} answered, {len(traffic.failures)} refused cleanly"
 
-    checks.run(f"unload/load {cycled} (and reload {reloaded}) under continuous traffic on {traffic_model}: 0 failed", under_load)
+    checks.run(f"unload/load {cycled}, reload {reloaded}, under traffic on {traffic_model}: 0 failed", under_load)
     checks.run(f"unload {cycled} while its own requests are in flight", unload_in_flight)
     checks.run("grpc RepositoryIndex afterwards: every model READY again", lambda: all_ready("grpc"))
 
@@ -456,7 +457,8 @@ def main():
         repository_checks(s, checks)
     else:
         protocol_checks(s, checks)
-    s.channel.close()
+    for client in (s.grpc, s.http, s.channel):
+        client.close()
     return checks.summary()
 
 

@@ -59,3 +59,23 @@ pub fn routes(
         .add_service(reflection().build_v1alpha()?);
     Ok(builder.routes())
 }
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    /// Reflection serves these descriptors, so grpcurl and Triton's tooling can list and call
+    /// the v2 service next to TF Serving's.
+    #[test]
+    fn reflection_describes_every_served_service() {
+        let set = prost_types::FileDescriptorSet::decode(crate::proto::FILE_DESCRIPTOR_SET).expect("descriptor set");
+        let services: Vec<String> = set
+            .file
+            .iter()
+            .flat_map(|f| f.service.iter().map(move |s| format!("{}.{}", f.package(), s.name())))
+            .collect();
+        for wanted in ["tensorflow.serving.PredictionService", "tensorflow.serving.ModelService", "inference.GRPCInferenceService"] {
+            assert!(services.iter().any(|s| s == wanted), "{wanted} missing from {services:?}");
+        }
+    }
+}
