@@ -339,3 +339,38 @@ async fn the_v2_service_is_in_health_and_its_requests_in_the_shared_metrics() {
     assert_eq!(series("candle_serving_compute_duration_seconds_count{", &["model=\"id_fp32\""]), 2.0);
     assert_eq!(series("candle_serving_queue_duration_seconds_count{", &["model=\"id_fp32\""]), 2.0);
 }
+
+/// What grpcurl does: list the services through server reflection, then resolve the v2
+/// service's file by symbol.
+#[tokio::test]
+async fn reflection_lists_and_describes_the_v2_service() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let server = Server::start(&["--model_base_path=models/mnist_cnn", "--model_name=mnist_cnn"], "mnist_cnn").await;
+    let channel = tonic::transport::Channel::from_shared(server.url()).expect("url").connect().await.expect("connect");
+    let mut client = ServerReflectionClient::new(channel);
+    let ask = |message: MessageRequest| ServerReflectionRequest { host: String::new(), message_request: Some(message) };
+    let requests = vec![ask(MessageRequest::ListServices(String::new())), ask(MessageRequest::FileContainingSymbol("inference.GRPCInferenceService".into()))];
+    let mut answers = client.server_reflection_info(tokio_stream::iter(requests)).await.expect("reflection").into_inner();
+
+    let listed = answers.message().await.expect("stream").expect("first answer");
+    let Some(MessageResponse::ListServicesResponse(list)) = listed.message_response else { panic!("{listed:?}") };
+    let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
+    for wanted in ["inference.GRPCInferenceService", "tensorflow.serving.PredictionService", "grpc.health.v1.Health"] {
+        assert!(names.contains(&wanted), "{wanted} not in {names:?}");
+    }
+    let described = answers.message().await.expect("stream").expect("second answer");
+    let Some(MessageResponse::FileDescriptorResponse(files)) = described.message_response else { panic!("{described:?}") };
+    use prost::Message;
+    let file = files
+        .file_descriptor_proto
+        .iter()
+        .map(|bytes| prost_types::FileDescriptorProto::decode(bytes.as_slice()).expect("descriptor"))
+        .find(|f| f.package() == "inference")
+        .expect("the inference package's file");
+    let methods: Vec<&str> = file.service[0].method.iter().map(|m| m.name()).collect();
+    assert!(methods.contains(&"ModelInfer") && methods.contains(&"RepositoryModelLoad"), "{methods:?}");
+}
