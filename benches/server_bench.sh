@@ -12,6 +12,8 @@
 #   PIN=1                  server on CPU 0, load generator on CPU 1 (needs taskset and 2+ CPUs)
 #   ONLY="mnist_cnn tiny_relu"   run only these models
 #   TF_BATCHING_PARAMS=FILE  also run the batching rows with this --batching_parameters_file
+#   V2=1                   also run the no-batching rows over the v2 protocol's gRPC ModelInfer
+#                          (raw contents, as tritonclient sends), next to TF Serving's Predict
 # Needs curl and jq. Server logs go to target/bench-logs/.
 set -euo pipefail
 
@@ -23,6 +25,7 @@ LSTM_DYNAMIC_DIM=${LSTM_DYNAMIC_DIM:-16}
 PIN=${PIN:-0}
 ONLY=${ONLY:-}
 TF_BATCHING_PARAMS=${TF_BATCHING_PARAMS:-}
+V2=${V2:-1}
 SERVER_CPU=()
 BENCH_CPU=()
 if [[ "$PIN" == 1 ]]; then
@@ -131,6 +134,9 @@ for entry in "${MODELS[@]}"; do
     start_server "$model-nobatch" "$model" "$base"
     for c in $CONCURRENCY; do
         ROWS+=("$(bench "no batching" "$model" --concurrency "$c" "${extra[@]}")")
+        if [[ "$V2" == 1 ]]; then
+            ROWS+=("$(bench "no batching, v2 gRPC" "$model" --concurrency "$c" --protocol grpc-v2 "${extra[@]}")")
+        fi
     done
     if [[ "$model" != tiny_relu ]]; then
         OFFLINE+="$(bench "offline batch-32 reference" "$model" --concurrency 1 --batch 32 "${extra[@]}")"$'\n'
@@ -168,6 +174,9 @@ done
     echo "Notes:"
     if [[ "$PIN" == 1 ]]; then
         echo "- Pinned (PIN=1): the server runs on CPU 0 only (so it has 1 compute thread and 1 I/O thread), the load generator on CPU 1."
+    fi
+    if [[ "$V2" == 1 ]]; then
+        echo "- \"v2 gRPC\" rows: the same load over the KServe v2 protocol (\`inference.GRPCInferenceService/ModelInfer\`, raw_input_contents), on the same server right after its TF Serving row."
     fi
     echo "- Load: \`candle-serving-bench\`, gRPC Predict, closed loop (each of *concurrency* workers keeps one request in flight), one HTTP/2 connection, random float inputs shaped by GetModelMetadata, batch 1 unless stated; ${DURATION} s measured after 1 s of uncounted warm-up."
     echo "- req/s and items/s count successful requests (items = requests × batch). Latency percentiles are exact (every latency kept and sorted) over successful requests."

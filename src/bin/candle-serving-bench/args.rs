@@ -9,6 +9,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Protocol {
     Grpc,
+    /// The KServe v2 protocol's `inference.GRPCInferenceService/ModelInfer`, raw contents.
+    GrpcV2,
     Rest,
 }
 
@@ -59,7 +61,9 @@ Usage: candle-serving-bench --target HOST:PORT [flags]
 
 Target:
   --target HOST:PORT      server address (required): the gRPC port, or the REST port with --protocol=rest
-  --protocol grpc|rest    gRPC PredictionService/Predict (default) or POST /v1/models/{m}:predict
+  --protocol grpc|grpc-v2|rest
+                          gRPC PredictionService/Predict (default), the v2 protocol's gRPC
+                          ModelInfer with raw contents, or POST /v1/models/{m}:predict
   --model NAME            model name (default: default)
   --signature NAME        signature_name to send (default: the server's default signature)
 Inputs:
@@ -124,8 +128,9 @@ pub(crate) fn parse<I: IntoIterator<Item = String>>(argv: I) -> Result<Parsed, S
             "protocol" => {
                 protocol = match v {
                     "grpc" => Protocol::Grpc,
+                    "grpc-v2" => Protocol::GrpcV2,
                     "rest" => Protocol::Rest,
-                    _ => return Err(format!("--protocol: expected grpc or rest, got '{v}'")),
+                    _ => return Err(format!("--protocol: expected grpc, grpc-v2 or rest, got '{v}'")),
                 }
             }
             "model" => model = value.clone(),

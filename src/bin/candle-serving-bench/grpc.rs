@@ -22,17 +22,20 @@ pub(crate) struct GrpcClient {
 }
 
 /// Opens `n` channels to `target` (HOST:PORT), each its own TCP connection.
-pub(crate) async fn connect(target: &str, n: usize) -> Result<Vec<Stub>, String> {
+pub(crate) async fn connect(target: &str, n: usize) -> Result<Vec<Channel>, String> {
     let endpoint = Endpoint::from_shared(format!("http://{target}"))
         .map_err(|e| format!("--target {target}: {e}"))?
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(10));
-    let mut stubs = Vec::with_capacity(n);
+    let mut channels = Vec::with_capacity(n);
     for _ in 0..n {
-        let channel = endpoint.connect().await.map_err(|e| format!("cannot connect to {target}: {}", chain(&e)))?;
-        stubs.push(PredictionServiceClient::new(channel).max_decoding_message_size(usize::MAX).max_encoding_message_size(usize::MAX));
+        channels.push(endpoint.connect().await.map_err(|e| format!("cannot connect to {target}: {}", chain(&e)))?);
     }
-    Ok(stubs)
+    Ok(channels)
+}
+
+pub(crate) fn stub(channel: Channel) -> Stub {
+    PredictionServiceClient::new(channel).max_decoding_message_size(usize::MAX).max_encoding_message_size(usize::MAX)
 }
 
 impl GrpcClient {
@@ -58,13 +61,18 @@ impl GrpcClient {
         request.set_timeout(self.timeout);
         match stub.predict(request).await {
             Ok(_) => Ok(()),
-            // tonic enforces the deadline on the client side too and reports it as CANCELLED;
-            // group it with the other client-side timeouts.
-            Err(status) if status.code() == tonic::Code::Cancelled && status.message() == "Timeout expired" => {
-                Err(Failure::new("timeout", "no response within the deadline (--timeout)"))
-            }
-            Err(status) => Err(Failure::new(&format!("{:?}", status.code()), status.message())),
+            Err(status) => Err(failure(&status)),
         }
+    }
+}
+
+/// tonic enforces the deadline on the client side too and reports it as CANCELLED; it is
+/// grouped with the other client-side timeouts.
+pub(crate) fn failure(status: &tonic::Status) -> Failure {
+    if status.code() == tonic::Code::Cancelled && status.message() == "Timeout expired" {
+        Failure::new("timeout", "no response within the deadline (--timeout)")
+    } else {
+        Failure::new(&format!("{:?}", status.code()), status.message())
     }
 }
 
@@ -81,13 +89,18 @@ fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-fn tensor_proto(t: &NamedTensor) -> TensorProto {
-    let (dtype, content): (DataType, Vec<u8>) = match &t.values {
+/// The tensor's TF dtype and little-endian elements (tensor_content, and v2 raw contents).
+pub(crate) fn le_content(t: &NamedTensor) -> (DataType, Vec<u8>) {
+    match &t.values {
         Values::F32(v) => (DataType::DtFloat, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
         Values::F64(v) => (DataType::DtDouble, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
         Values::I32(v) => (DataType::DtInt32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
         Values::I64(v) => (DataType::DtInt64, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-    };
+    }
+}
+
+fn tensor_proto(t: &NamedTensor) -> TensorProto {
+    let (dtype, content) = le_content(t);
     let dim = t.dims.iter().map(|&d| tensor_shape_proto::Dim { size: d as i64, name: String::new() }).collect();
     TensorProto {
         dtype: dtype as i32,

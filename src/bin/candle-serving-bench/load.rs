@@ -12,11 +12,13 @@ use std::time::{Duration, Instant};
 use crate::args::{Load, Stop};
 use crate::cpu::{self, CpuUse};
 use crate::grpc::GrpcClient;
+use crate::grpc_v2::GrpcV2Client;
 use crate::rest::RestClient;
 use crate::stats::{Failure, Recorder};
 
 pub(crate) enum Client {
     Grpc(GrpcClient),
+    GrpcV2(GrpcV2Client),
     Rest(RestClient),
 }
 
@@ -26,6 +28,7 @@ impl Client {
         let call = async {
             match self {
                 Client::Grpc(c) => c.call(seq).await,
+                Client::GrpcV2(c) => c.call(seq).await,
                 Client::Rest(c) => c.call(seq).await,
             }
         };

@@ -10,6 +10,7 @@
 mod args;
 mod cpu;
 mod grpc;
+mod grpc_v2;
 mod http;
 mod inputs;
 mod load;
@@ -80,8 +81,8 @@ fn main() -> ExitCode {
 /// Connects, works out the inputs and pre-encodes the requests. Returns the client, the
 /// signature the inputs follow (for the report) and the batch size.
 async fn setup(args: &Args, npy: Option<npy::NpyF32>) -> Result<(Client, Option<String>, usize), String> {
-    let stubs = match args.protocol {
-        Protocol::Grpc => Some(grpc::connect(&args.target, args.connections).await?),
+    let channels = match args.protocol {
+        Protocol::Grpc | Protocol::GrpcV2 => Some(grpc::connect(&args.target, args.connections).await?),
         Protocol::Rest => None,
     };
     // The metadata is needed for random inputs, and to name the input a .npy feeds unless
@@ -89,8 +90,8 @@ async fn setup(args: &Args, npy: Option<npy::NpyF32>) -> Result<(Client, Option<
     let described = if npy.is_some() && args.input_name.is_some() {
         None
     } else {
-        let found = match &stubs {
-            Some(stubs) => metadata::grpc_inputs(&stubs[0], &args.model, args.signature.as_deref()).await?,
+        let found = match &channels {
+            Some(channels) => metadata::grpc_inputs(&grpc::stub(channels[0].clone()), &args.model, args.signature.as_deref()).await?,
             None => metadata::rest_inputs(&args.target, &args.model, args.signature.as_deref()).await?,
         };
         Some(found)
@@ -112,9 +113,18 @@ async fn setup(args: &Args, npy: Option<npy::NpyF32>) -> Result<(Client, Option<
     // server's default one (which the request would otherwise get).
     let found_signature = described.map(|(name, _)| name);
     let send_signature = args.signature.clone().or_else(|| found_signature.clone().filter(|n| n != metadata::DEFAULT_SIGNATURE));
-    let client = match stubs {
-        Some(stubs) => Client::Grpc(grpc::GrpcClient::new(stubs, &args.model, send_signature.as_deref(), &payloads, args.timeout)),
-        None => Client::Rest(rest::RestClient::new(&args.target, &args.model, send_signature.as_deref(), &payloads)),
+    let client = match (args.protocol, channels) {
+        (Protocol::GrpcV2, Some(channels)) => {
+            if let Some(signature) = &send_signature {
+                return Err(format!("--protocol=grpc-v2 runs the default signature; {signature} cannot be chosen"));
+            }
+            Client::GrpcV2(grpc_v2::GrpcV2Client::new(channels, &args.model, &payloads, args.timeout))
+        }
+        (_, Some(channels)) => {
+            let stubs = channels.into_iter().map(grpc::stub).collect();
+            Client::Grpc(grpc::GrpcClient::new(stubs, &args.model, send_signature.as_deref(), &payloads, args.timeout))
+        }
+        (_, None) => Client::Rest(rest::RestClient::new(&args.target, &args.model, send_signature.as_deref(), &payloads)),
     };
     Ok((client, args.signature.clone().or(found_signature), batch))
 }

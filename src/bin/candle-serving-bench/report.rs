@@ -50,7 +50,7 @@ pub(crate) fn json(ctx: &Context<'_>, run: &mut RunResult) -> Value {
     };
     json!({
         "target": a.target,
-        "protocol": match a.protocol { Protocol::Grpc => "grpc", Protocol::Rest => "rest" },
+        "protocol": match a.protocol { Protocol::Grpc => "grpc", Protocol::GrpcV2 => "grpc-v2", Protocol::Rest => "rest" },
         "model": a.model,
         "signature": ctx.signature,
         "mode": mode,
