@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Server CPU per request of the KServe v2 gRPC protocol against TF Serving's Predict, on one
+# server, alternating the two protocols ROUNDS times per concurrency so that the VM's drift hits
+# both alike; prints the median of each and their ratio. Uses the release binaries that
+# server_bench.sh builds.
+#
+#   PIN=1 benches/protocol_overhead.sh      # ~2 minutes with the defaults
+#
+# Knobs: MODEL=tiny_relu BASE=tests/fixtures/tiny_relu CONCURRENCY="8 32 128" ROUNDS=3 DURATION=5
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODEL=${MODEL:-tiny_relu}
+BASE=${BASE:-tests/fixtures/tiny_relu}
+CONCURRENCY=${CONCURRENCY:-"8 32 128"}
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-5}
+SERVER_CPU=() BENCH_CPU=()
+if [[ "${PIN:-0}" == 1 ]]; then SERVER_CPU=(taskset -c 0) BENCH_CPU=(taskset -c 1); fi
+cargo build --release --bins >&2
+port() { echo $((20000 + RANDOM % 40000)); }
+GRPC=$(port) REST=$(port)
+"${SERVER_CPU[@]}" target/release/candle-serving --port="$GRPC" --rest_api_port="$REST" --model_name="$MODEL" \
+    --model_base_path="$BASE" >/dev/null 2>&1 &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$REST/v1/health/ready" >/dev/null && break; sleep 0.1; done
+cpu() {
+    "${BENCH_CPU[@]}" target/release/candle-serving-bench --target "127.0.0.1:$GRPC" --model "$MODEL" --server-pid "$SERVER" \
+        --duration "$DURATION" --warmup 1 --json --concurrency "$1" --protocol "$2" | jq '.server_cpu.us_per_request'
+}
+median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores ($(lscpu | sed -n 's/^Model name: *//p')), $MODEL, ${ROUNDS} alternating rounds of ${DURATION} s"
+echo
+echo "| concurrency | TF Predict µs/req (median) | v2 ModelInfer µs/req (median) | v2 / TF |"
+echo "|---|---|---|---|"
+for c in $CONCURRENCY; do
+    tf=() v2=()
+    for _ in $(seq 1 "$ROUNDS"); do
+        tf+=("$(cpu "$c" grpc)")
+        v2+=("$(cpu "$c" grpc-v2)")
+    done
+    t=$(printf '%s\n' "${tf[@]}" | median) v=$(printf '%s\n' "${v2[@]}" | median)
+    echo "| $c | $t (${tf[*]}) | $v (${v2[*]}) | $(awk -v a="$v" -v b="$t" 'BEGIN {printf "%.2f", a / b}') |"
+done
