@@ -133,6 +133,8 @@ struct QueueOwner {
 const GATHER_QUIET: std::time::Duration = std::time::Duration::from_micros(100);
 /// ... or after this long in all, so a batch never waits much for stragglers.
 const GATHER_MOST: std::time::Duration = std::time::Duration::from_millis(2);
+/// `settle` yields at most this many times (each lets every ready I/O task run once).
+const SETTLE_YIELDS: usize = 8;
 
 impl QueueOwner {
     async fn run(mut self) {
@@ -148,6 +150,8 @@ impl QueueOwner {
             self.receive_waiting();
             if self.options.gather {
                 self.gather().await;
+            } else if self.options.batch_timeout.is_zero() {
+                self.settle().await;
             }
             let batch = self.take_batch();
             let rows: usize = batch.iter().map(|t| t.rows).sum();
@@ -197,6 +201,24 @@ impl QueueOwner {
             if now_rows > rows {
                 rows = now_rows;
                 last_arrival = Instant::now();
+            }
+        }
+    }
+
+    /// TF Serving's zero batch timeout: no waiting for requests still to come. Requests that
+    /// have come, but sit in socket buffers because the I/O tasks shared the core with the
+    /// batch just run, are not "to come": yield once at a time and take in what the I/O tasks
+    /// enqueue, until a yield brings nothing new (a few yields, microseconds, never a timer).
+    async fn settle(&mut self) {
+        for _ in 0..SETTLE_YIELDS {
+            let before = self.pending_rows();
+            if before >= self.options.max_batch_size {
+                return;
+            }
+            tokio::task::yield_now().await;
+            self.receive_waiting();
+            if self.pending_rows() == before {
+                return;
             }
         }
     }
