@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "tensorflow_serving/config/ssl_config.proto",
     "tensorflow_serving/servables/tensorflow/session_bundle_config.proto",
     "onnx/onnx.proto",
+    "tensorflow/core/protobuf/tensor_bundle.proto",
     "inference/grpc_service.proto",
 ];
 

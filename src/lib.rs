@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod proto;
 pub mod repository;
 pub mod request;
+pub mod savedmodel;
 pub mod servable;
 pub mod telemetry;
 pub mod tensor;
