@@ -13,6 +13,7 @@ const PROTOS: &[&str] = &[
     "tensorflow_serving/servables/tensorflow/session_bundle_config.proto",
     "onnx/onnx.proto",
     "tensorflow/core/protobuf/tensor_bundle.proto",
+    "tensorflow/core/protobuf/saved_model.proto",
     "inference/grpc_service.proto",
 ];
 

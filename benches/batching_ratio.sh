@@ -14,10 +14,9 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}
 CONCURRENCY=${CONCURRENCY:-32}
 PARAMS=${PARAMS:-benches/config/batching.config}
-SERVER_CPU=() BENCH_CPU=()
-if [[ "${PIN:-0}" == 1 ]]; then SERVER_CPU=(taskset -c 0) BENCH_CPU=(taskset -c 1); fi
+# shellcheck source=benches/side_by_side.sh
+source benches/side_by_side.sh
 cargo build --release --bins >&2
-port() { echo $((20000 + RANDOM % 40000)); }
 PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true' EXIT
 start() { # NAME [flags...]: sets <NAME>_PORT and <NAME>_PID
@@ -29,9 +28,7 @@ start() { # NAME [flags...]: sets <NAME>_PORT and <NAME>_PID
     PIDS+=($!)
     printf -v "${name}_PORT" '%s' "$grpc"
     printf -v "${name}_PID" '%s' "$!"
-    for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$rest/v1/health/ready" >/dev/null && return; sleep 0.1; done
-    echo "server $name not ready" >&2
-    exit 1
+    wait_ready "$rest"
 }
 start PLAIN
 start ADAPTIVE --enable_batching
@@ -42,9 +39,8 @@ run() { # PORT PID [bench flags...] -> "items/s p50 p99"
     "${BENCH_CPU[@]}" target/release/candle-serving-bench --target "127.0.0.1:$port" --model mnist_cnn --server-pid "$pid" \
         --duration "$DURATION" --warmup 1 --json "$@" | jq -r '"\(.items_per_s | round) \(.latency_ms.p50) \(.latency_ms.p99)"'
 }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 REF=() AD=() TFP=()
-echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD)$(git diff --quiet 2>/dev/null || echo ' (dirty tree)'), $(nproc) cores ($(lscpu | sed -n 's/^Model name: *//p')), mnist_cnn, ${ROUNDS} alternating rounds of ${DURATION} s, $CONCURRENCY clients"
+echo "$(machine), mnist_cnn, ${ROUNDS} alternating rounds of ${DURATION} s, $CONCURRENCY clients"
 echo
 echo "| round | batch-32 reference items/s | adaptive items/s (p50 / p99 ms) | TF params items/s (p50 / p99 ms) |"
 echo "|---|---|---|---|"

@@ -11,11 +11,10 @@ cd "$(dirname "$0")/.."
 CONCURRENCY=${CONCURRENCY:-"8 32 128"}
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}
-SERVER_CPU=() BENCH_CPU=()
-if [[ "${PIN:-0}" == 1 ]]; then SERVER_CPU=(taskset -c 0) BENCH_CPU=(taskset -c 1); fi
+# shellcheck source=benches/side_by_side.sh
+source benches/side_by_side.sh
 cargo build --release --bins >&2
 FLOOR=$(cargo bench --bench grpc_floor --no-run --message-format=json 2>/dev/null | jq -r 'select(.target.name == "grpc_floor" and .executable != null) | .executable')
-port() { echo $((20000 + RANDOM % 40000)); }
 PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true' EXIT
 REAL=$(port) REST=$(port) BARE=$(port)
@@ -26,14 +25,13 @@ PIDS+=("$REAL_PID")
 "${SERVER_CPU[@]}" "$FLOOR" "127.0.0.1:$BARE" >/dev/null 2>&1 &
 BARE_PID=$!
 PIDS+=("$BARE_PID")
-for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$REST/v1/health/ready" >/dev/null && break; sleep 0.1; done
+wait_ready "$REST"
 for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$BARE") 2>/dev/null && break; sleep 0.1; done
 cpu() { # PORT PID CONCURRENCY
     "${BENCH_CPU[@]}" target/release/candle-serving-bench --target "127.0.0.1:$1" --model tiny_relu --server-pid "$2" \
         --duration "$DURATION" --warmup 1 --json --concurrency "$3" | jq '.server_cpu.us_per_request'
 }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
-echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD), $(nproc) cores ($(lscpu | sed -n 's/^Model name: *//p')), ${ROUNDS} alternating rounds of ${DURATION} s"
+echo "$(machine), ${ROUNDS} alternating rounds of ${DURATION} s"
 echo
 echo "| concurrency | tonic floor µs/req (median) | candle-serving µs/req (median) | above the floor |"
 echo "|---|---|---|---|"

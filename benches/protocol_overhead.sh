@@ -14,22 +14,20 @@ BASE=${BASE:-tests/fixtures/tiny_relu}
 CONCURRENCY=${CONCURRENCY:-"8 32 128"}
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}
-SERVER_CPU=() BENCH_CPU=()
-if [[ "${PIN:-0}" == 1 ]]; then SERVER_CPU=(taskset -c 0) BENCH_CPU=(taskset -c 1); fi
+# shellcheck source=benches/side_by_side.sh
+source benches/side_by_side.sh
 cargo build --release --bins >&2
-port() { echo $((20000 + RANDOM % 40000)); }
 GRPC=$(port) REST=$(port)
 "${SERVER_CPU[@]}" target/release/candle-serving --port="$GRPC" --rest_api_port="$REST" --model_name="$MODEL" \
     --model_base_path="$BASE" >/dev/null 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$REST/v1/health/ready" >/dev/null && break; sleep 0.1; done
+wait_ready "$REST"
 cpu() {
     "${BENCH_CPU[@]}" target/release/candle-serving-bench --target "127.0.0.1:$GRPC" --model "$MODEL" --server-pid "$SERVER" \
         --duration "$DURATION" --warmup 1 --json --concurrency "$1" --protocol "$2" | jq '.server_cpu.us_per_request'
 }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
-echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores ($(lscpu | sed -n 's/^Model name: *//p')), $MODEL, ${ROUNDS} alternating rounds of ${DURATION} s"
+echo "$(machine), $MODEL, ${ROUNDS} alternating rounds of ${DURATION} s"
 echo
 echo "| concurrency | TF Predict µs/req (median) | v2 ModelInfer µs/req (median) | v2 / TF |"
 echo "|---|---|---|---|"

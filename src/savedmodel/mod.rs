@@ -1,10 +1,32 @@
 //! TensorFlow SavedModels without TensorFlow. So far: the variables' tensor bundle (a LevelDB
-//! table of entries, CRC-checked data shards, snappy blocks); the graph import that binds
-//! them to a signature is the SavedModel issue's remaining work.
+//! table of entries, CRC-checked data shards, snappy blocks), the meta graph a tag set selects
+//! with its signatures, and the binding of a signature's captured variables to checkpoint
+//! keys. Translating the graph's ops into the engine is the SavedModel issue's remaining work.
 
+pub mod binding;
 pub mod bundle;
 mod crc32c;
+pub mod meta_graph;
 mod table;
 
+use thiserror::Error;
+
+pub use binding::{Capture, captures};
 pub use bundle::{Bundle, BundleError};
 pub use table::TableError;
+
+#[derive(Debug, Error)]
+pub enum SavedModelError {
+    #[error("{file}: {source}")]
+    Io {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file} {what}")]
+    Invalid { file: String, what: String },
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error("{0}")]
+    Unsupported(String),
+}

@@ -1,13 +1,14 @@
-//! The tensor bundle reader against a bundle TensorFlow wrote (tests/fixtures/savedmodel/
-//! make_bundle.py): every variable's dtype, shape and values as TensorFlow reads them back, and
-//! damaged copies failing with the file and the variable named.
+//! The SavedModel reader against a SavedModel TensorFlow wrote (tests/fixtures/savedmodel/
+//! make_bundle.py): every variable's dtype, shape and values as TensorFlow reads them back;
+//! damaged copies failing with the file and the variable named; the meta graph by tags, its
+//! signatures, and the variables serving_default captures bound to the keys TF binds.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 
-use candle_serving::savedmodel::Bundle;
-use candle_serving::tensor::TensorData;
+use candle_serving::savedmodel::{Bundle, captures, meta_graph};
+use candle_serving::tensor::{DType, Dim, TensorData};
 use common::*;
 
 fn fixture_dir() -> PathBuf {
@@ -110,4 +111,45 @@ fn damage_names_the_file_and_the_variable() {
     let err = Bundle::open(&prefix(&dir)).err().expect("no shard").to_string();
     assert!(err.contains("variables.data-00000-of-00001"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn the_meta_graph_by_tags_and_its_signatures() {
+    let meta = meta_graph::read(&fixture_dir(), &["serve".to_string()]).expect("serve");
+    let signatures = meta_graph::signatures(&meta).expect("signatures");
+    let names: Vec<&str> = signatures.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["serving_default"], "the init-op signature is not a client's");
+    let sig = &signatures[0];
+    assert_eq!(sig.method_name, "tensorflow/serving/predict");
+    assert_eq!((sig.inputs[0].key.as_str(), sig.inputs[0].dtype), ("x", DType::F32));
+    assert_eq!(sig.inputs[0].shape, Some(vec![Dim::Dynamic, Dim::Fixed(3)]));
+    assert_eq!((sig.outputs[0].key.as_str(), sig.outputs[0].shape.clone()), ("y", Some(vec![Dim::Dynamic, Dim::Fixed(4)])));
+    let err = meta_graph::read(&fixture_dir(), &["serve".to_string(), "gpu".to_string()]).expect_err("no such tags").to_string();
+    assert!(err.contains("saved_model.pb") && err.contains("\"gpu\"") && err.contains("\"serve\""), "{err}");
+}
+
+#[test]
+fn captured_variables_bind_to_the_keys_tensorflow_binds() {
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture_dir().join("captures.json")).expect("captures.json")).expect("json");
+    let want: Vec<&str> = want["serving_default"].as_array().expect("list").iter().map(|k| k.as_str().expect("key")).collect();
+    let meta = meta_graph::read(&fixture_dir(), &["serve".to_string()]).expect("serve");
+    let bundle = Bundle::open(&prefix(&fixture_dir())).expect("bundle");
+    let (function, bound) = captures(&meta, &bundle, "serving_default").expect("captures");
+    assert!(function.contains("signature_wrapper"), "{function}");
+    assert_eq!(bound.iter().map(|c| c.checkpoint_key.as_str()).collect::<Vec<_>>(), want);
+    assert_eq!(bound.iter().map(|c| c.dtype).collect::<Vec<_>>(), [DType::F32, DType::F64]);
+    let graph = meta.graph_def.as_ref().expect("graph");
+    for capture in &bound {
+        let node = graph.node.iter().find(|n| n.name == capture.handle).expect("the handle is a graph node");
+        assert_eq!(node.op, "VarHandleOp", "{}", capture.handle);
+        // The bound value has the shape the graph's handle declares.
+        let declared = match node.attr.get("shape").and_then(|a| a.value.as_ref()) {
+            Some(candle_serving::proto::tensorflow::attr_value::Value::Shape(s)) => s.dim.iter().map(|d| d.size as usize).collect::<Vec<_>>(),
+            other => panic!("{}: shape attr {other:?}", capture.handle),
+        };
+        assert_eq!(bundle.tensor(&capture.checkpoint_key).expect("value").shape(), declared.as_slice(), "{}", capture.handle);
+    }
+    let err = captures(&meta, &bundle, "nope").expect_err("unknown signature").to_string();
+    assert!(err.contains("nope"), "{err}");
 }
