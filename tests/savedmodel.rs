@@ -153,3 +153,28 @@ fn captured_variables_bind_to_the_keys_tensorflow_binds() {
     let err = captures(&meta, &bundle, "nope").expect_err("unknown signature").to_string();
     assert!(err.contains("nope"), "{err}");
 }
+
+/// serving_default translated to the engine's graph gives TensorFlow's answer.
+#[test]
+fn serving_default_runs_on_the_engine_as_tensorflow_computes_it() {
+    use candle_serving::engine::Session;
+    use candle_serving::engine::onnx::OnnxSession;
+    use candle_serving::tensor::HostTensor;
+    use prost::Message;
+
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture_dir().join("captures.json")).expect("captures.json")).expect("json");
+    let rows = |v: &serde_json::Value| -> Vec<f32> {
+        v.as_array().expect("rows").iter().flat_map(|r| r.as_array().expect("row").iter().map(|x| x.as_f64().expect("number") as f32)).collect()
+    };
+    let (x, want) = (rows(&golden["golden"]["x"]), rows(&golden["golden"]["y"]));
+    let meta = meta_graph::read(&fixture_dir(), &["serve".to_string()]).expect("serve");
+    let bundle = Bundle::open(&prefix(&fixture_dir())).expect("bundle");
+    let model = candle_serving::savedmodel::to_onnx(&meta, &bundle, "serving_default").expect("translate");
+    let session = OnnxSession::from_bytes(&model.encode_to_vec()).expect("engine import");
+    assert_eq!(session.inputs()[0].key, "x");
+    let outputs = session.run(vec![HostTensor::new(vec![2, 3], TensorData::F32(x)).expect("x")]).expect("run");
+    assert_eq!(outputs[0].shape(), &[2, 4]);
+    let TensorData::F32(got) = outputs[0].data() else { panic!("{:?}", outputs[0].dtype()) };
+    assert_close(got, &want, 1e-6, "serving_default y");
+}

@@ -8,12 +8,14 @@ pub mod bundle;
 mod crc32c;
 pub mod meta_graph;
 mod table;
+pub mod translate;
 
 use thiserror::Error;
 
 pub use binding::{Capture, captures};
 pub use bundle::{Bundle, BundleError};
 pub use table::TableError;
+pub use translate::to_onnx;
 
 #[derive(Debug, Error)]
 pub enum SavedModelError {

@@ -1,0 +1,299 @@
+//! A TF2 signature as an ONNX graph, so the engine's importer, passes, plan and kernels serve
+//! SavedModels too (what tf2onnx does offline, here at load time). The signature's call chain
+//! is inlined (each function body under the call node's name), Identity, NoOp and control
+//! edges disappear, captured variables become initializers from the tensor bundle and Const
+//! nodes become initializers from their values.
+//!
+//! The op set is the first slice of the SavedModel issue: dense layers (MatMul, BiasAdd,
+//! AddV2, Sub, Mul, RealDiv, Relu, Sigmoid, Tanh, Softmax, Cast, Reshape). An op outside it
+//! fails the load with its name and the function it is in.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::proto::onnx::tensor_proto::DataType as OnnxType;
+use crate::proto::onnx::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto as OnnxTensor, TensorShapeProto, TypeProto,
+    ValueInfoProto, attribute_proto, tensor_shape_proto, type_proto,
+};
+use crate::proto::tensorflow::attr_value::Value as AttrValue;
+use crate::proto::tensorflow::{FunctionDef, MetaGraphDef, NodeDef};
+use crate::tensor::{DType, HostTensor, TensorSpec, le_bytes, tf_proto};
+
+use super::meta_graph::{signatures, tensor_name};
+use super::{Bundle, SavedModelError, captures};
+
+/// The ONNX model computing `signature` of `meta`, with its variables from `bundle`.
+pub fn to_onnx(meta: &MetaGraphDef, bundle: &Bundle, signature: &str) -> Result<ModelProto, SavedModelError> {
+    let unsupported = |what: String| SavedModelError::Unsupported(format!("signature {signature:?}: {what}"));
+    let sig = signatures(meta)?.into_iter().find(|s| s.name == signature).ok_or_else(|| unsupported("no such signature".into()))?;
+    let def = &meta.signature_def[signature];
+    let graph = meta.graph_def.as_ref().ok_or_else(|| unsupported("no graph".into()))?;
+    let library: HashMap<&str, &FunctionDef> = graph
+        .library
+        .iter()
+        .flat_map(|l| l.function.iter())
+        .filter_map(|f| f.signature.as_ref().map(|s| (s.name.as_str(), f)))
+        .collect();
+    let (function, bound) = captures(meta, bundle, signature)?;
+
+    let mut out = Builder { bundle, library: &library, nodes: Vec::new(), initializers: Vec::new(), emitted: HashSet::new() };
+    // The outer call's inputs: placeholders (the signature's inputs) and variable handles.
+    let mut outer: HashMap<String, Value> = HashMap::new();
+    for spec in &sig.inputs {
+        let (node, _) = tensor_name(&def.inputs[&spec.key]).ok_or_else(|| unsupported(format!("input {:?} is not a named tensor", spec.key)))?;
+        outer.insert(node.to_string(), Value::Tensor(spec.key.clone()));
+    }
+    for capture in &bound {
+        outer.insert(capture.handle.clone(), Value::Variable(capture.checkpoint_key.clone()));
+    }
+    let (call_name, _) = tensor_name(def.outputs.values().next().ok_or_else(|| unsupported("no outputs".into()))?)
+        .ok_or_else(|| unsupported("an output is not a named tensor".into()))?;
+    let call = graph.node.iter().find(|n| n.name == call_name).ok_or_else(|| unsupported(format!("no node {call_name:?}")))?;
+    let args = call
+        .input
+        .iter()
+        .filter(|i| !i.starts_with('^'))
+        .map(|i| outer.get(i.split(':').next().unwrap_or(i)).cloned().ok_or_else(|| unsupported(format!("call input {i:?} is neither an input nor a variable"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let results = out.inline(&function, call_name, args)?;
+
+    let mut graph_outputs = Vec::new();
+    for spec in &sig.outputs {
+        let (_, index) = tensor_name(&def.outputs[&spec.key]).ok_or_else(|| unsupported(format!("output {:?} is not a named tensor", spec.key)))?;
+        let value = results.get(index).ok_or_else(|| unsupported(format!("output {:?} is result {index} of {} results", spec.key, results.len())))?;
+        let source = out.tensor(value)?;
+        out.nodes.push(onnx_node("Identity", &spec.key, vec![source], vec![spec.key.clone()], Vec::new()));
+        graph_outputs.push(value_info(spec));
+    }
+    Ok(ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 13 }],
+        producer_name: "candle-serving savedmodel".into(),
+        graph: Some(GraphProto {
+            node: out.nodes,
+            name: signature.to_string(),
+            initializer: out.initializers,
+            input: sig.inputs.iter().map(value_info).collect(),
+            output: graph_outputs,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// What a TF tensor reference resolves to.
+#[derive(Debug, Clone)]
+enum Value {
+    /// An ONNX tensor of this name.
+    Tensor(String),
+    /// A captured variable's resource handle: reading it gives the initializer of this key.
+    Variable(String),
+}
+
+struct Builder<'m> {
+    bundle: &'m Bundle,
+    library: &'m HashMap<&'m str, &'m FunctionDef>,
+    nodes: Vec<NodeProto>,
+    initializers: Vec<OnnxTensor>,
+    emitted: HashSet<String>,
+}
+
+impl Builder<'_> {
+    /// The ONNX tensor a value reads as (a variable's value is its initializer).
+    fn tensor(&mut self, value: &Value) -> Result<String, SavedModelError> {
+        match value {
+            Value::Tensor(name) => Ok(name.clone()),
+            Value::Variable(key) => {
+                if self.emitted.insert(key.clone()) {
+                    let tensor = self.bundle.tensor(key)?;
+                    self.initializers.push(onnx_tensor(key, &tensor));
+                }
+                Ok(key.clone())
+            }
+        }
+    }
+
+    /// Emits `function`'s body under `prefix` with its inputs bound to `args`; returns its
+    /// results in output order.
+    fn inline(&mut self, function: &str, prefix: &str, args: Vec<Value>) -> Result<Vec<Value>, SavedModelError> {
+        let unsupported = |what: String| SavedModelError::Unsupported(format!("function {function:?}: {what}"));
+        let def = *self.library.get(function).ok_or_else(|| unsupported("is not in the graph's library".into()))?;
+        let signature = def.signature.as_ref().ok_or_else(|| unsupported("has no signature".into()))?;
+        if args.len() != signature.input_arg.len() {
+            return Err(unsupported(format!("takes {} inputs but is called with {}", signature.input_arg.len(), args.len())));
+        }
+        let mut env: HashMap<String, Vec<Value>> = signature.input_arg.iter().zip(args).map(|(a, v)| (a.name.clone(), vec![v])).collect();
+        // Function bodies are not sorted: emit a node once all its inputs are known.
+        let mut pending: Vec<&NodeDef> = def.node_def.iter().collect();
+        while !pending.is_empty() {
+            let before = pending.len();
+            let mut waiting = Vec::new();
+            for node in pending {
+                let inputs: Option<Vec<Value>> = node.input.iter().filter(|i| !i.starts_with('^')).map(|i| resolve(&env, i)).collect();
+                match inputs {
+                    Some(inputs) => {
+                        let outputs = self.node(function, prefix, node, inputs)?;
+                        env.insert(node.name.clone(), outputs);
+                    }
+                    None => waiting.push(node),
+                }
+            }
+            if waiting.len() == before {
+                let names: Vec<&str> = waiting.iter().map(|n| n.name.as_str()).collect();
+                return Err(unsupported(format!("nodes {names:?} read tensors nothing produces")));
+            }
+            pending = waiting;
+        }
+        signature
+            .output_arg
+            .iter()
+            .map(|arg| {
+                let reference = def.ret.get(&arg.name).ok_or_else(|| unsupported(format!("output {:?} is not returned", arg.name)))?;
+                resolve(&env, reference).ok_or_else(|| unsupported(format!("output {:?} reads {reference:?}, which nothing produces", arg.name)))
+            })
+            .collect()
+    }
+
+    /// One function-body node: its outputs (usually one).
+    fn node(&mut self, function: &str, prefix: &str, node: &NodeDef, inputs: Vec<Value>) -> Result<Vec<Value>, SavedModelError> {
+        let name = format!("{prefix}/{}", node.name);
+        let unsupported = |what: String| SavedModelError::Unsupported(format!("function {function:?}, node {:?} ({}): {what}", node.name, node.op));
+        let attr = |key: &str| node.attr.get(key).and_then(|a| a.value.as_ref());
+        let flag = |key: &str| matches!(attr(key), Some(AttrValue::B(true)));
+        match node.op.as_str() {
+            "NoOp" => Ok(Vec::new()),
+            "Identity" | "ReadVariableOp" => Ok(inputs.into_iter().take(1).collect()),
+            "IdentityN" => Ok(inputs),
+            "StatefulPartitionedCall" | "PartitionedCall" => {
+                let Some(AttrValue::Func(f)) = attr("f") else { return Err(unsupported("has no function".into())) };
+                self.inline(&f.name.clone(), &name, inputs)
+            }
+            "Const" => {
+                let Some(AttrValue::Tensor(value)) = attr("value") else { return Err(unsupported("has no value".into())) };
+                let header = tf_proto::header(value, usize::MAX).map_err(|e| unsupported(e.to_string()))?;
+                let tensor = tf_proto::decode(value, header).map_err(|e| unsupported(e.to_string()))?;
+                let output = format!("{name}:0");
+                self.initializers.push(onnx_tensor(&output, &tensor));
+                Ok(vec![Value::Tensor(output)])
+            }
+            op => {
+                let ins = inputs.iter().map(|v| self.tensor(v)).collect::<Result<Vec<_>, _>>()?;
+                let output = format!("{name}:0");
+                let mut push = |onnx_op: &str, ins: Vec<String>, attributes: Vec<AttributeProto>| {
+                    self.nodes.push(onnx_node(onnx_op, &name, ins, vec![output.clone()], attributes));
+                    Ok(vec![Value::Tensor(output.clone())])
+                };
+                match op {
+                    "MatMul" | "BatchMatMulV2" => {
+                        let mut ins = ins;
+                        for (i, key) in [(0, "transpose_a"), (1, "transpose_b")] {
+                            if flag(key) {
+                                let transposed = format!("{name}/{key}:0");
+                                self.nodes.push(onnx_node("Transpose", &format!("{name}/{key}"), vec![ins[i].clone()], vec![transposed.clone()], vec![ints("perm", &[1, 0])]));
+                                ins[i] = transposed;
+                            }
+                        }
+                        let output = format!("{name}:0");
+                        self.nodes.push(onnx_node("MatMul", &name, ins, vec![output.clone()], Vec::new()));
+                        Ok(vec![Value::Tensor(output)])
+                    }
+                    "BiasAdd" => match attr("data_format") {
+                        Some(AttrValue::S(format)) if format.as_slice() == b"NCHW" => Err(unsupported("NCHW BiasAdd is not supported yet".into())),
+                        _ => push("Add", ins, Vec::new()),
+                    },
+                    "AddV2" | "Add" => push("Add", ins, Vec::new()),
+                    "Sub" => push("Sub", ins, Vec::new()),
+                    "Mul" => push("Mul", ins, Vec::new()),
+                    "RealDiv" => push("Div", ins, Vec::new()),
+                    "Relu" => push("Relu", ins, Vec::new()),
+                    "Sigmoid" => push("Sigmoid", ins, Vec::new()),
+                    "Tanh" => push("Tanh", ins, Vec::new()),
+                    "Softmax" => push("Softmax", ins, vec![int("axis", -1)]),
+                    "Reshape" => push("Reshape", ins, Vec::new()),
+                    "Cast" => {
+                        let Some(AttrValue::Type(to)) = attr("DstT") else { return Err(unsupported("has no DstT".into())) };
+                        let dtype = tf_proto::dtype_from_tf(*to).map_err(|e| unsupported(e.to_string()))?;
+                        push("Cast", ins, vec![int("to", onnx_type(dtype) as i64)])
+                    }
+                    other => Err(unsupported(format!("op {other} is not translated yet"))),
+                }
+            }
+        }
+    }
+}
+
+/// A reference inside a function body: an input arg name, or `node:output_arg:k`. Every op in
+/// the translated set has one output list, so `k` is the output's index.
+fn resolve(env: &HashMap<String, Vec<Value>>, reference: &str) -> Option<Value> {
+    let mut parts = reference.split(':');
+    let node = parts.next()?;
+    let index = match (parts.next(), parts.next()) {
+        (None, _) => 0,
+        (Some(k), None) => k.parse().ok()?,
+        (Some(_), Some(k)) => k.parse().ok()?,
+    };
+    env.get(node)?.get(index).cloned()
+}
+
+fn onnx_type(dtype: DType) -> OnnxType {
+    match dtype {
+        DType::F32 => OnnxType::Float,
+        DType::F64 => OnnxType::Double,
+        DType::F16 => OnnxType::Float16,
+        DType::BF16 => OnnxType::Bfloat16,
+        DType::I8 => OnnxType::Int8,
+        DType::I16 => OnnxType::Int16,
+        DType::I32 => OnnxType::Int32,
+        DType::I64 => OnnxType::Int64,
+        DType::U8 => OnnxType::Uint8,
+        DType::U16 => OnnxType::Uint16,
+        DType::U32 => OnnxType::Uint32,
+        DType::U64 => OnnxType::Uint64,
+        DType::Bool => OnnxType::Bool,
+    }
+}
+
+fn onnx_tensor(name: &str, tensor: &HostTensor) -> OnnxTensor {
+    OnnxTensor {
+        name: name.to_string(),
+        dims: tensor.shape().iter().map(|&d| d as i64).collect(),
+        data_type: onnx_type(tensor.dtype()) as i32,
+        raw_data: le_bytes::encode(tensor.data()),
+        ..Default::default()
+    }
+}
+
+fn onnx_node(op: &str, name: &str, input: Vec<String>, output: Vec<String>, attribute: Vec<AttributeProto>) -> NodeProto {
+    NodeProto { op_type: op.to_string(), name: name.to_string(), input, output, attribute, ..Default::default() }
+}
+
+fn int(name: &str, value: i64) -> AttributeProto {
+    AttributeProto { name: name.into(), r#type: attribute_proto::AttributeType::Int as i32, i: value, ..Default::default() }
+}
+
+fn ints(name: &str, values: &[i64]) -> AttributeProto {
+    AttributeProto { name: name.into(), r#type: attribute_proto::AttributeType::Ints as i32, ints: values.to_vec(), ..Default::default() }
+}
+
+fn value_info(spec: &TensorSpec) -> ValueInfoProto {
+    let dims = spec.shape.as_ref().map(|dims| TensorShapeProto {
+        dim: dims
+            .iter()
+            .map(|d| tensor_shape_proto::Dimension {
+                value: Some(match d.as_i64() {
+                    -1 => tensor_shape_proto::dimension::Value::DimParam("N".into()),
+                    n => tensor_shape_proto::dimension::Value::DimValue(n),
+                }),
+                ..Default::default()
+            })
+            .collect(),
+    });
+    ValueInfoProto {
+        name: spec.key.clone(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor { elem_type: onnx_type(spec.dtype) as i32, shape: dims })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
