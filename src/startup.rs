@@ -198,7 +198,7 @@ pub async fn serve(
         Arc::clone(&repository),
         Arc::clone(&metrics),
         compute,
-        EngineOptions { device },
+        EngineOptions { device, saved_model_tags: config.saved_model_tags.clone() },
         config.lifecycle.clone(),
         config.max_tensor_bytes,
         batching,

@@ -178,3 +178,36 @@ fn serving_default_runs_on_the_engine_as_tensorflow_computes_it() {
     let TensorData::F32(got) = outputs[0].data() else { panic!("{:?}", outputs[0].dtype()) };
     assert_close(got, &want, 1e-6, "serving_default y");
 }
+
+/// `<base>/1/` holding the fixture SavedModel (no model.onnx): the server loads and serves it
+/// through TF Serving's Predict, with TensorFlow's answer.
+#[tokio::test]
+async fn a_savedmodel_version_directory_is_served() {
+    let base = temp_dir("savedmodel-serve").join("demo");
+    std::fs::create_dir_all(base.join("1/variables")).expect("mkdir");
+    std::fs::copy(fixture_dir().join("saved_model.pb"), base.join("1/saved_model.pb")).expect("copy");
+    for file in ["variables.index", "variables.data-00000-of-00001"] {
+        std::fs::copy(fixture_dir().join("variables").join(file), base.join("1/variables").join(file)).expect("copy");
+    }
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture_dir().join("captures.json")).expect("captures.json")).expect("json");
+    let rows = |v: &serde_json::Value| -> Vec<f32> {
+        v.as_array().expect("rows").iter().flat_map(|r| r.as_array().expect("row").iter().map(|x| x.as_f64().expect("number") as f32)).collect()
+    };
+    let base_flag = format!("--model_base_path={}", base.display());
+    let server = Server::start(&["--model_name=demo", &base_flag], "demo").await;
+    let mut client = server.predict_client().await;
+    let request = predict_request("demo", "x", float_tensor(&[2, 3], rows(&golden["golden"]["x"])));
+    let response = client.predict(request).await.expect("predict").into_inner();
+    let y = &response.outputs["y"];
+    assert_close(&y.float_val, &rows(&golden["golden"]["y"]), 1e-6, "served y");
+
+    // Tags that pick no meta graph fail the load, naming what the SavedModel has.
+    let tags = std::process::Command::new(BinaryServer::command(&[]).get_program())
+        .args(["--port=0", "--model_name=demo", &base_flag, "--saved_model_tags=serve,tpu"])
+        .output()
+        .expect("run");
+    let logs = String::from_utf8_lossy(&tags.stderr);
+    assert!(!tags.status.success(), "{logs}");
+    assert!(logs.contains("saved_model.pb") && logs.contains("\"tpu\""), "{logs}");
+}

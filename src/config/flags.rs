@@ -35,6 +35,8 @@ pub struct ServerConfig {
     pub intra_op_threads: usize,
     /// `--device`: cpu or cuda:N.
     pub device: DeviceSpec,
+    /// `--saved_model_tags`: the tag set that picks a SavedModel's meta graph.
+    pub saved_model_tags: Vec<String>,
     /// Largest request tensor we materialise (TF Serving's gRPC limit is INT32_MAX bytes).
     pub max_tensor_bytes: usize,
     pub rest_api_timeout: Duration,
@@ -105,6 +107,7 @@ impl Default for ServerConfig {
             compute_threads: 0,
             intra_op_threads: 0,
             device: DeviceSpec::Cpu,
+            saved_model_tags: vec!["serve".to_string()],
             max_tensor_bytes: i32::MAX as usize,
             rest_api_timeout: Duration::from_millis(30_000),
             monitoring_config_file: None,
@@ -191,7 +194,7 @@ const FLAGS: &[(&str, Kind, &str, &str)] = &[
     ("num_unload_threads", Kind::Value, "0", "accepted, no effect (logged)"),
     ("enable_profiler", Kind::Bool, "true", "accepted, no effect (logged)"),
     ("flush_filesystem_caches", Kind::Bool, "true", "accepted, no effect (logged)"),
-    ("saved_model_tags", Kind::Value, "serve", "accepted, no effect (logged): ONNX models have no tags"),
+    ("saved_model_tags", Kind::Value, "serve", "comma-separated tag set that picks a SavedModel's meta graph"),
     ("help", Kind::Bool, "", "print this help"),
     ("version", Kind::Bool, "", "print the version"),
 ];
@@ -341,7 +344,8 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<ParseOutcom
                 parse_bool(&name, &value)?;
             }
             "rest_api_num_threads" | "grpc_max_threads" | "num_load_threads"
-            | "num_unload_threads" | "saved_model_tags" => config.ignored_flags.push(format!("--{name}={value}")),
+            | "num_unload_threads" => config.ignored_flags.push(format!("--{name}={value}")),
+            "saved_model_tags" => config.saved_model_tags = value.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_string).collect(),
             "enable_profiler" | "flush_filesystem_caches" => {
                 parse_bool(&name, &value)?;
                 config.ignored_flags.push(format!("--{name}={value}"));

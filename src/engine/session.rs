@@ -19,10 +19,12 @@ pub trait Session: Send + Sync + 'static {
 pub struct EngineOptions {
     /// Where weights live and kernels run (opened once from `--device`).
     pub device: candle_core::Device,
+    /// `--saved_model_tags`: which meta graph of a SavedModel loads.
+    pub saved_model_tags: Vec<String>,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { device: candle_core::Device::Cpu }
+        Self { device: candle_core::Device::Cpu, saved_model_tags: vec!["serve".to_string()] }
     }
 }

@@ -13,8 +13,10 @@ use crate::servable::Servable;
 
 use super::confine::{EscapeError, confined};
 
-/// The file a version directory must hold.
+/// The file an ONNX version directory holds.
 pub(crate) const MODEL_FILE: &str = "model.onnx";
+/// The file a SavedModel version directory holds.
+pub(crate) const SAVED_MODEL_FILE: &str = crate::savedmodel::meta_graph::SAVED_MODEL_FILE;
 
 /// Why a version directory did not become a servable.
 #[derive(Debug, Error)]
@@ -25,9 +27,9 @@ pub enum VersionLoadError {
     Load(#[from] LoadError),
 }
 
-/// Loads `<dir>/model.onnx` into a servable, refusing a version directory or model file that
-/// is a symlink resolving outside `base` (the model's base path). Blocking: decode and plan
-/// building are CPU work.
+/// Loads `<dir>/model.onnx`, or a SavedModel (`<dir>/saved_model.pb` and `variables/`), into a
+/// servable, refusing a version directory or model file that is a symlink resolving outside
+/// `base` (the model's base path). Blocking: decode and plan building are CPU work.
 pub fn load_servable(
     name: &str,
     version: i64,
@@ -39,11 +41,20 @@ pub fn load_servable(
 ) -> Result<Servable, VersionLoadError> {
     confined(base, dir)?;
     let file = dir.join(MODEL_FILE);
-    if !file.is_file() {
-        let missing = format!("{} not found (a version directory must contain {MODEL_FILE})", file.display());
+    let saved_model = dir.join(SAVED_MODEL_FILE);
+    let session = if file.is_file() {
+        confined(base, &file)?;
+        OnnxSession::load(&file, options)?
+    } else if saved_model.is_file() {
+        confined(base, &saved_model)?;
+        confined(base, &dir.join("variables"))?;
+        crate::savedmodel::load_session(dir, options).map_err(|e| LoadError::Invalid(format!("SavedModel {}: {e}", dir.display())))?
+    } else {
+        let missing = format!(
+            "{} holds neither {MODEL_FILE} nor {SAVED_MODEL_FILE} (a version directory holds an ONNX model or a SavedModel)",
+            dir.display()
+        );
         return Err(LoadError::Invalid(missing).into());
-    }
-    confined(base, &file)?;
-    let session = OnnxSession::load(&file, options)?;
+    };
     Ok(Servable::new(name.to_string(), version, Arc::new(session), compute, batching))
 }

@@ -15,7 +15,7 @@ use crate::config::model_config::{self, ModelConfig};
 use crate::engine::{ComputePool, EngineOptions};
 use crate::metrics::Metrics;
 
-use super::loader::MODEL_FILE;
+use super::loader::{MODEL_FILE, SAVED_MODEL_FILE};
 use super::warmup::warm_up;
 use super::{
     ControlError, IndexEntry, IndexState, LayoutError, ModelRepository, VersionState, discover_models, load_servable,
@@ -27,7 +27,7 @@ use super::{
 type Fingerprint = (u64, SystemTime);
 
 fn fingerprint(dir: &Path) -> Option<Fingerprint> {
-    let meta = std::fs::metadata(dir.join(MODEL_FILE)).ok()?;
+    let meta = std::fs::metadata(dir.join(MODEL_FILE)).or_else(|_| std::fs::metadata(dir.join(SAVED_MODEL_FILE))).ok()?;
     Some((meta.len(), meta.modified().ok()?))
 }
 

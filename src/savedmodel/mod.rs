@@ -17,6 +17,16 @@ pub use bundle::{Bundle, BundleError};
 pub use table::TableError;
 pub use translate::to_onnx;
 
+/// A SavedModel version directory as an engine session of its `serving_default` signature.
+pub fn load_session(dir: &std::path::Path, options: &crate::engine::EngineOptions) -> Result<crate::engine::onnx::OnnxSession, SavedModelError> {
+    use prost::Message;
+    let meta = meta_graph::read(dir, &options.saved_model_tags)?;
+    let bundle = Bundle::open(&dir.join("variables").join("variables"))?;
+    let model = to_onnx(&meta, &bundle, crate::servable::DEFAULT_SIGNATURE)?;
+    crate::engine::onnx::OnnxSession::from_bytes_on(&model.encode_to_vec(), &options.device)
+        .map_err(|e| SavedModelError::Unsupported(format!("the translated graph does not load: {e}")))
+}
+
 #[derive(Debug, Error)]
 pub enum SavedModelError {
     #[error("{file}: {source}")]
