@@ -211,3 +211,26 @@ async fn a_savedmodel_version_directory_is_served() {
     assert!(!tags.status.success(), "{logs}");
     assert!(logs.contains("saved_model.pb") && logs.contains("\"tpu\""), "{logs}");
 }
+
+/// A Keras CNN (Conv2D, MaxPool, strided SAME Conv2D, Flatten, Dense softmax) saved by
+/// TensorFlow, served from its SavedModel, against TensorFlow's own answer.
+#[tokio::test]
+async fn a_keras_cnn_savedmodel_answers_as_tensorflow() {
+    let fixture = repo_root().join("tests/fixtures/savedmodel/cnn");
+    let golden: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture.join("golden.json")).expect("golden")).expect("json");
+    let floats = |v: &serde_json::Value| -> Vec<f32> { v.as_array().expect("list").iter().map(|x| x.as_f64().expect("number") as f32).collect() };
+    let base = temp_dir("savedmodel-cnn").join("cnn");
+    std::fs::create_dir_all(base.join("1/variables")).expect("mkdir");
+    std::fs::copy(fixture.join("saved_model.pb"), base.join("1/saved_model.pb")).expect("copy");
+    for file in ["variables.index", "variables.data-00000-of-00001"] {
+        std::fs::copy(fixture.join("variables").join(file), base.join("1/variables").join(file)).expect("copy");
+    }
+    let base_flag = format!("--model_base_path={}", base.display());
+    let server = Server::start(&["--model_name=cnn", &base_flag], "cnn").await;
+    let mut client = server.predict_client().await;
+    let input = golden["input"].as_str().expect("input name");
+    let request = predict_request("cnn", input, float_tensor(&[2, 28, 28, 1], floats(&golden["images"])));
+    let response = client.predict(request).await.expect("predict").into_inner();
+    let output = &response.outputs[golden["output"].as_str().expect("output name")];
+    assert_close(&output.float_val, &floats(&golden["probabilities"]), 1e-5, "Keras CNN probabilities");
+}

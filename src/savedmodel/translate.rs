@@ -4,9 +4,11 @@
 //! edges disappear, captured variables become initializers from the tensor bundle and Const
 //! nodes become initializers from their values.
 //!
-//! The op set is the first slice of the SavedModel issue: dense layers (MatMul, BiasAdd,
-//! AddV2, Sub, Mul, RealDiv, Relu, Sigmoid, Tanh, Softmax, Cast, Reshape). An op outside it
-//! fails the load with its name and the function it is in.
+//! The op set is the first slice of the SavedModel issue: dense and convolutional layers
+//! (MatMul, BiasAdd, AddV2, Sub, Mul, RealDiv, Relu, Relu6, Sigmoid, Tanh, Softmax, Cast,
+//! Reshape, Conv2D, MaxPool, AvgPool in NHWC). An op outside it fails the load with its name
+//! and the function it is in. NHWC ops become ONNX's NCHW ones between two transposes, which
+//! the engine's layout pass cancels out between consecutive NHWC ops.
 
 use std::collections::{HashMap, HashSet};
 
@@ -178,11 +180,6 @@ impl Builder<'_> {
             }
             op => {
                 let ins = inputs.iter().map(|v| self.tensor(v)).collect::<Result<Vec<_>, _>>()?;
-                let output = format!("{name}:0");
-                let mut push = |onnx_op: &str, ins: Vec<String>, attributes: Vec<AttributeProto>| {
-                    self.nodes.push(onnx_node(onnx_op, &name, ins, vec![output.clone()], attributes));
-                    Ok(vec![Value::Tensor(output.clone())])
-                };
                 match op {
                     "MatMul" | "BatchMatMulV2" => {
                         let mut ins = ins;
@@ -199,26 +196,89 @@ impl Builder<'_> {
                     }
                     "BiasAdd" => match attr("data_format") {
                         Some(AttrValue::S(format)) if format.as_slice() == b"NCHW" => Err(unsupported("NCHW BiasAdd is not supported yet".into())),
-                        _ => push("Add", ins, Vec::new()),
+                        _ => self.emit(&name, "Add", ins, Vec::new()),
                     },
-                    "AddV2" | "Add" => push("Add", ins, Vec::new()),
-                    "Sub" => push("Sub", ins, Vec::new()),
-                    "Mul" => push("Mul", ins, Vec::new()),
-                    "RealDiv" => push("Div", ins, Vec::new()),
-                    "Relu" => push("Relu", ins, Vec::new()),
-                    "Sigmoid" => push("Sigmoid", ins, Vec::new()),
-                    "Tanh" => push("Tanh", ins, Vec::new()),
-                    "Softmax" => push("Softmax", ins, vec![int("axis", -1)]),
-                    "Reshape" => push("Reshape", ins, Vec::new()),
+                    "AddV2" | "Add" => self.emit(&name, "Add", ins, Vec::new()),
+                    "Sub" => self.emit(&name, "Sub", ins, Vec::new()),
+                    "Mul" => self.emit(&name, "Mul", ins, Vec::new()),
+                    "RealDiv" => self.emit(&name, "Div", ins, Vec::new()),
+                    "Relu" => self.emit(&name, "Relu", ins, Vec::new()),
+                    "Sigmoid" => self.emit(&name, "Sigmoid", ins, Vec::new()),
+                    "Tanh" => self.emit(&name, "Tanh", ins, Vec::new()),
+                    "Softmax" => self.emit(&name, "Softmax", ins, vec![int("axis", -1)]),
+                    "Relu6" => {
+                        let (low, high) = (self.scalar(&name, "min", 0.0), self.scalar(&name, "max", 6.0));
+                        self.emit(&name, "Clip", vec![ins[0].clone(), low, high], Vec::new())
+                    }
+                    "Reshape" => {
+                        // TF shapes are int32 or int64; ONNX's Reshape takes int64.
+                        let shape = format!("{name}/shape:0");
+                        self.nodes.push(onnx_node("Cast", &format!("{name}/shape"), vec![ins[1].clone()], vec![shape.clone()], vec![int("to", OnnxType::Int64 as i64)]));
+                        self.emit(&name, "Reshape", vec![ins[0].clone(), shape], Vec::new())
+                    }
+                    "Conv2D" | "MaxPool" | "AvgPool" => {
+                        if matches!(attr("data_format"), Some(AttrValue::S(f)) if f.as_slice() == b"NCHW") {
+                            return Err(unsupported("NCHW is not supported yet".into()));
+                        }
+                        let list = |key: &str| match attr(key) {
+                            Some(AttrValue::List(l)) => l.i.clone(),
+                            _ => Vec::new(),
+                        };
+                        // NHWC lists: [1, h, w, 1].
+                        let spatial = |values: Vec<i64>, default: i64| if values.len() == 4 { vec![values[1], values[2]] } else { vec![default, default] };
+                        let mut attributes = vec![match attr("padding") {
+                            Some(AttrValue::S(p)) if p.as_slice() == b"SAME" => string("auto_pad", "SAME_UPPER"),
+                            Some(AttrValue::S(p)) if p.as_slice() == b"VALID" => string("auto_pad", "VALID"),
+                            _ => return Err(unsupported("only SAME and VALID padding are translated".into())),
+                        }];
+                        attributes.push(ints("strides", &spatial(list("strides"), 1)));
+                        let nchw = format!("{name}/nchw:0");
+                        self.nodes.push(onnx_node("Transpose", &format!("{name}/nchw"), vec![ins[0].clone()], vec![nchw.clone()], vec![ints("perm", &[0, 3, 1, 2])]));
+                        let mut conv_inputs = vec![nchw];
+                        let onnx_op = match op {
+                            "Conv2D" => {
+                                attributes.push(ints("dilations", &spatial(list("dilations"), 1)));
+                                // HWIO filters to OIHW.
+                                let oihw = format!("{name}/oihw:0");
+                                self.nodes.push(onnx_node("Transpose", &format!("{name}/oihw"), vec![ins[1].clone()], vec![oihw.clone()], vec![ints("perm", &[3, 2, 0, 1])]));
+                                conv_inputs.push(oihw);
+                                "Conv"
+                            }
+                            pool => {
+                                attributes.push(ints("kernel_shape", &spatial(list("ksize"), 1)));
+                                if pool == "MaxPool" { "MaxPool" } else { "AveragePool" }
+                            }
+                        };
+                        let result = format!("{name}/nchw_out:0");
+                        self.nodes.push(onnx_node(onnx_op, &name, conv_inputs, vec![result.clone()], attributes));
+                        self.emit(&name, "Transpose", vec![result], vec![ints("perm", &[0, 2, 3, 1])])
+                    }
                     "Cast" => {
                         let Some(AttrValue::Type(to)) = attr("DstT") else { return Err(unsupported("has no DstT".into())) };
                         let dtype = tf_proto::dtype_from_tf(*to).map_err(|e| unsupported(e.to_string()))?;
-                        push("Cast", ins, vec![int("to", onnx_type(dtype) as i64)])
+                        self.emit(&name, "Cast", ins, vec![int("to", onnx_type(dtype) as i64)])
                     }
                     other => Err(unsupported(format!("op {other} is not translated yet"))),
                 }
             }
         }
+    }
+}
+
+impl Builder<'_> {
+    /// A node whose single output is `<name>:0`.
+    fn emit(&mut self, name: &str, op: &str, inputs: Vec<String>, attributes: Vec<AttributeProto>) -> Result<Vec<Value>, SavedModelError> {
+        let output = format!("{name}:0");
+        self.nodes.push(onnx_node(op, name, inputs, vec![output.clone()], attributes));
+        Ok(vec![Value::Tensor(output)])
+    }
+
+    /// A float scalar initializer (Clip's bounds).
+    fn scalar(&mut self, node: &str, what: &str, value: f32) -> String {
+        let name = format!("{node}/{what}");
+        let tensor = HostTensor::new(Vec::new(), crate::tensor::TensorData::F32(vec![value])).expect("a scalar has one element");
+        self.initializers.push(onnx_tensor(&name, &tensor));
+        name
     }
 }
 
@@ -269,6 +329,10 @@ fn onnx_node(op: &str, name: &str, input: Vec<String>, output: Vec<String>, attr
 
 fn int(name: &str, value: i64) -> AttributeProto {
     AttributeProto { name: name.into(), r#type: attribute_proto::AttributeType::Int as i32, i: value, ..Default::default() }
+}
+
+fn string(name: &str, value: &str) -> AttributeProto {
+    AttributeProto { name: name.into(), r#type: attribute_proto::AttributeType::String as i32, s: value.as_bytes().to_vec(), ..Default::default() }
 }
 
 fn ints(name: &str, values: &[i64]) -> AttributeProto {
