@@ -234,3 +234,80 @@ async fn a_keras_cnn_savedmodel_answers_as_tensorflow() {
     let output = &response.outputs[golden["output"].as_str().expect("output name")];
     assert_close(&output.float_val, &floats(&golden["probabilities"]), 1e-5, "Keras CNN probabilities");
 }
+
+/// `<root>/<name>/1/` from `saved_model` and `variables` (the two may come from different
+/// fixtures), returning `<root>/<name>`.
+fn savedmodel_version(root: &Path, name: &str, saved_model: &Path, variables: &Path) -> PathBuf {
+    let version = root.join(name).join("1");
+    std::fs::create_dir_all(version.join("variables")).expect("mkdir");
+    std::fs::copy(saved_model.join("saved_model.pb"), version.join("saved_model.pb")).expect("copy");
+    for file in ["variables.index", "variables.data-00000-of-00001"] {
+        std::fs::copy(variables.join("variables").join(file), version.join("variables").join(file)).expect("copy");
+    }
+    root.join(name)
+}
+
+/// Each kind of broken SavedModel sends only its own version to END, with a message that says
+/// what is wrong, while the good model keeps serving.
+#[tokio::test]
+async fn broken_savedmodels_fail_alone_with_precise_messages() {
+    use candle_serving::proto::tensorflow::serving::model_server_config::Config;
+    use candle_serving::proto::tensorflow::serving::model_version_status::State;
+    use candle_serving::proto::tensorflow::serving::{GetModelStatusRequest, ModelConfigList, ModelServerConfig, ReloadConfigRequest};
+
+    let root = temp_dir("savedmodel-broken");
+    let demo = fixture_dir();
+    let cnn = repo_root().join("tests/fixtures/savedmodel/cnn");
+    let good = savedmodel_version(&root, "good", &demo, &demo);
+    let corrupt = savedmodel_version(&root, "corrupt", &demo, &demo);
+    std::fs::write(corrupt.join("1/saved_model.pb"), b"\x0a\xff\xff\xff\xff not a SavedModel").expect("write");
+    let truncated = savedmodel_version(&root, "truncated", &demo, &demo);
+    let shard = truncated.join("1/variables/variables.data-00000-of-00001");
+    let bytes = std::fs::read(&shard).expect("read");
+    std::fs::write(&shard, &bytes[..bytes.len() / 3]).expect("truncate");
+    let flipped = savedmodel_version(&root, "flipped", &demo, &demo);
+    let shard = flipped.join("1/variables/variables.data-00000-of-00001");
+    let mut bytes = std::fs::read(&shard).expect("read");
+    bytes.iter_mut().take(48).for_each(|b| *b ^= 0x5a);
+    std::fs::write(&shard, &bytes).expect("flip");
+    let missing = savedmodel_version(&root, "missing", &demo, &cnn);
+    let unsupported_dir = repo_root().join("tests/fixtures/savedmodel/unsupported");
+    let unsupported = savedmodel_version(&root, "unsupported", &unsupported_dir, &unsupported_dir);
+
+    let base_flag = format!("--model_base_path={}", good.display());
+    let server = Server::start(&["--model_name=good", &base_flag], "good").await;
+    let config = |models: &[(&str, &PathBuf)]| ModelServerConfig {
+        config: Some(Config::ModelConfigList(ModelConfigList { config: models.iter().map(|(n, p)| model_config(n, p)).collect() })),
+    };
+    let broken: [(&str, &PathBuf, &[&str]); 5] = [
+        ("corrupt", &corrupt, &["saved_model.pb", "does not parse"]),
+        ("truncated", &truncated, &["variables.data-00000-of-00001", "outside the"]),
+        ("flipped", &flipped, &["variables.data-00000-of-00001", "checksum"]),
+        ("missing", &missing, &["no value in the checkpoint"]),
+        ("unsupported", &unsupported, &["Cumsum", "not translated"]),
+    ];
+    let mut models = vec![("good", &good)];
+    models.extend(broken.iter().map(|(n, p, _)| (*n, *p)));
+    let mut client = server.model_client().await;
+    let status = client
+        .handle_reload_config_request(ReloadConfigRequest { config: Some(config(&models)), ..Default::default() })
+        .await
+        .expect_err("five models fail to load");
+    assert!(status.message().contains("5 model(s) did not become available"), "{}", status.message());
+    for (name, _, words) in broken {
+        let versions = client.get_model_status(GetModelStatusRequest { model_spec: Some(spec(name)) }).await.expect(name).into_inner();
+        let version = &versions.model_version_status[0];
+        assert_eq!(version.state, State::End as i32, "{name}");
+        let message = &version.status.as_ref().expect("status").error_message;
+        for word in words {
+            assert!(message.contains(word), "{name}: {word:?} not in {message}");
+        }
+    }
+    // The good model still answers.
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(demo.join("captures.json")).expect("captures.json")).expect("json");
+    let x: Vec<f32> = golden["golden"]["x"].as_array().expect("rows").iter().flat_map(|r| r.as_array().expect("row").iter().map(|v| v.as_f64().expect("n") as f32)).collect();
+    let mut predict = server.predict_client().await;
+    predict.predict(predict_request("good", "x", float_tensor(&[2, 3], x))).await.expect("the good model serves");
+    std::fs::remove_dir_all(&root).ok();
+}
