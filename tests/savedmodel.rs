@@ -253,7 +253,7 @@ fn savedmodel_version(root: &Path, name: &str, saved_model: &Path, variables: &P
 async fn broken_savedmodels_fail_alone_with_precise_messages() {
     use candle_serving::proto::tensorflow::serving::model_server_config::Config;
     use candle_serving::proto::tensorflow::serving::model_version_status::State;
-    use candle_serving::proto::tensorflow::serving::{GetModelStatusRequest, ModelConfigList, ModelServerConfig, ReloadConfigRequest};
+    use candle_serving::proto::tensorflow::serving::{GetModelStatusRequest, ModelConfig, ModelConfigList, ModelServerConfig, ReloadConfigRequest};
 
     let root = temp_dir("savedmodel-broken");
     let demo = fixture_dir();
@@ -277,9 +277,15 @@ async fn broken_savedmodels_fail_alone_with_precise_messages() {
     let base_flag = format!("--model_base_path={}", good.display());
     let server = Server::start(&["--model_name=good", &base_flag], "good").await;
     let config = |models: &[(&str, &PathBuf)]| ModelServerConfig {
-        config: Some(Config::ModelConfigList(ModelConfigList { config: models.iter().map(|(n, p)| model_config(n, p)).collect() })),
+        config: Some(Config::ModelConfigList(ModelConfigList {
+            config: models.iter().map(|(n, p)| ModelConfig { model_platform: "tensorflow".into(), ..model_config(n, p) }).collect(),
+        })),
     };
-    let broken: [(&str, &PathBuf, &[&str]); 5] = [
+    // An ONNX version under model_platform "tensorflow" is refused for what it is.
+    let onnx = root.join("onnx");
+    add_version(&onnx, 1);
+    let broken: [(&str, &PathBuf, &[&str]); 6] = [
+        ("onnx", &onnx, &["model_platform is \"tensorflow\"", "holds no saved_model.pb"]),
         ("corrupt", &corrupt, &["saved_model.pb", "does not parse"]),
         ("truncated", &truncated, &["variables.data-00000-of-00001", "outside the"]),
         ("flipped", &flipped, &["variables.data-00000-of-00001", "checksum"]),
@@ -292,8 +298,8 @@ async fn broken_savedmodels_fail_alone_with_precise_messages() {
     let status = client
         .handle_reload_config_request(ReloadConfigRequest { config: Some(config(&models)), ..Default::default() })
         .await
-        .expect_err("five models fail to load");
-    assert!(status.message().contains("5 model(s) did not become available"), "{}", status.message());
+        .expect_err("six models fail to load");
+    assert!(status.message().contains("6 model(s) did not become available"), "{}", status.message());
     for (name, _, words) in broken {
         let versions = client.get_model_status(GetModelStatusRequest { model_spec: Some(spec(name)) }).await.expect(name).into_inner();
         let version = &versions.model_version_status[0];
@@ -309,5 +315,14 @@ async fn broken_savedmodels_fail_alone_with_precise_messages() {
     let x: Vec<f32> = golden["golden"]["x"].as_array().expect("rows").iter().flat_map(|r| r.as_array().expect("row").iter().map(|v| v.as_f64().expect("n") as f32)).collect();
     let mut predict = server.predict_client().await;
     predict.predict(predict_request("good", "x", float_tensor(&[2, 3], x))).await.expect("the good model serves");
+
+    // A platform TF Serving does not know is refused with the config, naming it.
+    let mut unknown = config(&[("good", &good)]);
+    if let Some(Config::ModelConfigList(list)) = &mut unknown.config {
+        list.config[0].model_platform = "pytorch".into();
+    }
+    let status = client.handle_reload_config_request(ReloadConfigRequest { config: Some(unknown), ..Default::default() }).await.expect_err("pytorch");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("\"pytorch\"") && status.message().contains("good"), "{}", status.message());
     std::fs::remove_dir_all(&root).ok();
 }

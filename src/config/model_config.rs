@@ -34,17 +34,35 @@ impl VersionPolicy {
     }
 }
 
+/// `model_platform`: which kind of model the versions hold. Unset accepts either, so the
+/// single-model flags and folder discovery serve whatever a version directory holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelPlatform {
+    Any,
+    /// `onnx`: `<version>/model.onnx`.
+    Onnx,
+    /// `tensorflow`, TF Serving's platform name: `<version>/saved_model.pb`.
+    TensorFlow,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelConfig {
     pub name: String,
     pub base_path: PathBuf,
     pub policy: VersionPolicy,
     pub labels: BTreeMap<String, i64>,
+    pub platform: ModelPlatform,
 }
 
 impl ModelConfig {
     pub fn latest(name: impl Into<String>, base_path: impl Into<PathBuf>) -> Self {
-        Self { name: name.into(), base_path: base_path.into(), policy: VersionPolicy::Latest(1), labels: BTreeMap::new() }
+        Self {
+            name: name.into(),
+            base_path: base_path.into(),
+            policy: VersionPolicy::Latest(1),
+            labels: BTreeMap::new(),
+            platform: ModelPlatform::Any,
+        }
     }
 }
 
@@ -60,6 +78,8 @@ pub enum ConfigError {
     EmptyBasePath(String),
     #[error("model name {0} appears more than once in the config")]
     Duplicate(String),
+    #[error("model {model}: model_platform \"{platform}\" is not supported; use \"tensorflow\" (SavedModel) or \"onnx\"")]
+    Platform { model: String, platform: String },
 }
 
 /// Validates and normalises a ModelServerConfig.
@@ -87,11 +107,18 @@ pub fn from_proto(config: ModelServerConfig) -> Result<Vec<ModelConfig>, ConfigE
             Some(PolicyChoice::All(_)) => VersionPolicy::All,
             Some(PolicyChoice::Specific(s)) => VersionPolicy::Specific(s.versions.into_iter().collect()),
         };
+        let platform = match m.model_platform.as_str() {
+            "" => ModelPlatform::Any,
+            "onnx" => ModelPlatform::Onnx,
+            "tensorflow" => ModelPlatform::TensorFlow,
+            other => return Err(ConfigError::Platform { model: m.name, platform: other.to_string() }),
+        };
         models.push(ModelConfig {
             name: m.name,
             base_path: PathBuf::from(m.base_path),
             policy,
             labels: m.version_labels.into_iter().collect(),
+            platform,
         });
     }
     Ok(models)
@@ -107,6 +134,15 @@ mod tests {
 
     fn parse(text: &str) -> Result<Vec<ModelConfig>, ConfigError> {
         from_proto(text_proto::parse(MODEL_SERVER_CONFIG, text, "test.config")?)
+    }
+
+    #[test]
+    fn model_platform_is_read_and_checked() {
+        let models = parse("model_config_list { config { name: 'a' base_path: '/a' model_platform: 'tensorflow' } config { name: 'b' base_path: '/b' } }")
+            .expect("config");
+        assert_eq!((models[0].platform, models[1].platform), (ModelPlatform::TensorFlow, ModelPlatform::Any));
+        let err = parse("model_config_list { config { name: 'a' base_path: '/a' model_platform: 'pytorch' } }").expect_err("pytorch");
+        assert!(err.to_string().contains("\"pytorch\""), "{err}");
     }
 
     #[test]

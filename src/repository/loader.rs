@@ -7,6 +7,7 @@ use thiserror::Error;
 
 use crate::engine::onnx::OnnxSession;
 use crate::batching::BatchingOptions;
+use crate::config::model_config::{ModelConfig, ModelPlatform};
 use crate::engine::{ComputePool, EngineOptions, LoadError};
 use crate::metrics::Metrics;
 use crate::servable::Servable;
@@ -28,21 +29,29 @@ pub enum VersionLoadError {
 }
 
 /// Loads `<dir>/model.onnx`, or a SavedModel (`<dir>/saved_model.pb` and `variables/`), into a
-/// servable, refusing a version directory or model file that is a symlink resolving outside
-/// `base` (the model's base path). Blocking: decode and plan building are CPU work.
+/// servable of `model`, as its `model_platform` allows, refusing a version directory or model
+/// file that is a symlink resolving outside the model's base path. Blocking: decode and plan building are CPU work.
 pub fn load_servable(
-    name: &str,
+    model: &ModelConfig,
     version: i64,
-    base: &Path,
     dir: &Path,
     options: &EngineOptions,
     compute: ComputePool,
     batching: Option<(BatchingOptions, Arc<Metrics>)>,
 ) -> Result<Servable, VersionLoadError> {
+    let (name, base, platform) = (model.name.as_str(), model.base_path.as_path(), model.platform);
     confined(base, dir)?;
     let file = dir.join(MODEL_FILE);
     let saved_model = dir.join(SAVED_MODEL_FILE);
-    let session = if file.is_file() {
+    let wrong = |wanted: &str, file: &str| {
+        LoadError::Invalid(format!("model_platform is \"{wanted}\", but {} holds no {file}", dir.display()))
+    };
+    match platform {
+        ModelPlatform::TensorFlow if !saved_model.is_file() => return Err(wrong("tensorflow", SAVED_MODEL_FILE).into()),
+        ModelPlatform::Onnx if !file.is_file() => return Err(wrong("onnx", MODEL_FILE).into()),
+        _ => {}
+    }
+    let session = if file.is_file() && platform != ModelPlatform::TensorFlow {
         confined(base, &file)?;
         OnnxSession::load(&file, options)?
     } else if saved_model.is_file() {

@@ -366,7 +366,7 @@ impl ModelManager {
             if !trust_files && !self.may_retry(&model.name, version, fingerprint(dir)) {
                 continue;
             }
-            self.load(&model.name, version, &model.base_path, dir).await;
+            self.load(model, version, dir).await;
         }
         let serving = self.repository.available_versions(&model.name);
         if serving.iter().any(|v| wanted.contains(v)) {
@@ -398,12 +398,13 @@ impl ModelManager {
         }
     }
 
-    async fn load(&mut self, name: &str, version: i64, base: &Path, dir: &Path) {
+    async fn load(&mut self, model: &ModelConfig, version: i64, dir: &Path) {
+        let name = model.name.as_str();
         let started = Instant::now();
         self.repository.set_state(name, version, VersionState::Loading, None);
         self.metrics.set_version_state(name, version, "LOADING");
         tracing::info!(model = %name, version, state = "LOADING", "model version transition");
-        let result = self.load_and_warm(name, version, base, dir.to_path_buf()).await;
+        let result = self.load_and_warm(model, version, dir.to_path_buf()).await;
         let elapsed = started.elapsed();
         self.metrics.observe_load(name, &dir.display().to_string(), elapsed, result.is_ok());
         let key = (name.to_string(), version);
@@ -426,10 +427,11 @@ impl ModelManager {
         }
     }
 
-    async fn load_and_warm(&self, name: &str, version: i64, base: &Path, dir: PathBuf) -> Result<Arc<crate::servable::Servable>, String> {
-        let (n, b, d, compute, engine) = (name.to_string(), base.to_path_buf(), dir.clone(), self.compute.clone(), self.engine.clone());
+    async fn load_and_warm(&self, model: &ModelConfig, version: i64, dir: PathBuf) -> Result<Arc<crate::servable::Servable>, String> {
+        let (name, base) = (model.name.as_str(), model.base_path.as_path());
+        let (config, d, compute, engine) = (model.clone(), dir.clone(), self.compute.clone(), self.engine.clone());
         let batching = self.batching.clone().map(|b| (b, Arc::clone(&self.metrics)));
-        let servable = tokio::task::spawn_blocking(move || load_servable(&n, version, &b, &d, &engine, compute, batching))
+        let servable = tokio::task::spawn_blocking(move || load_servable(&config, version, &d, &engine, compute, batching))
             .await
             .map_err(|e| format!("loader thread failed: {e}"))?
             .map_err(|e| e.to_string())?;
