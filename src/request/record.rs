@@ -16,6 +16,14 @@ pub struct TraceHeaders {
     pub tracestate: Option<String>,
 }
 
+impl TraceHeaders {
+    /// The W3C headers of an HTTP request, or of gRPC metadata (`MetadataMap::as_ref`).
+    pub fn read(headers: &http::HeaderMap) -> Self {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        Self { traceparent: header("traceparent"), tracestate: header("tracestate") }
+    }
+}
+
 /// What is known about a request when it finishes.
 #[derive(Debug)]
 pub struct ResponseMetadata {

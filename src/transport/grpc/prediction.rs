@@ -91,12 +91,11 @@ impl PredictionServiceImpl {
 
 /// The request's model name and trace headers, read before the body is taken apart.
 fn incoming<T: HasModelSpec>(request: &Request<T>, api: &'static str) -> Incoming {
-    let header = |name: &str| request.metadata().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     Incoming {
         entrypoint: Entrypoint::Grpc,
         api,
         model: request.get_ref().model_spec().map(|s| s.name.clone()).unwrap_or_default(),
-        trace: TraceHeaders { traceparent: header("traceparent"), tracestate: header("tracestate") },
+        trace: TraceHeaders::read(request.metadata().as_ref()),
     }
 }
 

@@ -54,13 +54,12 @@ pub fn router(state: RestState) -> Router {
 /// Every REST request: route, run under the timeout, record it, answer JSON.
 async fn handle(State(state): State<Arc<RestState>>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
     let route = routes::parse(&method, uri.path());
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     let incoming = Incoming {
         entrypoint: Entrypoint::Rest,
         // Counted under an empty model name: the request named none we could read.
         api: route.as_ref().map_or("unknown", Route::api),
         model: route.as_ref().map_or(String::new(), |r| r.model().to_string()),
-        trace: TraceHeaders { traceparent: header("traceparent"), tracestate: header("tracestate") },
+        trace: TraceHeaders::read(&headers),
     };
     let mut request = state.core.begin(incoming);
     let result = match route {

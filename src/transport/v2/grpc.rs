@@ -159,13 +159,7 @@ pub(super) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant
 }
 
 fn incoming<T>(request: &Request<T>, api: &'static str, model: impl Fn(&T) -> &String) -> Incoming {
-    let header = |name: &str| request.metadata().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-    Incoming {
-        entrypoint: Entrypoint::Grpc,
-        api,
-        model: model(request.get_ref()).clone(),
-        trace: TraceHeaders { traceparent: header("traceparent"), tracestate: header("tracestate") },
-    }
+    Incoming { entrypoint: Entrypoint::Grpc, api, model: model(request.get_ref()).clone(), trace: TraceHeaders::read(request.metadata().as_ref()) }
 }
 
 fn tensor_metadata(t: TensorMetadata) -> TensorMetadataProto {

@@ -79,13 +79,7 @@ fn reply(result: Result<Response, ServingError>) -> Response {
 }
 
 fn incoming(headers: &HeaderMap, api: &'static str, model: &str) -> Incoming {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-    Incoming {
-        entrypoint: Entrypoint::Rest,
-        api,
-        model: model.to_string(),
-        trace: TraceHeaders { traceparent: header("traceparent"), tracestate: header("tracestate") },
-    }
+    Incoming { entrypoint: Entrypoint::Rest, api, model: model.to_string(), trace: TraceHeaders::read(headers) }
 }
 
 fn param<'p>(params: &'p HashMap<String, String>, key: &str) -> &'p str {
