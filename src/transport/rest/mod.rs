@@ -25,7 +25,7 @@ use crate::error::{ErrorKind, ServingError};
 use crate::metrics::Entrypoint;
 use crate::request::{Incoming, Request, RequestCore, TraceHeaders};
 
-use reply::json_response;
+pub(crate) use reply::json_response;
 
 pub use predict::decode_inputs;
 pub use reply::RestError;

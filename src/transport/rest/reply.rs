@@ -23,7 +23,7 @@ pub struct RestError {
 }
 
 impl RestError {
-    pub(super) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self { kind, message: message.into() }
     }
 
@@ -36,7 +36,7 @@ impl RestError {
         self.kind
     }
 
-    pub(super) fn into_response(self) -> Response {
+    pub(crate) fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut w = Writer::new();
         w.begin_object().key("error").string(&truncate_message(self.message)).end_object();
@@ -68,6 +68,6 @@ impl From<LookupError> for RestError {
     }
 }
 
-pub(super) fn json_response(status: StatusCode, body: String) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
 }

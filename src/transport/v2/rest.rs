@@ -20,13 +20,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use prost::bytes::Bytes;
 
-use crate::error::{ServingError, truncate_message};
+use crate::error::{ErrorKind, ServingError};
 use crate::metrics::Entrypoint;
 use crate::repository::{IndexState, ManagerHandle};
 use crate::request::{Incoming, RequestCore, TraceHeaders};
 use crate::servable::RequestError;
 use crate::tensor::{HostTensor, TensorData, le_bytes};
 use crate::transport::json::{self, Value, Writer, write_f32, write_f64};
+use crate::transport::rest::{RestError, json_response};
 
 use super::tensor::from_json;
 use super::{InferAnswer, InferCall, ModelMetadata, V2Input, Values, datatype};
@@ -62,20 +63,13 @@ pub fn router(state: RestV2State) -> Router {
         .with_state(Arc::new(state))
 }
 
-fn json_reply(status: StatusCode, body: String) -> Response {
-    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
-}
-
-/// `{"error": "..."}` with the status of the error's kind, the one table shared with gRPC.
-fn error_reply(err: &ServingError) -> Response {
-    let status = StatusCode::from_u16(err.kind().http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut w = Writer::new();
-    w.begin_object().key("error").string(&truncate_message(err.to_string())).end_object();
-    json_reply(status, w.finish())
-}
-
+/// `{"error": ...}` with the status of the error's kind, as TF Serving's REST API answers.
 fn reply(result: Result<Response, ServingError>) -> Response {
-    result.unwrap_or_else(|err| error_reply(&err))
+    result.unwrap_or_else(error_reply)
+}
+
+fn error_reply(err: impl Into<ServingError>) -> Response {
+    RestError::from(err.into()).into_response()
 }
 
 fn incoming(headers: &HeaderMap, api: &'static str, model: &str) -> Incoming {
@@ -87,10 +81,7 @@ fn param<'p>(params: &'p HashMap<String, String>, key: &str) -> &'p str {
 }
 
 async fn unknown(method: Method, uri: Uri) -> Response {
-    let err = ServingError::Request(RequestError::Invalid(format!("Not a v2 protocol endpoint: {method} {}", uri.path())));
-    let mut w = Writer::new();
-    w.begin_object().key("error").string(&err.to_string()).end_object();
-    json_reply(StatusCode::NOT_FOUND, w.finish())
+    RestError::new(ErrorKind::NotFound, format!("Not a v2 protocol endpoint: {method} {}", uri.path())).into_response()
 }
 
 async fn server_metadata() -> Response {
@@ -101,13 +92,13 @@ async fn server_metadata() -> Response {
         w.string(extension);
     }
     w.end_array().end_object();
-    json_reply(StatusCode::OK, w.finish())
+    json_response(StatusCode::OK, w.finish())
 }
 
 async fn metadata(State(state): Shared, Path(params): Params, headers: HeaderMap) -> Response {
     let model = param(&params, "model");
     let incoming = incoming(&headers, "model_metadata", model);
-    reply(super::model_metadata(&state.core, incoming, param(&params, "version")).map(|m| json_reply(StatusCode::OK, metadata_json(&m))))
+    reply(super::model_metadata(&state.core, incoming, param(&params, "version")).map(|m| json_response(StatusCode::OK, metadata_json(&m))))
 }
 
 fn metadata_json(m: &ModelMetadata) -> String {
@@ -152,7 +143,7 @@ async fn index(State(state): Shared, body: Bytes) -> Response {
     let ready_only = json::parse(&body).ok().and_then(|doc| doc.get("ready").cloned()) == Some(Value::Bool(true));
     let entries = match state.manager.index().await {
         Ok(entries) => entries,
-        Err(err) => return error_reply(&ServingError::from(err)),
+        Err(err) => return error_reply(err),
     };
     let mut w = Writer::new();
     w.begin_array();
@@ -164,20 +155,20 @@ async fn index(State(state): Shared, body: Bytes) -> Response {
         w.key("state").string(e.state.name()).key("reason").string(&e.reason).end_object();
     }
     w.end_array();
-    json_reply(StatusCode::OK, w.finish())
+    json_response(StatusCode::OK, w.finish())
 }
 
 async fn load(State(state): Shared, Path(params): Params) -> Response {
     match state.manager.load(param(&params, "model")).await {
         Ok(()) => StatusCode::OK.into_response(),
-        Err(err) => error_reply(&ServingError::from(err)),
+        Err(err) => error_reply(err),
     }
 }
 
 async fn unload(State(state): Shared, Path(params): Params) -> Response {
     match state.manager.unload(param(&params, "model")).await {
         Ok(()) => StatusCode::OK.into_response(),
-        Err(err) => error_reply(&ServingError::from(err)),
+        Err(err) => error_reply(err),
     }
 }
 
@@ -355,7 +346,7 @@ fn encode(answer: InferAnswer, request: &Answering) -> Response {
     w.end_array().end_object();
     let json = w.finish();
     if blobs.is_empty() {
-        return json_reply(StatusCode::OK, json);
+        return json_response(StatusCode::OK, json);
     }
     let json_length = json.len();
     let mut body = json.into_bytes();
