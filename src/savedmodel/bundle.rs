@@ -15,7 +15,7 @@ use crate::proto::tensorflow::{BundleEntryProto, BundleHeaderProto, DataType};
 use crate::tensor::{DType, HostTensor, element_count, le_bytes, tf_proto};
 
 use super::crc32c;
-use super::table::{self, TableError};
+use super::table::{self, TableError, read_varint};
 
 #[derive(Debug, Error)]
 pub enum BundleError {
@@ -136,7 +136,7 @@ impl Bundle {
         let mut lengths = Vec::with_capacity(count);
         let mut length_crc = 0;
         for _ in 0..count {
-            let length = read_varint(bytes, &mut at).ok_or_else(|| bad("a string length runs past the entry".into()))?;
+            let length = read_varint(bytes, &mut at).map_err(|_| bad("a string length runs past the entry".into()))?;
             length_crc = match u32::try_from(length) {
                 Ok(small) => crc32c::extend(length_crc, &small.to_le_bytes()),
                 Err(_) => crc32c::extend(length_crc, &length.to_le_bytes()),
@@ -179,19 +179,6 @@ fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {
 fn shape_of(entry: &BundleEntryProto) -> Result<Vec<usize>, String> {
     let shape = entry.shape.as_ref().map(|s| s.dim.as_slice()).unwrap_or_default();
     shape.iter().map(|d| usize::try_from(d.size).map_err(|_| format!("has dimension {}", d.size))).collect()
-}
-
-fn read_varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        let byte = *bytes.get(*at)?;
-        *at += 1;
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Some(value);
-        }
-    }
-    None
 }
 
 /// Big-endian element bytes to little-endian.

@@ -127,6 +127,27 @@ fn entries(block: &[u8], offset: usize) -> Result<Vec<Entry>, TableError> {
     Ok(out)
 }
 
+/// Why a varint could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum VarintError {
+    Truncated,
+    TooLong,
+}
+
+/// A little-endian base-128 varint at `bytes[*at..]`, advancing `at` past it.
+pub(super) fn read_varint(bytes: &[u8], at: &mut usize) -> Result<u64, VarintError> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *bytes.get(*at).ok_or(VarintError::Truncated)?;
+        *at += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Ok(value);
+        }
+    }
+    Err(VarintError::TooLong)
+}
+
 struct Cursor<'b> {
     bytes: &'b [u8],
     at: usize,
@@ -136,18 +157,13 @@ struct Cursor<'b> {
 
 impl<'b> Cursor<'b> {
     fn varint(&mut self) -> Result<u64, TableError> {
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let Some(&byte) = self.bytes.get(self.at) else {
-                return Err(TableError::Malformed { offset: self.block, what: "a varint runs past the block's end".into() });
+        read_varint(self.bytes, &mut self.at).map_err(|e| {
+            let what = match e {
+                VarintError::Truncated => "a varint runs past the block's end",
+                VarintError::TooLong => "a varint is longer than 10 bytes",
             };
-            self.at += 1;
-            value |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(TableError::Malformed { offset: self.block, what: "a varint is longer than 10 bytes".into() })
+            TableError::Malformed { offset: self.block, what: what.into() }
+        })
     }
 
     fn take(&mut self, n: usize) -> Result<&'b [u8], TableError> {
