@@ -2,7 +2,6 @@
 //! which servable answers a given request. Transports read it; loading writes it.
 
 mod confine;
-mod control;
 mod layout;
 mod loader;
 mod manager;
@@ -12,9 +11,8 @@ mod warmup;
 
 pub use layout::{LayoutError, discover_models, scan_versions};
 pub use confine::EscapeError;
-pub use control::{ControlError, IndexEntry, IndexState};
 pub use loader::{VersionLoadError, load_servable};
-pub use manager::{ManagerHandle, ManagerInbox, ModelManager, channel as manager_channel};
+pub use manager::{ControlError, IndexEntry, IndexState, ManagerHandle, ManagerInbox, ModelManager, channel as manager_channel};
 pub use tfrecord::{RecordError, write_records as write_tfrecords};
 pub use warmup::{WarmupError, read_warmup_requests};
 pub use state::{LookupError, ModelHealth, ModelRepository, VersionRequest, VersionState, VersionStatus};

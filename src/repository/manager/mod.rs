@@ -15,12 +15,13 @@ use crate::config::model_config::{self, ModelConfig};
 use crate::engine::{ComputePool, EngineOptions};
 use crate::metrics::Metrics;
 
+mod control;
+
+pub use control::{ControlError, IndexEntry, IndexState};
+
 use super::loader::{MODEL_FILE, SAVED_MODEL_FILE};
 use super::warmup::warm_up;
-use super::{
-    ControlError, IndexEntry, IndexState, LayoutError, ModelRepository, VersionState, discover_models, load_servable,
-    scan_versions,
-};
+use super::{LayoutError, ModelRepository, VersionState, load_servable, scan_versions};
 
 /// Size and modification time of a version's model file: a version whose fingerprint is the
 /// same on two consecutive polls is complete (a copy in progress keeps changing it).
@@ -166,13 +167,7 @@ impl ModelManager {
         let mut problems = Vec::new();
         for model in &models {
             self.reconcile(model, true).await;
-            if self.repository.available_versions(&model.name).is_empty() {
-                let why = self
-                    .scan_errors
-                    .get(&model.name)
-                    .cloned()
-                    .or_else(|| self.repository.last_error(&model.name))
-                    .unwrap_or_else(|| "no version matches the version policy".to_string());
+            if let Some(why) = self.unavailable_reason(&model.name) {
                 problems.push(format!("{{name: {} error: {why}}}", model.name));
             }
         }
@@ -202,102 +197,13 @@ impl ModelManager {
         }
     }
 
-    /// A load by name: a configured model is reconciled with its files now (new versions are
-    /// picked up), an unloaded one comes back with its config, and a directory under the
-    /// root is added with the default policy.
-    async fn load_model(&mut self, name: &str) -> Result<(), ControlError> {
-        let model = match self.config.iter().find(|m| m.name == name) {
-            Some(model) => model.clone(),
-            None => {
-                let model = match self.unloaded.remove(name) {
-                    Some(model) => model,
-                    None => self.discover(name).ok_or_else(|| ControlError::UnknownModel(name.to_string()))?,
-                };
-                self.config.push(model.clone());
-                model
-            }
-        };
-        self.repository.declare_model(name);
-        self.reconcile(&model, true).await;
-        if self.repository.available_versions(name).is_empty() {
-            let reason = self
-                .scan_errors
-                .get(name)
-                .cloned()
-                .or_else(|| self.repository.last_error(name))
-                .unwrap_or_else(|| "no version matches the version policy".to_string());
-            return Err(ControlError::LoadFailed { name: name.to_string(), reason });
+    /// Why `name` has no available version, if it has none.
+    fn unavailable_reason(&self, name: &str) -> Option<String> {
+        if !self.repository.available_versions(name).is_empty() {
+            return None;
         }
-        let refused = self.apply_labels(&model);
-        if !refused.is_empty() {
-            return Err(ControlError::LoadFailed { name: name.to_string(), reason: refused.join("; ") });
-        }
-        tracing::info!(model = %name, "model loaded on request");
-        Ok(())
-    }
-
-    /// `<root>/<name>` when it is a model directory. A name is one path segment, so a load
-    /// cannot reach outside the root.
-    fn discover(&self, name: &str) -> Option<ModelConfig> {
-        let root = self.root.as_ref()?;
-        let plain = !name.is_empty() && !name.starts_with('.') && !name.contains(['/', '\\']);
-        let path = root.join(name);
-        (plain && scan_versions(&path).is_ok()).then(|| ModelConfig::latest(name, path))
-    }
-
-    fn unload_model(&mut self, name: &str) -> Result<(), ControlError> {
-        let Some(at) = self.config.iter().position(|m| m.name == name) else {
-            // Unloading twice is not an error; unloading what never was is.
-            return if self.unloaded.contains_key(name) { Ok(()) } else { Err(ControlError::UnknownModel(name.to_string())) };
-        };
-        let model = self.config.remove(at);
-        self.retire(name);
-        self.scan_errors.remove(name);
-        self.unloaded.insert(name.to_string(), model);
-        tracing::info!(model = %name, "model unloaded on request");
-        Ok(())
-    }
-
-    /// Every model the repository knows: configured ones version by version, unloaded ones,
-    /// and model directories under the root that were never loaded.
-    fn index(&self) -> Vec<IndexEntry> {
-        let mut entries = Vec::new();
-        for model in &self.config {
-            match self.repository.status(&model.name, None) {
-                Ok(versions) => entries.extend(versions.into_iter().map(|v| {
-                    let (state, reason) = match v.state {
-                        VersionState::Start | VersionState::Loading => (IndexState::Loading, String::new()),
-                        VersionState::Available => (IndexState::Ready, String::new()),
-                        VersionState::Unloading => (IndexState::Unloading, String::new()),
-                        VersionState::End => (IndexState::Unavailable, v.error.unwrap_or_else(|| "unloaded".to_string())),
-                    };
-                    IndexEntry { name: model.name.clone(), version: Some(v.version), state, reason }
-                })),
-                Err(_) => entries.push(IndexEntry {
-                    name: model.name.clone(),
-                    version: None,
-                    state: IndexState::Unavailable,
-                    reason: self.scan_errors.get(&model.name).cloned().unwrap_or_else(|| "no version loaded".to_string()),
-                }),
-            }
-        }
-        let unavailable = |name: &str, reason: &str| IndexEntry {
-            name: name.to_string(),
-            version: None,
-            state: IndexState::Unavailable,
-            reason: reason.to_string(),
-        };
-        entries.extend(self.unloaded.keys().map(|name| unavailable(name, "unloaded")));
-        if let Some(root) = &self.root {
-            let known = |name: &str| self.config.iter().any(|m| m.name == name) || self.unloaded.contains_key(name);
-            for (name, _) in discover_models(root).unwrap_or_default() {
-                if !known(&name) {
-                    entries.push(unavailable(&name, "not loaded"));
-                }
-            }
-        }
-        entries.sort_by(|a, b| a.name.cmp(&b.name).then(b.version.cmp(&a.version)));
-        entries
+        let why = self.scan_errors.get(name).cloned().or_else(|| self.repository.last_error(name));
+        Some(why.unwrap_or_else(|| "no version matches the version policy".to_string()))
     }
 
     fn apply_labels(&self, model: &ModelConfig) -> Vec<String> {
