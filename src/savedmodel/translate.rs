@@ -185,14 +185,10 @@ impl Builder<'_> {
                         let mut ins = ins;
                         for (i, key) in [(0, "transpose_a"), (1, "transpose_b")] {
                             if flag(key) {
-                                let transposed = format!("{name}/{key}:0");
-                                self.nodes.push(onnx_node("Transpose", &format!("{name}/{key}"), vec![ins[i].clone()], vec![transposed.clone()], vec![ints("perm", &[1, 0])]));
-                                ins[i] = transposed;
+                                ins[i] = self.transpose(&format!("{name}/{key}"), &ins[i], &[1, 0]);
                             }
                         }
-                        let output = format!("{name}:0");
-                        self.nodes.push(onnx_node("MatMul", &name, ins, vec![output.clone()], Vec::new()));
-                        Ok(vec![Value::Tensor(output)])
+                        self.emit(&name, "MatMul", ins, Vec::new())
                     }
                     "BiasAdd" => match attr("data_format") {
                         Some(AttrValue::S(format)) if format.as_slice() == b"NCHW" => Err(unsupported("NCHW BiasAdd is not supported yet".into())),
@@ -232,16 +228,12 @@ impl Builder<'_> {
                             _ => return Err(unsupported("only SAME and VALID padding are translated".into())),
                         }];
                         attributes.push(ints("strides", &spatial(list("strides"), 1)));
-                        let nchw = format!("{name}/nchw:0");
-                        self.nodes.push(onnx_node("Transpose", &format!("{name}/nchw"), vec![ins[0].clone()], vec![nchw.clone()], vec![ints("perm", &[0, 3, 1, 2])]));
-                        let mut conv_inputs = vec![nchw];
+                        let mut conv_inputs = vec![self.transpose(&format!("{name}/nchw"), &ins[0], &[0, 3, 1, 2])];
                         let onnx_op = match op {
                             "Conv2D" => {
                                 attributes.push(ints("dilations", &spatial(list("dilations"), 1)));
                                 // HWIO filters to OIHW.
-                                let oihw = format!("{name}/oihw:0");
-                                self.nodes.push(onnx_node("Transpose", &format!("{name}/oihw"), vec![ins[1].clone()], vec![oihw.clone()], vec![ints("perm", &[3, 2, 0, 1])]));
-                                conv_inputs.push(oihw);
+                                conv_inputs.push(self.transpose(&format!("{name}/oihw"), &ins[1], &[3, 2, 0, 1]));
                                 "Conv"
                             }
                             pool => {
@@ -271,6 +263,13 @@ impl Builder<'_> {
         let output = format!("{name}:0");
         self.nodes.push(onnx_node(op, name, inputs, vec![output.clone()], attributes));
         Ok(vec![Value::Tensor(output)])
+    }
+
+    /// `input` transposed by `perm`, as the tensor `<name>:0`.
+    fn transpose(&mut self, name: &str, input: &str, perm: &[i64]) -> String {
+        let output = format!("{name}:0");
+        self.nodes.push(onnx_node("Transpose", name, vec![input.to_string()], vec![output.clone()], vec![ints("perm", perm)]));
+        output
     }
 
     /// A float scalar initializer (Clip's bounds).
