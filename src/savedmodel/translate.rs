@@ -181,7 +181,11 @@ impl Builder<'_> {
             op => {
                 let ins = inputs.iter().map(|v| self.tensor(v)).collect::<Result<Vec<_>, _>>()?;
                 match op {
-                    "MatMul" | "BatchMatMulV2" => {
+                    // BatchMatMulV2 broadcasts its batch dimensions as ONNX's MatMul does; its
+                    // adj_x/adj_y (transposing the last two axes) are not translated yet.
+                    "BatchMatMulV2" if flag("adj_x") || flag("adj_y") => Err(unsupported("adj_x/adj_y are not translated yet".into())),
+                    "BatchMatMulV2" => self.emit(&name, "MatMul", ins, Vec::new()),
+                    "MatMul" => {
                         let mut ins = ins;
                         for (i, key) in [(0, "transpose_a"), (1, "transpose_b")] {
                             if flag(key) {
