@@ -12,7 +12,7 @@ use prost::Message;
 
 use crate::proto::tensorflow::attr_value::Value as AttrValue;
 use crate::proto::tensorflow::saved_object::Kind;
-use crate::proto::tensorflow::{MetaGraphDef, SavedObjectGraph, TrackableObjectGraph};
+use crate::proto::tensorflow::{MetaGraphDef, NodeDef, SavedObjectGraph, TrackableObjectGraph};
 use crate::tensor::DType;
 
 use super::meta_graph::tensor_name;
@@ -30,23 +30,29 @@ pub struct Capture {
     pub dtype: DType,
 }
 
+/// The outer graph's node a signature's outputs come from (every output of a TF2 signature
+/// comes from the same call node), and the function it calls.
+pub fn signature_call<'m>(meta: &'m MetaGraphDef, signature: &str) -> Result<(&'m NodeDef, String), SavedModelError> {
+    let unsupported = |what: String| SavedModelError::Unsupported(format!("signature {signature:?}: {what}"));
+    let def = meta.signature_def.get(signature).ok_or_else(|| unsupported("no such signature".into()))?;
+    let graph = meta.graph_def.as_ref().ok_or_else(|| unsupported("the meta graph has no graph".into()))?;
+    let output = def.outputs.values().next().ok_or_else(|| unsupported("has no outputs".into()))?;
+    let (call_name, _) = tensor_name(output).ok_or_else(|| unsupported("an output is not a named tensor".into()))?;
+    let call = graph.node.iter().find(|n| n.name == call_name).ok_or_else(|| unsupported(format!("no node {call_name:?} in the graph")))?;
+    match call.attr.get("f").and_then(|a| a.value.as_ref()) {
+        Some(AttrValue::Func(f)) if matches!(call.op.as_str(), "StatefulPartitionedCall" | "PartitionedCall") => Ok((call, f.name.clone())),
+        _ => Err(unsupported(format!("output node {call_name:?} ({}) is not a function call", call.op))),
+    }
+}
+
 /// The function a signature calls and the variables it captures, in the order of the
 /// function's trailing inputs.
 pub fn captures(meta: &MetaGraphDef, bundle: &Bundle, signature: &str) -> Result<(String, Vec<Capture>), SavedModelError> {
     let unsupported = |what: String| SavedModelError::Unsupported(format!("signature {signature:?}: {what}"));
-    let def = meta.signature_def.get(signature).ok_or_else(|| unsupported("no such signature".into()))?;
-    let graph = meta.graph_def.as_ref().ok_or_else(|| unsupported("the meta graph has no graph".into()))?;
+    let (call, function) = signature_call(meta, signature)?;
     let objects = meta.object_graph_def.as_ref().filter(|g| !g.nodes.is_empty()).ok_or_else(|| {
         unsupported("the meta graph has no object graph (a TF1 export, whose variables are bound through its restore op)".into())
     })?;
-    // Every output of a TF2 signature comes from the same call node.
-    let output = def.outputs.values().next().ok_or_else(|| unsupported("has no outputs".into()))?;
-    let (call_name, _) = tensor_name(output).ok_or_else(|| unsupported("an output is not a named tensor".into()))?;
-    let call = graph.node.iter().find(|n| n.name == call_name).ok_or_else(|| unsupported(format!("no node {call_name:?} in the graph")))?;
-    let function = match call.attr.get("f").and_then(|a| a.value.as_ref()) {
-        Some(AttrValue::Func(f)) if matches!(call.op.as_str(), "StatefulPartitionedCall" | "PartitionedCall") => f.name.clone(),
-        _ => return Err(unsupported(format!("output node {call_name:?} ({}) is not a function call", call.op))),
-    };
     let bound = objects
         .concrete_functions
         .get(&function)

@@ -48,16 +48,14 @@ pub fn to_onnx(meta: &MetaGraphDef, bundle: &Bundle, signature: &str) -> Result<
     for capture in &bound {
         outer.insert(capture.handle.clone(), Value::Variable(capture.checkpoint_key.clone()));
     }
-    let (call_name, _) = tensor_name(def.outputs.values().next().ok_or_else(|| unsupported("no outputs".into()))?)
-        .ok_or_else(|| unsupported("an output is not a named tensor".into()))?;
-    let call = graph.node.iter().find(|n| n.name == call_name).ok_or_else(|| unsupported(format!("no node {call_name:?}")))?;
+    let (call, _) = super::binding::signature_call(meta, signature)?;
     let args = call
         .input
         .iter()
         .filter(|i| !i.starts_with('^'))
         .map(|i| outer.get(i.split(':').next().unwrap_or(i)).cloned().ok_or_else(|| unsupported(format!("call input {i:?} is neither an input nor a variable"))))
         .collect::<Result<Vec<_>, _>>()?;
-    let results = out.inline(&function, call_name, args)?;
+    let results = out.inline(&function, &call.name, args)?;
 
     let mut graph_outputs = Vec::new();
     for spec in &sig.outputs {
