@@ -1,6 +1,7 @@
 """The PASS/FAIL bookkeeping the Python client scripts share: each check runs, failures are
 reported on one line instead of raised, and the script ends with `N passed, M failed`."""
 import grpc
+import numpy as np
 
 
 class Checks:
@@ -27,3 +28,12 @@ class Checks:
 def expect(cond, msg):
     if not cond:
         raise AssertionError(msg)
+
+
+def close_to(got, want, what, atol=1e-5):
+    """Raises unless `got` is float32 of `want`'s shape within `atol`; returns the worst diff."""
+    got = np.asarray(got)
+    expect(got.dtype == np.float32 and got.shape == want.shape, f"{what}: got {got.dtype} {got.shape}, want float32 {want.shape}")
+    diff = float(np.max(np.abs(got - want)))
+    expect(diff <= atol, f"{what}: max abs diff {diff:.3g} > {atol}")
+    return diff

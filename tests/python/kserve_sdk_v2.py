@@ -28,7 +28,7 @@ from pathlib import Path
 import grpc
 import httpx
 import numpy as np
-from checks import Checks, expect
+from checks import Checks, close_to, expect
 
 # `import kserve` parses sys.argv with the SDK's model-server flags (kserve/model_server.py calls
 # parse_known_args at import time), and argparse takes --grpc and --http for abbreviations of its
@@ -45,21 +45,11 @@ finally:
 MODEL, INPUT, OUTPUT, VERSION, PLATFORM = "mnist_cnn", "image", "probabilities", "1", "onnx_onnxv1"
 IN_SHAPE, OUT_SHAPE = [-1, 28, 28, 1], [-1, 10]
 UNKNOWN = "no_such_model"
-ATOL = 1e-5
 TIMEOUT = 30.0  # seconds per call
 
 # The SDK's gRPC client logs every failed call with its traceback on the "kserve.trace" logger
 # before re-raising; the expected errors below would fill stderr with them.
 logging.getLogger("kserve.trace").setLevel(logging.CRITICAL)
-
-
-def close_to(got, want, what):
-    """Raises unless `got` is float32 of `want`'s shape within ATOL; returns the worst diff."""
-    got = np.asarray(got)
-    expect(got.dtype == np.float32 and got.shape == want.shape, f"{what}: got {got.dtype} {got.shape}, want float32 {want.shape}")
-    diff = float(np.max(np.abs(got - want)))
-    expect(diff <= ATOL, f"{what}: max abs diff {diff:.3g} > {ATOL}")
-    return diff
 
 
 class Clients:

@@ -26,25 +26,15 @@ import grpc
 import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from checks import Checks, expect
+from checks import Checks, close_to, expect
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 INPUT, OUTPUT, VERSION, PLATFORM = "image", "probabilities", "1", "onnx_onnxv1"
 EXTENSIONS = ("model_repository", "binary_tensor_data")
-ATOL = 1e-5
 TIMEOUT = 30.0  # seconds per call
 
 NOT_FOUND, INVALID, UNAVAILABLE = "StatusCode.NOT_FOUND", "StatusCode.INVALID_ARGUMENT", "StatusCode.UNAVAILABLE"
-
-
-def close_to(got, want, what):
-    """Raises unless `got` is float32 of `want`'s shape within ATOL; returns the worst diff."""
-    got = np.asarray(got)
-    expect(got.dtype == np.float32 and got.shape == want.shape, f"{what}: got {got.dtype} {got.shape}, want float32 {want.shape}")
-    diff = float(np.max(np.abs(got - want)))
-    expect(diff <= ATOL, f"{what}: max abs diff {diff:.3g} > {ATOL}")
-    return diff
 
 
 def expect_error(call, statuses, *needles):
