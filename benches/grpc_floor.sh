@@ -27,10 +27,7 @@ BARE_PID=$!
 PIDS+=("$BARE_PID")
 wait_ready "$REST"
 for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$BARE") 2>/dev/null && break; sleep 0.1; done
-cpu() { # PORT PID CONCURRENCY
-    "${BENCH_CPU[@]}" target/release/candle-serving-bench --target "127.0.0.1:$1" --model tiny_relu --server-pid "$2" \
-        --duration "$DURATION" --warmup 1 --json --concurrency "$3" | jq '.server_cpu.us_per_request'
-}
+cpu() { server_cpu "$1" "$2" tiny_relu --concurrency "$3"; } # PORT PID CONCURRENCY
 echo "$(machine), ${ROUNDS} alternating rounds of ${DURATION} s"
 echo
 echo "| concurrency | tonic floor µs/req (median) | candle-serving µs/req (median) | above the floor |"

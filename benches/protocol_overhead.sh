@@ -23,10 +23,7 @@ GRPC=$(port) REST=$(port)
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
 wait_ready "$REST"
-cpu() {
-    "${BENCH_CPU[@]}" target/release/candle-serving-bench --target "127.0.0.1:$GRPC" --model "$MODEL" --server-pid "$SERVER" \
-        --duration "$DURATION" --warmup 1 --json --concurrency "$1" --protocol "$2" | jq '.server_cpu.us_per_request'
-}
+cpu() { server_cpu "$GRPC" "$SERVER" "$MODEL" --concurrency "$1" --protocol "$2"; } # CONCURRENCY PROTOCOL
 echo "$(machine), $MODEL, ${ROUNDS} alternating rounds of ${DURATION} s"
 echo
 echo "| concurrency | TF Predict µs/req (median) | v2 ModelInfer µs/req (median) | v2 / TF |"

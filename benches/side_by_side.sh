@@ -17,6 +17,14 @@ wait_ready() {
     exit 1
 }
 
+# The server's CPU per request under one closed-loop run: PORT PID MODEL [bench flags...].
+server_cpu() {
+    local port=$1 pid=$2 model=$3
+    shift 3
+    "${BENCH_CPU[@]}" target/release/candle-serving-bench --target "127.0.0.1:$port" --model "$model" --server-pid "$pid" \
+        --duration "$DURATION" --warmup 1 --json "$@" | jq '.server_cpu.us_per_request'
+}
+
 # The median of the numbers on stdin.
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
