@@ -116,10 +116,8 @@ fn damage_names_the_file_and_the_variable() {
 #[test]
 fn the_meta_graph_by_tags_and_its_signatures() {
     let meta = meta_graph::read(&fixture_dir(), &["serve".to_string()]).expect("serve");
-    let signatures = meta_graph::signatures(&meta).expect("signatures");
-    let names: Vec<&str> = signatures.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["serving_default"], "the init-op signature is not a client's");
-    let sig = &signatures[0];
+    assert_eq!(meta_graph::signature_names(&meta), ["serving_default"], "the init-op signature is not a client's");
+    let sig = &meta_graph::signature(&meta, "serving_default").expect("signature");
     assert_eq!(sig.method_name, "tensorflow/serving/predict");
     assert_eq!((sig.inputs[0].key.as_str(), sig.inputs[0].dtype), ("x", DType::F32));
     assert_eq!(sig.inputs[0].shape, Some(vec![Dim::Dynamic, Dim::Fixed(3)]));

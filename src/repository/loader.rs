@@ -51,19 +51,20 @@ pub fn load_servable(
         ModelPlatform::Onnx if !file.is_file() => return Err(wrong("onnx", MODEL_FILE).into()),
         _ => {}
     }
-    let session = if file.is_file() && platform != ModelPlatform::TensorFlow {
+    if file.is_file() && platform != ModelPlatform::TensorFlow {
         confined(base, &file)?;
-        OnnxSession::load(&file, options)?
+        let session = OnnxSession::load(&file, options)?;
+        Ok(Servable::new(name.to_string(), version, Arc::new(session), compute, batching))
     } else if saved_model.is_file() {
         confined(base, &saved_model)?;
         confined(base, &dir.join("variables"))?;
-        crate::savedmodel::load_session(dir, options).map_err(|e| LoadError::Invalid(format!("SavedModel {}: {e}", dir.display())))?
+        let model = crate::savedmodel::load(dir, options).map_err(|e| LoadError::Invalid(format!("SavedModel {}: {e}", dir.display())))?;
+        Ok(Servable::with_signatures(name.to_string(), version, model.signatures, Some(model.declared), compute, batching))
     } else {
         let missing = format!(
             "{} holds neither {MODEL_FILE} nor {SAVED_MODEL_FILE} (a version directory holds an ONNX model or a SavedModel)",
             dir.display()
         );
-        return Err(LoadError::Invalid(missing).into());
-    };
-    Ok(Servable::new(name.to_string(), version, Arc::new(session), compute, batching))
+        Err(LoadError::Invalid(missing).into())
+    }
 }

@@ -118,7 +118,9 @@ fn synthetic_input(spec: &TensorSpec, max_tensor_bytes: usize) -> Result<Option<
 
 /// One all-zeros request with every free dimension set to 1.
 async fn synthetic(servable: &Arc<Servable>, max_tensor_bytes: usize) -> Result<(), String> {
-    let signature = servable.signature(DEFAULT_SIGNATURE).map_err(|e| e.to_string())?;
+    // A model without `serving_default` (a tf.Module's named signatures) gets no synthetic
+    // request: there is no signature a client would call by default.
+    let Ok(signature) = servable.signature(DEFAULT_SIGNATURE) else { return Ok(()) };
     let mut inputs = std::collections::HashMap::new();
     for spec in &signature.inputs {
         match synthetic_input(spec, max_tensor_bytes)? {

@@ -35,19 +35,27 @@ pub fn read(dir: &Path, tags: &[String]) -> Result<MetaGraphDef, SavedModelError
         })
 }
 
-/// Every signature clients can call, with its tensors as the servable describes them.
-pub fn signatures(meta: &MetaGraphDef) -> Result<Vec<Signature>, SavedModelError> {
-    let mut out = Vec::new();
-    for (name, def) in meta.signature_def.iter().filter(|(name, _)| name.as_str() != INIT_OP_SIGNATURE) {
-        let specs = |tensors: &std::collections::HashMap<String, TensorInfo>| -> Result<Vec<TensorSpec>, SavedModelError> {
-            let mut specs = tensors.iter().map(|(key, info)| spec(name, key, info)).collect::<Result<Vec<_>, _>>()?;
-            specs.sort_by(|a, b| a.key.cmp(&b.key));
-            Ok(specs)
-        };
-        out.push(Signature { name: name.clone(), method_name: def.method_name.clone(), inputs: specs(&def.inputs)?, outputs: specs(&def.outputs)? });
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
+/// The signatures clients can call, by name, sorted.
+pub fn signature_names(meta: &MetaGraphDef) -> Vec<&str> {
+    let mut names: Vec<&str> = meta.signature_def.keys().map(String::as_str).filter(|name| *name != INIT_OP_SIGNATURE).collect();
+    names.sort_unstable();
+    names
+}
+
+/// Signature `name` with its tensors as the servable describes them (inputs and outputs sorted
+/// by key, the order the translated graph takes and returns them).
+pub fn signature(meta: &MetaGraphDef, name: &str) -> Result<Signature, SavedModelError> {
+    let def = meta
+        .signature_def
+        .get(name)
+        .filter(|_| name != INIT_OP_SIGNATURE)
+        .ok_or_else(|| SavedModelError::Unsupported(format!("signature {name:?} is not in the meta graph")))?;
+    let specs = |tensors: &std::collections::HashMap<String, TensorInfo>| -> Result<Vec<TensorSpec>, SavedModelError> {
+        let mut specs = tensors.iter().map(|(key, info)| spec(name, key, info)).collect::<Result<Vec<_>, _>>()?;
+        specs.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(specs)
+    };
+    Ok(Signature { name: name.to_string(), method_name: def.method_name.clone(), inputs: specs(&def.inputs)?, outputs: specs(&def.outputs)? })
 }
 
 fn spec(signature: &str, key: &str, info: &TensorInfo) -> Result<TensorSpec, SavedModelError> {

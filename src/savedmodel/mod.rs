@@ -10,21 +10,65 @@ pub mod meta_graph;
 mod table;
 pub mod translate;
 
+use std::sync::Arc;
+
 use thiserror::Error;
+
+use crate::engine::Session;
+use crate::proto::tensorflow::serving::SignatureDefMap;
+use crate::servable::{Signature, SignatureSession};
 
 pub use binding::{Capture, captures};
 pub use bundle::{Bundle, BundleError};
 pub use table::TableError;
 pub use translate::to_onnx;
 
-/// A SavedModel version directory as an engine session of its `serving_default` signature.
-pub fn load_session(dir: &std::path::Path, options: &crate::engine::EngineOptions) -> Result<crate::engine::onnx::OnnxSession, SavedModelError> {
-    use prost::Message;
+/// A SavedModel version directory, ready to become a servable.
+pub struct LoadedSavedModel {
+    /// Every signature of the meta graph but the init op, each with its engine session.
+    pub signatures: Vec<SignatureSession>,
+    /// The file's own SignatureDefMap, for metadata.
+    pub declared: SignatureDefMap,
+}
+
+/// Reads `dir`'s SavedModel and translates each signature into an engine session. A predict
+/// signature that does not translate fails the load (the message lists what is missing); a
+/// classify or regress signature that does not is still listed, and answers why when called.
+pub fn load(dir: &std::path::Path, options: &crate::engine::EngineOptions) -> Result<LoadedSavedModel, SavedModelError> {
     let meta = meta_graph::read(dir, &options.saved_model_tags)?;
     let bundle = Bundle::open(&dir.join("variables").join("variables"))?;
-    let model = to_onnx(&meta, &bundle, crate::servable::DEFAULT_SIGNATURE)?;
-    crate::engine::onnx::OnnxSession::from_bytes_on(&model.encode_to_vec(), &options.device)
-        .map_err(|e| SavedModelError::Unsupported(format!("the translated graph does not load: {e}")))
+    let declared = SignatureDefMap { signature_def: meta.signature_def.clone() };
+    let mut signatures = Vec::new();
+    for name in meta_graph::signature_names(&meta) {
+        let method = meta.signature_def[name].method_name.clone();
+        let session = meta_graph::signature(&meta, name).and_then(|signature| {
+            let session = session(&meta, &bundle, name, options)?;
+            Ok(SignatureSession { signature, session: Ok(session) })
+        });
+        match session {
+            Ok(entry) => signatures.push(entry),
+            Err(e) if method == crate::servable::PREDICT_METHOD => return Err(e),
+            Err(e) => {
+                tracing::warn!(signature = name, method, "signature is listed but cannot run: {e}");
+                let signature = Signature { name: name.to_string(), method_name: method, inputs: Vec::new(), outputs: Vec::new() };
+                signatures.push(SignatureSession { signature, session: Err(e.to_string()) });
+            }
+        }
+    }
+    Ok(LoadedSavedModel { signatures, declared })
+}
+
+fn session(
+    meta: &crate::proto::tensorflow::MetaGraphDef,
+    bundle: &Bundle,
+    signature: &str,
+    options: &crate::engine::EngineOptions,
+) -> Result<Arc<dyn Session>, SavedModelError> {
+    use prost::Message;
+    let model = to_onnx(meta, bundle, signature)?;
+    let session = crate::engine::onnx::OnnxSession::from_bytes_on(&model.encode_to_vec(), &options.device)
+        .map_err(|e| SavedModelError::Unsupported(format!("signature {signature:?}: the translated graph does not load: {e}")))?;
+    Ok(Arc::new(session))
 }
 
 #[derive(Debug, Error)]

@@ -21,13 +21,13 @@ use crate::proto::tensorflow::attr_value::Value as AttrValue;
 use crate::proto::tensorflow::{FunctionDef, MetaGraphDef, NodeDef};
 use crate::tensor::{DType, HostTensor, TensorSpec, le_bytes, tf_proto};
 
-use super::meta_graph::{signatures, tensor_name};
+use super::meta_graph::tensor_name;
 use super::{Bundle, SavedModelError, captures};
 
 /// The ONNX model computing `signature` of `meta`, with its variables from `bundle`.
 pub fn to_onnx(meta: &MetaGraphDef, bundle: &Bundle, signature: &str) -> Result<ModelProto, SavedModelError> {
     let unsupported = |what: String| SavedModelError::Unsupported(format!("signature {signature:?}: {what}"));
-    let sig = signatures(meta)?.into_iter().find(|s| s.name == signature).ok_or_else(|| unsupported("no such signature".into()))?;
+    let sig = super::meta_graph::signature(meta, signature)?;
     let def = &meta.signature_def[signature];
     let graph = meta.graph_def.as_ref().ok_or_else(|| unsupported("no graph".into()))?;
     let library: HashMap<&str, &FunctionDef> = graph

@@ -3,6 +3,7 @@
 //! or through its batch queue). It knows nothing of transports, admission or metrics of
 //! requests; the request flow above it (`crate::request`) does that bookkeeping.
 
+mod metadata;
 mod predict;
 mod signature;
 mod validate;
@@ -11,4 +12,4 @@ mod version;
 pub use predict::{PredictCall, PredictError, PredictOutcome, RequestTensor, WireTensor, bind_inputs};
 pub use signature::{DEFAULT_SIGNATURE, PREDICT_METHOD, Signature};
 pub use validate::{RequestError, check_input, check_input_keys, select_outputs};
-pub use version::{RunError, Servable, Timeline};
+pub use version::{RunError, Servable, SignatureSession, Timeline};

@@ -43,12 +43,13 @@ impl Servable {
     /// request can reach it half-ready.
     pub async fn predict<T: RequestTensor>(&self, mut call: PredictCall<T>) -> Result<PredictOutcome, PredictError> {
         let signature = self.signature(&call.signature_name)?;
+        let runner = self.runner(signature)?;
         // Keys first, then the output filter, then tensors: the order TF reports problems in.
         check_input_keys(signature, call.inputs.keys().map(String::as_str))?;
         let selected = select_outputs(signature, &call.output_filter)?;
         let inputs = materialise_inputs(signature, std::mem::take(&mut call.inputs))?;
 
-        let (results, timeline) = self.run(inputs, call.deadline).await?;
+        let (results, timeline) = runner.run(inputs, call.deadline).await?;
         let mut results: Vec<Option<HostTensor>> = results.into_iter().map(Some).collect();
         let outputs = selected
             .into_iter()

@@ -17,6 +17,10 @@ pub enum RequestError {
     EmptyModelName,
     #[error("Serving signature key \"{name}\" not found. Available signatures: {available}")]
     UnknownSignature { name: String, available: String },
+    /// Listed in metadata, but not runnable here (e.g. a classify signature whose example
+    /// parsing is not translated).
+    #[error("signature \"{name}\" cannot be run: {reason}")]
+    NotRunnable { name: String, reason: String },
     #[error(
         "input size does not match signature: {got}!={want} len({sent}) != len({expected}). Sent extra: {extra}. Missing but required: {missing}."
     )]

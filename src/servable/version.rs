@@ -8,6 +8,8 @@ use crate::engine::{ComputePool, EngineError, Session, Timing};
 use crate::metrics::Metrics;
 use crate::tensor::HostTensor;
 
+use crate::proto::tensorflow::serving::SignatureDefMap;
+
 use super::{DEFAULT_SIGNATURE, PREDICT_METHOD, RequestError, Signature};
 
 /// One loaded model version. Requests hold an `Arc<Servable>` for their whole duration, so an
@@ -16,9 +18,25 @@ pub struct Servable {
     name: String,
     version: i64,
     signatures: BTreeMap<String, Signature>,
+    /// Each signature's engine session, or why it cannot run (a SavedModel's classify or
+    /// regress signature is listed and described even when its ops are not translated).
+    runners: BTreeMap<String, Result<Runner, String>>,
+    /// A SavedModel's own SignatureDefMap: metadata publishes the file's signatures as
+    /// TensorFlow reads them (tensor names, `__saved_model_init_op`), not our view of them.
+    declared: Option<SignatureDefMap>,
+}
+
+/// What executes one signature.
+pub(super) struct Runner {
     session: Arc<dyn Session>,
     executor: Executor,
     cost: CostEstimate,
+}
+
+/// A signature of a version being built, with the session that runs it or why none can.
+pub struct SignatureSession {
+    pub signature: Signature,
+    pub session: Result<Arc<dyn Session>, String>,
 }
 
 /// Runs predicted to take less than this go inline on the request's own thread when a compute
@@ -105,21 +123,42 @@ impl Servable {
         compute: ComputePool,
         batching: Option<(BatchingOptions, Arc<Metrics>)>,
     ) -> Self {
-        let default = Signature {
+        let signature = Signature {
             name: DEFAULT_SIGNATURE.to_string(),
             method_name: PREDICT_METHOD.to_string(),
             inputs: session.inputs().to_vec(),
             outputs: session.outputs().to_vec(),
         };
-        let signatures = BTreeMap::from([(DEFAULT_SIGNATURE.to_string(), default)]);
-        let executor = match batching {
-            None => Executor::Direct(compute),
-            Some((options, metrics)) => {
-                let batcher = Batcher::spawn(Arc::clone(&session), compute.clone(), options, metrics, name.clone());
-                Executor::Batched(batcher, compute)
-            }
-        };
-        Self { name, version, signatures, session, executor, cost: CostEstimate::new() }
+        Self::with_signatures(name, version, vec![SignatureSession { signature, session: Ok(session) }], None, compute, batching)
+    }
+
+    /// A version with several signatures (a SavedModel's), each on its own session and, with
+    /// batching, its own queue: rows of two signatures never share a batch, as in TF Serving.
+    pub fn with_signatures(
+        name: String,
+        version: i64,
+        entries: Vec<SignatureSession>,
+        declared: Option<SignatureDefMap>,
+        compute: ComputePool,
+        batching: Option<(BatchingOptions, Arc<Metrics>)>,
+    ) -> Self {
+        let mut signatures = BTreeMap::new();
+        let mut runners = BTreeMap::new();
+        for SignatureSession { signature, session } in entries {
+            let runner = session.map(|session| {
+                let executor = match &batching {
+                    None => Executor::Direct(compute.clone()),
+                    Some((options, metrics)) => {
+                        let batcher = Batcher::spawn(Arc::clone(&session), compute.clone(), options.clone(), Arc::clone(metrics), name.clone());
+                        Executor::Batched(batcher, compute.clone())
+                    }
+                };
+                Runner { session, executor, cost: CostEstimate::new() }
+            });
+            runners.insert(signature.name.clone(), runner);
+            signatures.insert(signature.name.clone(), signature);
+        }
+        Self { name, version, signatures, runners, declared }
     }
 
     pub fn name(&self) -> &str {
@@ -134,6 +173,11 @@ impl Servable {
         &self.signatures
     }
 
+    /// The SignatureDefMap the model file declares, where it declares one (SavedModels).
+    pub fn declared_signatures(&self) -> Option<&SignatureDefMap> {
+        self.declared.as_ref()
+    }
+
     /// Resolves a request's signature name; empty means `serving_default`.
     pub fn signature(&self, name: &str) -> Result<&Signature, RequestError> {
         let key = if name.is_empty() { DEFAULT_SIGNATURE } else { name };
@@ -143,9 +187,20 @@ impl Servable {
         })
     }
 
+    /// What runs `signature`, or why nothing can.
+    pub(super) fn runner(&self, signature: &Signature) -> Result<&Runner, RequestError> {
+        match self.runners.get(&signature.name) {
+            Some(Ok(runner)) => Ok(runner),
+            Some(Err(reason)) => Err(RequestError::NotRunnable { name: signature.name.clone(), reason: reason.clone() }),
+            None => Err(RequestError::NotRunnable { name: signature.name.clone(), reason: "it has no session".into() }),
+        }
+    }
+}
+
+impl Runner {
     /// Executes validated inputs (in signature order) off the async runtime.
     /// A request whose `deadline` passes while it waits gets `DeadlineExceeded`.
-    pub async fn run(&self, inputs: Vec<HostTensor>, deadline: Option<Instant>) -> Result<(Vec<HostTensor>, Timeline), RunError> {
+    pub(super) async fn run(&self, inputs: Vec<HostTensor>, deadline: Option<Instant>) -> Result<(Vec<HostTensor>, Timeline), RunError> {
         let submitted = Instant::now();
         if deadline.is_some_and(|d| d <= submitted) {
             return Err(RunError::DeadlineExceeded);

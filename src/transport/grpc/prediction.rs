@@ -9,12 +9,11 @@ use crate::proto::tensorflow::serving::prediction_service_server::PredictionServ
 use crate::proto::tensorflow::serving::{
     ClassificationRequest, ClassificationResponse, GetModelMetadataRequest, GetModelMetadataResponse,
     ModelSpec, MultiInferenceRequest, MultiInferenceResponse, PredictRequest, PredictResponse, RegressionRequest,
-    RegressionResponse, SignatureDefMap,
+    RegressionResponse,
 };
-use crate::proto::tensorflow::{SignatureDef, TensorInfo, tensor_info};
 use crate::request::{Incoming, RequestCore, TraceHeaders};
-use crate::servable::{PredictCall, RequestError, Signature, WireTensor};
-use crate::tensor::tf_proto::{self, dtype_to_tf, shape_to_tf};
+use crate::servable::{PredictCall, RequestError, WireTensor};
+use crate::tensor::tf_proto;
 
 use super::model_spec;
 
@@ -76,9 +75,7 @@ impl PredictionServiceImpl {
                 return Err(RequestError::Invalid(format!("Metadata field {field} is not supported")).into());
             }
             let servable = flow.resolve(&version)?;
-            let map = SignatureDefMap {
-                signature_def: servable.signatures().iter().map(|(k, s)| (k.clone(), signature_def(s))).collect(),
-            };
+            let map = servable.signature_def_map();
             let any = prost_types::Any { type_url: SIGNATURE_DEF_MAP_URL.to_string(), value: map.encode_to_vec() };
             Ok(GetModelMetadataResponse {
                 model_spec: Some(model_spec::echo(servable.name(), servable.version(), "")),
@@ -112,26 +109,6 @@ impl HasModelSpec for PredictRequest {
 impl HasModelSpec for GetModelMetadataRequest {
     fn model_spec(&self) -> Option<&ModelSpec> {
         self.model_spec.as_ref()
-    }
-}
-
-fn tensor_info(spec: &crate::tensor::TensorSpec) -> TensorInfo {
-    TensorInfo {
-        dtype: dtype_to_tf(spec.dtype) as i32,
-        tensor_shape: Some(match &spec.shape {
-            Some(dims) => shape_to_tf(dims.iter().map(|d| d.as_i64())),
-            None => crate::proto::tensorflow::TensorShapeProto { dim: Vec::new(), unknown_rank: true },
-        }),
-        encoding: Some(tensor_info::Encoding::Name(spec.key.clone())),
-    }
-}
-
-fn signature_def(signature: &Signature) -> SignatureDef {
-    SignatureDef {
-        inputs: signature.inputs.iter().map(|s| (s.key.clone(), tensor_info(s))).collect(),
-        outputs: signature.outputs.iter().map(|s| (s.key.clone(), tensor_info(s))).collect(),
-        method_name: signature.method_name.clone(),
-        defaults: Default::default(),
     }
 }
 

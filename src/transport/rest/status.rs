@@ -4,8 +4,7 @@
 //! proto declaration order, because existing clients and tests compare these documents.
 
 use crate::repository::{ModelRepository, VersionRequest, VersionState};
-use crate::servable::Signature;
-use crate::tensor::TensorSpec;
+use crate::proto::tensorflow::{DataType, SignatureDef, TensorInfo, tensor_info};
 
 use crate::transport::json::Writer;
 use super::reply::RestError;
@@ -56,7 +55,8 @@ pub(super) fn metadata(repository: &ModelRepository, model: &str, version: &Vers
     // `metadata` maps "signature_def" to an Any holding a SignatureDefMap, whose only field is
     // also `signature_def`: hence the doubled key.
     w.key("metadata").begin_object().key("signature_def").begin_object().key("signature_def").begin_object();
-    for (name, signature) in servable.signatures() {
+    let map = servable.signature_def_map();
+    for (name, signature) in sorted(&map.signature_def) {
         w.key(name);
         signature_def(&mut w, signature);
     }
@@ -65,55 +65,70 @@ pub(super) fn metadata(repository: &ModelRepository, model: &str, version: &Vers
     Ok((servable.version(), w.finish()))
 }
 
-fn signature_def(w: &mut Writer, signature: &Signature) {
+/// Proto maps have no order; documents print keys sorted so they are stable.
+fn sorted<V>(map: &std::collections::HashMap<String, V>) -> Vec<(&String, &V)> {
+    let mut entries: Vec<_> = map.iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    entries
+}
+
+fn signature_def(w: &mut Writer, signature: &SignatureDef) {
     w.begin_object();
-    w.key("inputs").begin_object();
-    for spec in &signature.inputs {
-        w.key(&spec.key);
-        tensor_info(w, spec);
+    for (field, tensors) in [("inputs", &signature.inputs), ("outputs", &signature.outputs)] {
+        w.key(field).begin_object();
+        for (key, info) in sorted(tensors) {
+            w.key(key);
+            tensor_info(w, info);
+        }
+        w.end_object();
     }
-    w.end_object();
-    w.key("outputs").begin_object();
-    for spec in &signature.outputs {
-        w.key(&spec.key);
-        tensor_info(w, spec);
-    }
-    w.end_object();
     w.key("method_name").string(&signature.method_name);
+    // Signature defaults (rare: TF's own exporters never set them) are not printed.
     w.key("defaults").begin_object().end_object();
     w.end_object();
 }
 
-fn tensor_info(w: &mut Writer, spec: &TensorSpec) {
+fn tensor_info(w: &mut Writer, info: &TensorInfo) {
     w.begin_object();
-    w.key("dtype").string(spec.dtype.tf_name());
+    let dtype = DataType::try_from(info.dtype).map(|d| d.as_str_name().to_string()).unwrap_or_else(|_| info.dtype.to_string());
+    w.key("dtype").string(&dtype);
+    let shape = info.tensor_shape.clone().unwrap_or_default();
     w.key("tensor_shape").begin_object();
     w.key("dim").begin_array();
-    for dim in spec.shape.iter().flatten() {
-        w.begin_object().key("size").string(&dim.as_i64().to_string()).key("name").string("").end_object();
+    for dim in &shape.dim {
+        w.begin_object().key("size").string(&dim.size.to_string()).key("name").string(&dim.name).end_object();
     }
     w.end_array();
-    w.key("unknown_rank").bool(spec.shape.is_none());
+    w.key("unknown_rank").bool(shape.unknown_rank);
     w.end_object();
-    w.key("name").string(&spec.key);
+    if let Some(tensor_info::Encoding::Name(name)) = &info.encoding {
+        w.key("name").string(name);
+    }
     w.end_object();
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tensor::{DType, Dim};
 
     #[test]
     fn tensor_info_prints_defaults() {
+        let info = |key: &str, dtype: DataType, dims: Option<Vec<i64>>| TensorInfo {
+            dtype: dtype as i32,
+            tensor_shape: Some(match dims {
+                Some(dims) => crate::tensor::tf_proto::shape_to_tf(dims),
+                None => crate::proto::tensorflow::TensorShapeProto { dim: Vec::new(), unknown_rank: true },
+            }),
+            encoding: Some(tensor_info::Encoding::Name(key.into())),
+        };
         let mut w = Writer::new();
-        tensor_info(&mut w, &TensorSpec { key: "x".into(), dtype: DType::F32, shape: Some(vec![Dim::Dynamic, Dim::Fixed(3)]) });
+        tensor_info(&mut w, &info("x", DataType::DtFloat, Some(vec![-1, 3])));
         assert_eq!(
             w.finish(),
             r#"{"dtype":"DT_FLOAT","tensor_shape":{"dim":[{"size":"-1","name":""},{"size":"3","name":""}],"unknown_rank":false},"name":"x"}"#
         );
         let mut w = Writer::new();
-        tensor_info(&mut w, &TensorSpec { key: "y".into(), dtype: DType::I64, shape: None });
+        tensor_info(&mut w, &info("y", DataType::DtInt64, None));
         assert_eq!(w.finish(), r#"{"dtype":"DT_INT64","tensor_shape":{"dim":[],"unknown_rank":true},"name":"y"}"#);
     }
 
