@@ -12,22 +12,9 @@ import onnxruntime as ort
 import tensorflow as tf
 import tf2onnx
 
-from common import ONNX_PATH, load_mnist
+from common import ONNX_PATH
 
-EPOCHS = 5
-INPUT_NAME, OUTPUT_NAME = "image", "probabilities"
-
-
-def build_model():
-    return tf.keras.Sequential([
-        tf.keras.Input(shape=(28, 28, 1), name=INPUT_NAME),
-        tf.keras.layers.Conv2D(32, (3, 3), activation="relu"),
-        tf.keras.layers.MaxPooling2D(2),
-        tf.keras.layers.Conv2D(64, (3, 3), activation="relu"),
-        tf.keras.layers.MaxPooling2D(2),
-        tf.keras.layers.Flatten(),
-        tf.keras.layers.Dense(10, activation="softmax", name=OUTPUT_NAME),
-    ])
+from cnn_recipe import INPUT_NAME, OUTPUT_NAME, train
 
 
 def rename_value(graph, old, new):
@@ -79,13 +66,7 @@ def ort_predict(path, x, batch=1000):
 
 
 def main():
-    tf.keras.utils.set_random_seed(0)
-    tf.config.experimental.enable_op_determinism()
-    x_train, y_train, x_test, y_test = load_mnist()
-
-    model = build_model()
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x_train, y_train, batch_size=128, epochs=EPOCHS, validation_split=0.1, verbose=2)
+    model, x_test, y_test = train()
 
     keras_probs = model.predict(x_test, batch_size=1000, verbose=0)
     keras_acc = float(np.mean(keras_probs.argmax(1) == y_test))

@@ -123,3 +123,48 @@ fn match_object_graphs(saved: &SavedObjectGraph, checkpoint: &TrackableObjectGra
     }
     matched
 }
+
+/// Variable node -> checkpoint key, as a TF1 graph's restore op assigns them (route B): every
+/// `Assign`/`AssignVariableOp` in the outer graph whose value is output `k` of a `RestoreV2`
+/// (through Identity nodes) binds its variable to that RestoreV2's `tensor_names[k]`.
+pub fn restored_variables(meta: &MetaGraphDef) -> HashMap<String, String> {
+    let Some(graph) = meta.graph_def.as_ref() else { return HashMap::new() };
+    let nodes: HashMap<&str, &NodeDef> = graph.node.iter().map(|n| (n.name.as_str(), n)).collect();
+    let data_inputs = |n: &'_ NodeDef| n.input.iter().filter(|i| !i.starts_with('^')).cloned().collect::<Vec<String>>();
+    let split = |reference: &str| -> (String, usize) {
+        match reference.rsplit_once(':') {
+            Some((node, k)) => (node.to_string(), k.parse().unwrap_or(0)),
+            None => (reference.to_string(), 0),
+        }
+    };
+    let mut out = HashMap::new();
+    for assign in graph.node.iter().filter(|n| matches!(n.op.as_str(), "Assign" | "AssignVariableOp")) {
+        let inputs = data_inputs(assign);
+        let (Some(variable), Some(value)) = (inputs.first(), inputs.get(1)) else { continue };
+        let (mut source, mut index) = split(value);
+        while let Some(node) = nodes.get(source.as_str()).filter(|n| n.op == "Identity") {
+            let Some(input) = data_inputs(node).into_iter().next() else { break };
+            (source, index) = split(&input);
+        }
+        let Some(restore) = nodes.get(source.as_str()).filter(|n| n.op == "RestoreV2") else { continue };
+        let Some(names) = data_inputs(restore).get(1).and_then(|i| nodes.get(split(i).0.as_str())) else { continue };
+        let Some(AttrValue::Tensor(names)) = names.attr.get("value").and_then(|a| a.value.as_ref()) else { continue };
+        if let Some(key) = names.string_val.get(index) {
+            out.insert(split(variable).0, String::from_utf8_lossy(key).into_owned());
+        }
+    }
+    out
+}
+
+/// Every variable handle of the outer graph that `signature` reads, with its checkpoint key:
+/// the captures of a TF2 signature's function (route A), and what the restore op assigns
+/// (route B, TF1 graphs).
+pub fn variable_keys(meta: &MetaGraphDef, bundle: &Bundle, signature: &str) -> Result<HashMap<String, String>, SavedModelError> {
+    let mut keys = restored_variables(meta);
+    let has_object_graph = meta.object_graph_def.as_ref().is_some_and(|g| !g.nodes.is_empty());
+    if has_object_graph && signature_call(meta, signature).is_ok() {
+        let (_, bound) = captures(meta, bundle, signature)?;
+        keys.extend(bound.into_iter().map(|c| (c.handle, c.checkpoint_key)));
+    }
+    Ok(keys)
+}

@@ -1,0 +1,198 @@
+"""Writes the SavedModels candle-serving serves without TensorFlow, with TensorFlow's own
+answers as goldens.
+
+  target/pyenv/bin/python models/make_savedmodels.py            # TF 2.15 / tf.keras 2.15
+  target/keras3-venv/bin/python models/make_savedmodels.py      # TF 2.21 / Keras 3
+
+The first (the interop venv, models/requirements.txt) writes
+  models/mnist_cnn_savedmodel/1/      the shipped CNN (the recipe and weights of
+                                      models/mnist_cnn), exported with model.export()
+  tests/fixtures/savedmodel/set/module_two_signatures/1/  a tf.Module with two signatures
+  tests/fixtures/savedmodel/set/tf1_graph/1/  a TF1 graph (tf.compat.v1, VariableV2) written by
+                                      SavedModelBuilder
+The second (models/requirements-keras3.txt) writes
+  tests/fixtures/savedmodel/set/keras3_cnn/1/  a Keras 3 CNN, model.export()
+
+Each model gets tests/fixtures/savedmodel/goldens/<model>/<signature>_{input,output}_<key>_b{1,16}.npy
+and cases.json there:
+TensorFlow's outputs (tf.saved_model.load, then the signature) for the first 1 and 16 MNIST
+test images. Everything is seeded; the CNNs are trained on shared/data's MNIST subset.
+"""
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from common import REPO, load_mnist  # noqa: E402
+
+SET = REPO / "tests" / "fixtures" / "savedmodel" / "set"
+GOLDENS = REPO / "tests" / "fixtures" / "savedmodel" / "goldens"
+BATCHES = (1, 16)
+
+
+def write_goldens(version_dir, cases):
+    """cases: [(signature, {input key: array of 16 rows})]. Runs each signature in TF on the
+    first 1 and 16 rows and writes the arrays to goldens/<model name>/."""
+    golden = GOLDENS / version_dir.parent.name
+    shutil.rmtree(golden, ignore_errors=True)
+    golden.mkdir(parents=True)
+    loaded = tf.saved_model.load(str(version_dir))
+    manifest = []
+    for signature, inputs in cases:
+        fn = loaded.signatures[signature]
+        for batch in BATCHES:
+            feed = {k: tf.constant(v[:batch]) for k, v in inputs.items()}
+            outputs = {k: v.numpy() for k, v in fn(**feed).items()}
+            entry = {"signature": signature, "batch": batch, "inputs": {}, "outputs": {}}
+            for kind, tensors in (("input", feed), ("output", outputs)):
+                for key, value in tensors.items():
+                    name = f"{signature}_{kind}_{key}_b{batch}.npy"
+                    np.save(golden / name, np.asarray(value))
+                    entry[kind + "s"][key] = name
+            manifest.append(entry)
+    (golden / "cases.json").write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def mnist_images(n=16):
+    _, _, x_test, _ = load_mnist()
+    return x_test[:n]
+
+
+def onnx_weights(path):
+    """The initializers of an ONNX file by shape, read with the onnx package of the conformance
+    venv (target/onnx-venv; this venv has no onnx)."""
+    import subprocess
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        dump = Path(tmp) / "weights.npz"
+        script = ("import sys, numpy, onnx, onnx.numpy_helper as h; m = onnx.load(sys.argv[1]); "
+                  "numpy.savez(sys.argv[2], *[h.to_array(t) for t in m.graph.initializer])")
+        subprocess.run([str(REPO / "target" / "onnx-venv" / "bin" / "python"), "-c", script, str(path), str(dump)], check=True)
+        arrays = list(np.load(dump).values())
+    return {a.shape: a for a in arrays}
+
+
+def shipped_cnn():
+    """models/mnist_cnn_savedmodel: the shipped CNN (cnn_recipe.py) with the weights of
+    models/mnist_cnn/1/model.onnx, so the two formats serve one model. Retraining is not
+    bit-identical across CPUs, so the weights are copied; the export is checked against the
+    ONNX goldens (onnxruntime's answers) before it is kept."""
+    from cnn_recipe import build_model
+    model = build_model()
+    weights = onnx_weights(REPO / "models" / "mnist_cnn" / "1" / "model.onnx")
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        kernel, bias = (w.shape for w in layer.weights)
+        onnx_kernel = tuple(reversed(kernel)) if len(kernel) == 4 else tuple(kernel)
+        # Conv kernels are OIHW in ONNX, HWIO in Keras; a tf2onnx MatMul keeps [in, out].
+        value = weights[(kernel[3], kernel[2], kernel[0], kernel[1])].transpose(2, 3, 1, 0) if len(kernel) == 4 else weights[onnx_kernel]
+        layer.set_weights([value, weights[tuple(bias)]])
+    out = REPO / "models" / "mnist_cnn_savedmodel" / "1"
+    shutil.rmtree(out.parent, ignore_errors=True)
+    model.export(str(out))
+    onnx_golden = np.load(REPO / "tests" / "fixtures" / "mnist_cnn" / "output_b16.npy")
+    images = np.load(REPO / "tests" / "fixtures" / "mnist_cnn" / "input_b16.npy")
+    got = tf.saved_model.load(str(out)).signatures["serving_default"](image=tf.constant(images))
+    (name, probs), = got.items()
+    diff = float(np.abs(probs.numpy() - onnx_golden).max())
+    print(f"{out}: output {name!r}, max |SavedModel - onnxruntime golden| = {diff:.3g}")
+    if diff > 1e-5:
+        raise SystemExit("the SavedModel does not hold the ONNX model's weights")
+    write_goldens(out, [("serving_default", {"image": images})])
+
+
+class TwoHeads(tf.Module):
+    """Two signatures over shared variables, with different input keys and outputs."""
+
+    def __init__(self):
+        super().__init__()
+        rng = np.random.default_rng(11)
+        self.w = tf.Variable(rng.normal(0, 0.05, (784, 10)).astype(np.float32), name="w")
+        self.b = tf.Variable(rng.normal(0, 0.1, (10,)).astype(np.float32), name="b")
+        self.scale = tf.Variable(np.float32(0.5), name="scale")
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 784], tf.float32, name="pixels")])
+    def classify_pixels(self, pixels):
+        logits = tf.matmul(pixels, self.w) + self.b
+        return {"probabilities": tf.nn.softmax(logits), "logits": logits}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 784], tf.float32, name="x"),
+                                  tf.TensorSpec([None, 10], tf.float32, name="bias")])
+    def scaled_logits(self, x, bias):
+        return {"scaled": (tf.matmul(x, self.w) + bias) * self.scale}
+
+
+def module_two_signatures():
+    out = SET / "module_two_signatures" / "1"
+    shutil.rmtree(out.parent, ignore_errors=True)
+    module = TwoHeads()
+    tf.saved_model.save(module, str(out), signatures={"serving_default": module.classify_pixels,
+                                                      "scaled_logits": module.scaled_logits})
+    pixels = mnist_images().reshape(16, 784)
+    bias = np.random.default_rng(12).normal(0, 1, (16, 10)).astype(np.float32)
+    write_goldens(out, [("serving_default", {"pixels": pixels}), ("scaled_logits", {"x": pixels, "bias": bias})])
+
+
+def tf1_graph():
+    """TF1 style: ref variables (VariableV2), a Saver's restore op, signatures by tensor name."""
+    out = SET / "tf1_graph" / "1"
+    shutil.rmtree(out.parent, ignore_errors=True)
+    v1 = tf.compat.v1
+    rng = np.random.default_rng(13)
+    graph = tf.Graph()
+    with graph.as_default():
+        x = v1.placeholder(tf.float32, [None, 784], name="x")
+        w = v1.get_variable("w", initializer=rng.normal(0, 0.05, (784, 32)).astype(np.float32), use_resource=False)
+        b = v1.get_variable("b", initializer=rng.normal(0, 0.1, (32,)).astype(np.float32), use_resource=False)
+        w2 = v1.get_variable("w2", initializer=rng.normal(0, 0.2, (32, 10)).astype(np.float32), use_resource=False)
+        hidden = tf.nn.relu(tf.matmul(x, w) + b, name="hidden")
+        logits = tf.matmul(hidden, w2, name="logits")
+        probs = tf.nn.softmax(logits, name="probabilities")
+        with v1.Session(graph=graph) as sess:
+            sess.run(v1.global_variables_initializer())
+            builder = v1.saved_model.Builder(str(out))
+            signature = v1.saved_model.predict_signature_def(inputs={"pixels": x}, outputs={"probabilities": probs, "hidden": hidden})
+            builder.add_meta_graph_and_variables(sess, ["serve"], signature_def_map={"serving_default": signature})
+            builder.save()
+    write_goldens(out, [("serving_default", {"pixels": mnist_images().reshape(16, 784)})])
+
+
+def keras3_cnn():
+    import keras
+    keras.utils.set_random_seed(7)
+    x_train, y_train, _, _ = load_mnist()
+    model = keras.Sequential([
+        keras.Input((28, 28, 1), name="image"),
+        keras.layers.Conv2D(8, 3, activation="relu"),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(10, activation="softmax"),
+    ])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(x_train[:4096], y_train[:4096], batch_size=128, epochs=1, verbose=2)
+    out = SET / "keras3_cnn" / "1"
+    shutil.rmtree(out.parent, ignore_errors=True)
+    model.export(str(out))
+    write_goldens(out, [("serving_default", {"image": mnist_images()})])
+
+
+def main():
+    if tf.__version__.startswith("2.15"):
+        shipped_cnn()
+        module_two_signatures()
+        tf1_graph()
+    else:
+        keras3_cnn()
+    print("done")
+
+
+if __name__ == "__main__":
+    main()
