@@ -1,8 +1,8 @@
 """Writes the SavedModels candle-serving serves without TensorFlow, with TensorFlow's own
 answers as goldens.
 
-  target/pyenv/bin/python models/make_savedmodels.py            # TF 2.15 / tf.keras 2.15
-  target/keras3-venv/bin/python models/make_savedmodels.py      # TF 2.21 / Keras 3
+  target/pyenv/bin/python models/make_savedmodels.py [cnn] [rnn]        # TF 2.15 / tf.keras 2.15
+  target/keras3-venv/bin/python models/make_savedmodels.py [cnn] [rnn]  # TF 2.21 / Keras 3
 
 The first (the interop venv, models/requirements.txt) writes
   models/mnist_cnn_savedmodel/1/      the shipped CNN (the recipe and weights of
@@ -10,8 +10,11 @@ The first (the interop venv, models/requirements.txt) writes
   tests/fixtures/savedmodel/set/module_two_signatures/1/  a tf.Module with two signatures
   tests/fixtures/savedmodel/set/tf1_graph/1/  a TF1 graph (tf.compat.v1, VariableV2) written by
                                       SavedModelBuilder
+  tests/fixtures/savedmodel/set/keras2_{lstm,gru}/1/  sequential-MNIST LSTM (tf.saved_model.save)
+                                      and GRU (model.export)
 The second (models/requirements-keras3.txt) writes
   tests/fixtures/savedmodel/set/keras3_cnn/1/  a Keras 3 CNN, model.export()
+  tests/fixtures/savedmodel/set/keras3_{lstm,gru}/1/  the LSTM and GRU, model.export()
 
 Each model gets tests/fixtures/savedmodel/goldens/<model>/<signature>_{input,output}_<key>_b{1,16}.npy
 and cases.json there:
@@ -164,6 +167,25 @@ def tf1_graph():
     write_goldens(out, [("serving_default", {"pixels": mnist_images().reshape(16, 784)})])
 
 
+def rnn(keras, cell, name, export):
+    """A sequential-MNIST classifier (each image row one timestep), trained briefly: the
+    RNN layers lower to While loops over TensorLists in both Keras generations."""
+    keras.utils.set_random_seed(9)
+    x_train, y_train, _, _ = load_mnist()
+    layer = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[cell]
+    model = keras.Sequential([
+        keras.Input((28, 28), name="rows"),
+        layer(32),
+        keras.layers.Dense(10, activation="softmax"),
+    ])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(x_train[:2048, :, :, 0], y_train[:2048], batch_size=128, epochs=1, verbose=2)
+    out = SET / name / "1"
+    shutil.rmtree(out.parent, ignore_errors=True)
+    export(model, out)
+    write_goldens(out, [("serving_default", {"rows": mnist_images()[:, :, :, 0]})])
+
+
 def keras3_cnn():
     import keras
     keras.utils.set_random_seed(7)
@@ -186,11 +208,23 @@ def keras3_cnn():
 
 def main():
     if tf.__version__.startswith("2.15"):
-        shipped_cnn()
-        module_two_signatures()
-        tf1_graph()
+        only = sys.argv[1:]
+        if not only or "cnn" in only:
+            shipped_cnn()
+            module_two_signatures()
+            tf1_graph()
+        if not only or "rnn" in only:
+            # tf.keras 2 users save with tf.saved_model.save as often as with model.export.
+            rnn(tf.keras, "lstm", "keras2_lstm", lambda m, out: tf.saved_model.save(m, str(out)))
+            rnn(tf.keras, "gru", "keras2_gru", lambda m, out: m.export(str(out)))
     else:
-        keras3_cnn()
+        import keras
+        only = sys.argv[1:]
+        if not only or "cnn" in only:
+            keras3_cnn()
+        if not only or "rnn" in only:
+            rnn(keras, "lstm", "keras3_lstm", lambda m, out: m.export(str(out)))
+            rnn(keras, "gru", "keras3_gru", lambda m, out: m.export(str(out)))
     print("done")
 
 

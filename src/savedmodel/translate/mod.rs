@@ -14,6 +14,7 @@
 //! The op table is in `ops.rs`. An op outside it fails the load with its name, node and
 //! function.
 
+mod control;
 mod onnx;
 mod ops;
 
@@ -82,6 +83,8 @@ enum Value {
     /// A variable's handle (or a TF1 ref variable): reading it gives the initializer of this
     /// checkpoint key.
     Variable(String),
+    /// A TensorList (DT_VARIANT), as the RNN loops of Keras use them.
+    List(control::List),
 }
 
 /// The nodes one walk resolves references in: the outer graph, or a function body inlined
@@ -138,6 +141,7 @@ impl<'m> Builder<'m> {
                 }
                 Ok(key.clone())
             }
+            Value::List(list) => Err(SavedModelError::Unsupported(format!("a TensorList ({list:?}) is read as a tensor"))),
         }
     }
 
@@ -226,6 +230,7 @@ impl<'m> Builder<'m> {
                 self.tensor(value).ok()?;
                 self.consts.get(key).cloned()
             }
+            Value::List(_) => None,
         }
     }
 

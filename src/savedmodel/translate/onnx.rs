@@ -55,6 +55,19 @@ pub(super) fn ints(name: &str, values: &[i64]) -> AttributeProto {
     AttributeProto { name: name.into(), r#type: attribute_proto::AttributeType::Ints as i32, ints: values.to_vec(), ..Default::default() }
 }
 
+pub(super) fn graph(name: &str, value: crate::proto::onnx::GraphProto) -> AttributeProto {
+    AttributeProto { name: name.into(), r#type: attribute_proto::AttributeType::Graph as i32, g: Some(value), ..Default::default() }
+}
+
+/// A value of a known element type and unknown shape (`Undefined`: type unknown too).
+pub(super) fn typed(name: &str, elem_type: OnnxType) -> ValueInfoProto {
+    let r#type = (elem_type != OnnxType::Undefined).then(|| TypeProto {
+        value: Some(type_proto::Value::TensorType(type_proto::Tensor { elem_type: elem_type as i32, shape: None })),
+        ..Default::default()
+    });
+    ValueInfoProto { name: name.to_string(), r#type, ..Default::default() }
+}
+
 pub(super) fn value_info(spec: &TensorSpec) -> ValueInfoProto {
     let dims = spec.shape.as_ref().map(|dims| TensorShapeProto {
         dim: dims

@@ -126,6 +126,12 @@ impl<'m> Builder<'m> {
             }
             _ => {}
         }
+        if matches!(node.op.as_str(), "While" | "StatelessWhile") {
+            return self.while_loop(&name, node, inputs).map_err(unsupported);
+        }
+        if let Some(result) = self.list_op(&name, node, &inputs) {
+            return result.map_err(unsupported);
+        }
         let ins = inputs.iter().map(|v| self.tensor(v)).collect::<Result<Vec<_>, _>>()?;
         let op = node.op.as_str();
         if let Some(onnx_op) = elementwise(op) {
@@ -195,7 +201,23 @@ impl<'m> Builder<'m> {
                 let shape = self.as_int64(&name, "dims", &ins[0]);
                 self.emit(&name, "Expand", vec![ins[1].clone(), shape], Vec::new())
             }
-            "Range" => self.emit(&name, "Range", ins, Vec::new()),
+            "Range" => {
+                // Keras' RNN trip count reduces over a Range of constants: fold it here, so
+                // the reduction's (empty) axes are known.
+                let bounds: Option<Vec<i64>> = (0..3).map(|i| self.known_ints(&inputs[i]).and_then(|v| v.first().copied())).collect();
+                let int32 = self.known(&inputs[0]).is_some_and(|t| t.dtype() == crate::tensor::DType::I32);
+                match bounds.as_deref() {
+                    Some(&[start, limit, delta]) if delta != 0 => {
+                        let count = ((limit - start) as f64 / delta as f64).ceil().max(0.0) as usize;
+                        let values: Vec<i64> = (0..count as i64).map(|k| start + k * delta).collect();
+                        let data = if int32 { TensorData::I32(values.iter().map(|&v| v as i32).collect()) } else { TensorData::I64(values) };
+                        let output = format!("{name}:0");
+                        self.initializer(&output, HostTensor::new(vec![count], data).expect("a vector of its own length"));
+                        Ok(vec![Value::Tensor(output)])
+                    }
+                    _ => self.emit(&name, "Range", ins, Vec::new()),
+                }
+            }
             "Shape" => {
                 // TF's Shape is int32 unless out_type says otherwise; ONNX's is int64.
                 let shape = self.emit_tensor(&format!("{name}#int64"), "Shape", ins, Vec::new());
@@ -243,6 +265,17 @@ impl<'m> Builder<'m> {
                 let axis = self.known_ints(&inputs[0]).and_then(|a| a.first().copied()).ok_or_else(|| unsupported("the axis is not constant".into()))?;
                 let parts = int_attr("num_split", 1).max(1) as usize;
                 self.emit_n(&name, "Split", vec![ins[1].clone()], parts, vec![int("axis", axis)])
+            }
+            "Unpack" => {
+                let (axis, parts) = (int_attr("axis", 0), int_attr("num", 1).max(1) as usize);
+                let pieces = self.emit_n(&format!("{name}#split"), "Split", vec![ins[0].clone()], parts, vec![int("axis", axis)])?;
+                let axes = self.int64s(&format!("{name}#axes"), &[axis]);
+                let mut outputs = Vec::with_capacity(parts);
+                for (i, piece) in pieces.iter().enumerate() {
+                    let piece = self.tensor(piece)?;
+                    outputs.push(Value::Tensor(self.emit_tensor(&format!("{name}#{i}"), "Squeeze", vec![piece, axes.clone()], Vec::new())));
+                }
+                Ok(outputs)
             }
             "SplitV" => {
                 let sizes = self.known_ints(&inputs[1]).ok_or_else(|| unsupported("the split sizes are not constant".into()))?;
@@ -423,7 +456,7 @@ impl<'m> Builder<'m> {
     }
 
     /// [`Builder::emit`], returning the output's name.
-    fn emit_tensor(&mut self, name: &str, op: &str, inputs: Vec<String>, attributes: Vec<crate::proto::onnx::AttributeProto>) -> String {
+    pub(super) fn emit_tensor(&mut self, name: &str, op: &str, inputs: Vec<String>, attributes: Vec<crate::proto::onnx::AttributeProto>) -> String {
         let output = format!("{name}:0");
         self.nodes.push(onnx::node(op, name, inputs, vec![output.clone()], attributes));
         output
@@ -447,7 +480,7 @@ impl<'m> Builder<'m> {
     }
 
     /// A 1-D int64 initializer.
-    fn int64s(&mut self, name: &str, values: &[i64]) -> String {
+    pub(super) fn int64s(&mut self, name: &str, values: &[i64]) -> String {
         let tensor = HostTensor::new(vec![values.len()], TensorData::I64(values.to_vec())).expect("a vector of its own length");
         self.initializer(name, tensor);
         name.to_string()
