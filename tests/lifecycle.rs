@@ -30,7 +30,14 @@ struct Load {
 }
 
 impl Load {
+    /// Clients of an ONNX CNN version (output `probabilities`).
     async fn start(server: &Server, model: &str, clients: usize) -> Load {
+        Load::start_reading(server, model, "probabilities", clients).await
+    }
+
+    /// Clients reading `output`: the shipped SavedModel CNN answers the same as the ONNX one
+    /// (same weights) under Keras' export key `output_0`.
+    async fn start_reading(server: &Server, model: &str, output: &'static str, clients: usize) -> Load {
         let (dims, input) = npy(&fixture("mnist_cnn/input_b1.npy"));
         let (_, want) = npy(&fixture("mnist_cnn/output_b1.npy"));
         let load = Load {
@@ -49,7 +56,7 @@ impl Load {
                 while !stop.load(Ordering::SeqCst) {
                     match client.predict(request.clone()).await {
                         Ok(r) => {
-                            assert_close(&r.into_inner().outputs["probabilities"].float_val, &want, 1e-5, "prediction during swaps");
+                            assert_close(&r.into_inner().outputs[output].float_val, &want, 1e-5, "prediction during swaps");
                             ok.fetch_add(1, Ordering::SeqCst);
                         }
                         Err(status) => {
@@ -116,6 +123,36 @@ async fn twenty_version_swaps_under_load_fail_no_request() {
     }
     let (ok, failed) = load.finish().await;
     println!("20 swaps: {ok} requests succeeded, {failed} failed");
+    assert_eq!(failed, 0, "{failed} of {} requests failed across 20 swaps", ok + failed);
+    assert!(ok >= 100, "the load generator ran only {ok} requests");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `<base>/<version>/` holding the shipped SavedModel CNN (models/mnist_cnn_savedmodel).
+fn add_savedmodel_version(base: &std::path::Path, version: i64) {
+    let from = repo_root().join("models/mnist_cnn_savedmodel/1");
+    let to = base.join(version.to_string());
+    std::fs::create_dir_all(to.join("variables")).expect("mkdir");
+    std::fs::copy(from.join("saved_model.pb"), to.join("saved_model.pb")).expect("copy");
+    for file in ["variables.index", "variables.data-00000-of-00001"] {
+        std::fs::copy(from.join("variables").join(file), to.join("variables").join(file)).expect("copy");
+    }
+}
+
+#[tokio::test]
+async fn twenty_savedmodel_version_swaps_under_load_fail_no_request() {
+    let dir = temp_dir("life-swaps-savedmodel");
+    let base = dir.join("sm");
+    add_savedmodel_version(&base, 1);
+    let base_arg = format!("--model_base_path={}", base.display());
+    let server = Server::start(&["--model_name=sm", &base_arg, "--file_system_poll_wait_seconds=0.1"], "sm").await;
+    let load = Load::start_reading(&server, "sm", "output_0", 4).await;
+    for version in 2..=21 {
+        add_savedmodel_version(&base, version);
+        wait_available(&server, "sm", &[version]).await;
+    }
+    let (ok, failed) = load.finish().await;
+    println!("20 SavedModel swaps: {ok} requests succeeded, {failed} failed");
     assert_eq!(failed, 0, "{failed} of {} requests failed across 20 swaps", ok + failed);
     assert!(ok >= 100, "the load generator ran only {ok} requests");
     std::fs::remove_dir_all(&dir).ok();
@@ -333,6 +370,54 @@ async fn warmup_records_are_replayed_and_a_corrupt_file_fails_the_load() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     wait_available(&server, "w", &[1]).await;
+    let (ok, failed) = load.finish().await;
+    assert_eq!(failed, 0);
+    assert!(ok > 0);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// TF Serving's warm-up file works in a SavedModel version directory as in an ONNX one: its
+/// records run before the version is published, and one the signature refuses fails only that
+/// version.
+#[tokio::test]
+async fn savedmodel_warmup_records_are_replayed_and_a_refused_one_fails_the_load() {
+    let dir = temp_dir("life-warmup-savedmodel");
+    let base = dir.join("ws");
+    add_savedmodel_version(&base, 1);
+    let (dims, input) = npy(&fixture("mnist_cnn/input_b1.npy"));
+    let log = PredictionLog {
+        log_type: Some(LogType::PredictLog(PredictLog {
+            request: Some(predict_request("ws", "image", float_tensor(&dims, input))),
+            response: None,
+        })),
+        ..Default::default()
+    };
+    let record = log.encode_to_vec();
+    std::fs::create_dir_all(base.join("1/assets.extra")).expect("mkdir");
+    std::fs::write(base.join("1/assets.extra/tf_serving_warmup_requests"), write_tfrecords([record.as_slice(), record.as_slice()])).expect("write");
+    let base_arg = format!("--model_base_path={}", base.display());
+    let server = Server::start(&["--model_name=ws", &base_arg, "--file_system_poll_wait_seconds=0.1"], "ws").await;
+    let load = Load::start_reading(&server, "ws", "output_0", 2).await;
+
+    // A warm-up request the signature refuses fails the version, naming why.
+    add_savedmodel_version(&base, 2);
+    std::fs::create_dir_all(base.join("2/assets.extra")).expect("mkdir");
+    let bad = PredictionLog {
+        log_type: Some(LogType::PredictLog(PredictLog { request: Some(predict_request("ws", "pixels", float_tensor(&[1, 2], vec![0.0, 1.0]))), response: None })),
+        ..Default::default()
+    };
+    std::fs::write(base.join("2/assets.extra/tf_serving_warmup_requests"), write_tfrecords([bad.encode_to_vec().as_slice()])).expect("write");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = states(&server, "ws").await;
+        if let Some((_, _, message)) = now.iter().find(|(v, s, m)| *v == 2 && *s == State::End as i32 && !m.is_empty()) {
+            assert!(message.contains("pixels") && message.contains("image"), "{message}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "v2 with a refused warm-up request: {now:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_available(&server, "ws", &[1]).await;
     let (ok, failed) = load.finish().await;
     assert_eq!(failed, 0);
     assert!(ok > 0);

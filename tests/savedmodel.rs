@@ -324,3 +324,35 @@ async fn broken_savedmodels_fail_alone_with_precise_messages() {
     assert!(status.message().contains("\"pytorch\"") && status.message().contains("good"), "{}", status.message());
     std::fs::remove_dir_all(&root).ok();
 }
+
+/// `--saved_model_tags` naming no meta graph fails each SavedModel version (END, naming the
+/// tags the file has) while ONNX models keep serving.
+#[tokio::test]
+async fn unknown_saved_model_tags_fail_only_the_savedmodel_versions() {
+    use candle_serving::proto::tensorflow::serving::model_server_config::Config;
+    use candle_serving::proto::tensorflow::serving::model_version_status::State;
+    use candle_serving::proto::tensorflow::serving::{GetModelStatusRequest, ModelConfig, ModelConfigList, ModelServerConfig, ReloadConfigRequest};
+
+    let root = temp_dir("savedmodel-tags");
+    let onnx = root.join("onnx");
+    add_version(&onnx, 1);
+    let saved = savedmodel_version(&root, "saved", &fixture_dir(), &fixture_dir());
+    let base_flag = format!("--model_base_path={}", onnx.display());
+    let server = Server::start(&["--model_name=onnx", &base_flag, "--saved_model_tags=serve,tpu"], "onnx").await;
+    let config = ModelServerConfig {
+        config: Some(Config::ModelConfigList(ModelConfigList {
+            config: vec![model_config("onnx", &onnx), ModelConfig { model_platform: "tensorflow".into(), ..model_config("saved", &saved) }],
+        })),
+    };
+    let mut client = server.model_client().await;
+    let status = client.handle_reload_config_request(ReloadConfigRequest { config: Some(config), ..Default::default() }).await.expect_err("saved fails");
+    assert!(status.message().contains("1 model(s) did not become available"), "{}", status.message());
+    let versions = client.get_model_status(GetModelStatusRequest { model_spec: Some(spec("saved")) }).await.expect("status").into_inner();
+    let version = &versions.model_version_status[0];
+    assert_eq!(version.state, State::End as i32);
+    let message = &version.status.as_ref().expect("status").error_message;
+    assert!(message.contains("\"tpu\"") && message.contains("--saved_model_tags") && message.contains("\"serve\""), "{message}");
+    let mut predict = server.predict_client().await;
+    check_golden(&mut predict, "onnx", "mnist_cnn", 1, None).await;
+    std::fs::remove_dir_all(&root).ok();
+}
