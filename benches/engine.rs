@@ -1,11 +1,16 @@
-//! Engine latency per model (every `models/<name>/1/model.onnx` with an input fixture in
-//! `tests/fixtures/<name>/input_b16.npy`), batch 1 and 64, 1 and 2 intra-op threads.
+//! Engine latency per model (every `models/<name>/1/model.onnx`, and every
+//! `models/<name>/1/saved_model.pb` through its `serving_default`, with an input fixture in
+//! `tests/fixtures/<name>/input_b16.npy`; a `<base>_savedmodel` model reads `<base>`'s), batch
+//! 1 and 64, 1 and 2 intra-op threads. `mnist_cnn` and `mnist_cnn_savedmodel` hold the same
+//! Keras model as tf2onnx wrote it and as `model.export()` wrote it: their rows show that both
+//! formats run on one plan.
 //!
 //! `benches/engine_vs_onnxruntime.sh` runs this next to onnxruntime on the same files and
 //! prints the ratio table the README quotes. Filter like any criterion bench, e.g.
 //! `cargo bench --bench engine -- mnist_cnn/b64`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use candle_core::Tensor;
@@ -21,7 +26,7 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Models with a fixture, in name order.
+/// Models (ONNX file or SavedModel version directory) with a fixture, in name order.
 fn models() -> Vec<(String, PathBuf, PathBuf)> {
     let mut found: Vec<_> = std::fs::read_dir(root().join("models"))
         .map(|dir| dir.flatten().collect())
@@ -29,13 +34,25 @@ fn models() -> Vec<(String, PathBuf, PathBuf)> {
         .into_iter()
         .filter_map(|entry| {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let model = entry.path().join("1/model.onnx");
-            let input = root().join("tests/fixtures").join(&name).join("input_b16.npy");
-            (model.is_file() && input.is_file()).then_some((name, model, input))
+            let version = entry.path().join("1");
+            let model = [version.join("model.onnx"), version.join("saved_model.pb")].into_iter().find(|p| p.is_file())?;
+            let fixture = name.strip_suffix("_savedmodel").unwrap_or(&name);
+            let input = root().join("tests/fixtures").join(fixture).join("input_b16.npy");
+            input.is_file().then_some((name, model, input))
         })
         .collect();
     found.sort();
     found
+}
+
+fn load(model: &Path) -> Arc<dyn Session> {
+    if model.extension().is_some_and(|e| e == "onnx") {
+        return Arc::new(OnnxSession::load(model, &Default::default()).unwrap_or_else(|e| panic!("{}: {e}", model.display())));
+    }
+    let dir = model.parent().expect("version directory");
+    let loaded = candle_serving::savedmodel::load(dir, &Default::default()).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let entry = loaded.signatures.into_iter().find(|s| s.signature.name == "serving_default").expect("serving_default");
+    entry.session.expect("serving_default runs")
 }
 
 /// `batch` rows cycled from the 16 fixture rows.
@@ -57,7 +74,7 @@ fn engine(c: &mut Criterion) {
     let mut group = c.benchmark_group("engine");
     group.warm_up_time(Duration::from_millis(800)).measurement_time(Duration::from_secs(3)).sample_size(40);
     for (name, model, input) in models() {
-        let session = OnnxSession::load(&model, &Default::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let session = load(&model);
         for batch in BATCHES {
             let x = batch_input(&input, batch);
             for threads in THREADS {

@@ -66,8 +66,14 @@ fn session(
 ) -> Result<Arc<dyn Session>, SavedModelError> {
     use prost::Message;
     let model = to_onnx(meta, bundle, signature)?;
-    let session = crate::engine::onnx::OnnxSession::from_bytes_on(&model.encode_to_vec(), &options.device)
-        .map_err(|e| SavedModelError::Unsupported(format!("signature {signature:?}: the translated graph does not load: {e}")))?;
+    let session = crate::engine::onnx::OnnxSession::from_bytes_on(&model.encode_to_vec(), &options.device).map_err(|e| match e {
+        crate::engine::LoadError::UnsupportedOps(ops) => {
+            let prefix = format!("{}.", translate::UNTRANSLATED_DOMAIN);
+            let ops: Vec<&str> = ops.iter().map(|op| op.strip_prefix(&prefix).unwrap_or(op)).collect();
+            SavedModelError::Unsupported(format!("signature {signature:?}: TensorFlow ops not translated yet: {}", ops.join("; ")))
+        }
+        e => SavedModelError::Unsupported(format!("signature {signature:?}: the translated graph does not load: {e}")),
+    })?;
     Ok(Arc::new(session))
 }
 

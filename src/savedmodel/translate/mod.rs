@@ -18,6 +18,8 @@ mod control;
 mod onnx;
 mod ops;
 
+pub(crate) use ops::UNTRANSLATED_DOMAIN;
+
 use std::collections::HashMap;
 
 use crate::proto::onnx::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto as OnnxTensor};

@@ -24,6 +24,11 @@ pub(super) fn output_index(op: &str, output_arg: &str, k: usize) -> usize {
     }
 }
 
+/// The ONNX domain of ops the translation does not cover (see [`Builder::translate`]).
+pub(crate) const UNTRANSLATED_DOMAIN: &str = "tensorflow";
+/// Outputs given to an untranslated op: more than any op of the Keras layer set has.
+const UNTRANSLATED_OUTPUTS: usize = 8;
+
 /// ONNX ops that take their TF twin's operands as they are.
 fn elementwise(op: &str) -> Option<&'static str> {
     Some(match op {
@@ -395,7 +400,14 @@ impl<'m> Builder<'m> {
                 let result = self.emit_tensor(&format!("{name}#nchw_out"), onnx_op, conv_inputs, attributes);
                 self.emit(&name, "Transpose", vec![result], vec![ints("perm", &[0, 2, 3, 1])])
             }
-            other => Err(unsupported(format!("op {other} is not translated yet"))),
+            // An op outside the table becomes a node of the `tensorflow` domain, so that the
+            // engine's importer lists every such op with its nodes in one message, as it does
+            // for ONNX files, rather than the load stopping at the first.
+            other => {
+                let node = onnx::node(other, &name, ins, (0..UNTRANSLATED_OUTPUTS).map(|k| format!("{name}:{k}")).collect(), Vec::new());
+                self.nodes.push(crate::proto::onnx::NodeProto { domain: UNTRANSLATED_DOMAIN.into(), ..node });
+                Ok((0..UNTRANSLATED_OUTPUTS).map(|k| Value::Tensor(format!("{name}:{k}"))).collect())
+            }
         }
     }
 
