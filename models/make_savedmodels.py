@@ -1,8 +1,8 @@
 """Writes the SavedModels candle-serving serves without TensorFlow, with TensorFlow's own
 answers as goldens.
 
-  target/pyenv/bin/python models/make_savedmodels.py [cnn] [rnn]        # TF 2.15 / tf.keras 2.15
-  target/keras3-venv/bin/python models/make_savedmodels.py [cnn] [rnn]  # TF 2.21 / Keras 3
+  target/pyenv/bin/python models/make_savedmodels.py [cnn] [rnn] [layers]        # TF 2.15 / tf.keras 2.15
+  target/keras3-venv/bin/python models/make_savedmodels.py [cnn] [rnn] [layers]  # TF 2.21 / Keras 3
 
 The first (the interop venv, models/requirements.txt) writes
   models/mnist_cnn_savedmodel/1/      the shipped CNN (the recipe and weights of
@@ -12,9 +12,11 @@ The first (the interop venv, models/requirements.txt) writes
                                       SavedModelBuilder
   tests/fixtures/savedmodel/set/keras2_{lstm,gru}/1/  sequential-MNIST LSTM (tf.saved_model.save)
                                       and GRU (model.export)
+  tests/fixtures/savedmodel/set/keras2_layers/1/  most of the Keras layer set in one model
 The second (models/requirements-keras3.txt) writes
   tests/fixtures/savedmodel/set/keras3_cnn/1/  a Keras 3 CNN, model.export()
   tests/fixtures/savedmodel/set/keras3_{lstm,gru}/1/  the LSTM and GRU, model.export()
+  tests/fixtures/savedmodel/set/keras3_layers/1/  the layer-set model
 
 Each model gets tests/fixtures/savedmodel/goldens/<model>/<signature>_{input,output}_<key>_b{1,16}.npy
 and cases.json there:
@@ -186,6 +188,45 @@ def rnn(keras, cell, name, export):
     write_goldens(out, [("serving_default", {"rows": mnist_images()[:, :, :, 0]})])
 
 
+def layers(keras, name):
+    """One functional model over most of the Keras layer set a CNN or RNN export uses, so each
+    layer's ops are checked against TensorFlow: Rescaling, ZeroPadding2D, Conv2D without bias,
+    BatchNormalization, ReLU6, DepthwiseConv2D (multiplier 2), swish, SeparableConv2D, average
+    and max pooling, Add, Multiply, global average and max pooling, Concatenate, Dropout,
+    Normalization, Reshape, Conv1D, Bidirectional GRU (reset_after=False), Embedding, SimpleRNN
+    returning sequences, LSTM, Dense."""
+    keras.utils.set_random_seed(21)
+    L = keras.layers
+    image = keras.Input((28, 28, 1), name="image")
+    tokens = keras.Input((12,), dtype="int32", name="tokens")
+    x = L.Rescaling(2.0, offset=-1.0)(image)
+    x = L.ZeroPadding2D(1)(x)
+    x = L.Conv2D(8, 3, strides=2, use_bias=False)(x)
+    x = L.BatchNormalization()(x)
+    x = L.ReLU(max_value=6.0)(x)
+    x = L.DepthwiseConv2D(3, padding="same", depth_multiplier=2)(x)
+    x = L.Activation("swish")(x)
+    x = L.SeparableConv2D(12, 3, padding="same", activation="relu")(x)
+    x = L.Add()([L.AveragePooling2D(2)(x), L.MaxPooling2D(2)(x)])
+    x = L.Multiply()([x, L.Activation("sigmoid")(x)])
+    pictures = L.Concatenate()([L.GlobalAveragePooling2D()(x), L.GlobalMaxPooling2D()(x)])
+    pictures = L.Normalization(mean=0.5, variance=0.25)(L.Dropout(0.3)(pictures))
+    rows = L.Conv1D(8, 3, padding="same", activation="tanh")(L.Reshape((28, 28))(image))
+    rows = L.Bidirectional(L.GRU(8, reset_after=False))(rows)
+    words = L.SimpleRNN(8, return_sequences=True)(L.Embedding(50, 8)(tokens))
+    words = L.LSTM(8)(words)
+    probabilities = L.Dense(10, activation="softmax")(L.Concatenate()([pictures, rows, words]))
+    model = keras.Model([image, tokens], probabilities)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    x_train, y_train, _, _ = load_mnist()
+    rng = np.random.default_rng(22)
+    model.fit([x_train[:1024], rng.integers(0, 50, (1024, 12)).astype(np.int32)], y_train[:1024], batch_size=64, epochs=1, verbose=2)
+    out = SET / name / "1"
+    shutil.rmtree(out.parent, ignore_errors=True)
+    model.export(str(out))
+    write_goldens(out, [("serving_default", {"image": mnist_images(), "tokens": rng.integers(0, 50, (16, 12)).astype(np.int32)})])
+
+
 def keras3_cnn():
     import keras
     keras.utils.set_random_seed(7)
@@ -217,6 +258,8 @@ def main():
             # tf.keras 2 users save with tf.saved_model.save as often as with model.export.
             rnn(tf.keras, "lstm", "keras2_lstm", lambda m, out: tf.saved_model.save(m, str(out)))
             rnn(tf.keras, "gru", "keras2_gru", lambda m, out: m.export(str(out)))
+        if not only or "layers" in only:
+            layers(tf.keras, "keras2_layers")
     else:
         import keras
         only = sys.argv[1:]
@@ -225,6 +268,8 @@ def main():
         if not only or "rnn" in only:
             rnn(keras, "lstm", "keras3_lstm", lambda m, out: m.export(str(out)))
             rnn(keras, "gru", "keras3_gru", lambda m, out: m.export(str(out)))
+        if not only or "layers" in only:
+            layers(keras, "keras3_layers")
     print("done")
 
 

@@ -23,6 +23,8 @@ fn set() -> Vec<(&'static str, PathBuf)> {
         ("keras2_gru", fixtures.join("keras2_gru")),
         ("keras3_lstm", fixtures.join("keras3_lstm")),
         ("keras3_gru", fixtures.join("keras3_gru")),
+        ("keras2_layers", fixtures.join("keras2_layers")),
+        ("keras3_layers", fixtures.join("keras3_layers")),
     ]
 }
 

@@ -21,7 +21,7 @@ use super::{Bundle, SavedModelError};
 const OBJECT_GRAPH_KEY: &str = "_CHECKPOINTABLE_OBJECT_GRAPH";
 const VARIABLE_VALUE: &str = "VARIABLE_VALUE";
 
-/// One captured variable of a signature's function.
+/// One captured variable of a signature's function (captured constants need no binding).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Capture {
     /// The outer graph's input of the call node (a VarHandleOp), in call order.
@@ -71,6 +71,9 @@ pub fn captures(meta: &MetaGraphDef, bundle: &Bundle, signature: &str) -> Result
         let node = usize::try_from(id).ok().and_then(|i| objects.nodes.get(i)).ok_or_else(|| unsupported(format!("capture {id} is not an object")))?;
         let variable = match &node.kind {
             Some(Kind::Variable(v)) => v,
+            // A captured constant (a Normalization layer's mean) is an outer-graph Const node
+            // feeding the call: the translation reads it as any other Const.
+            Some(Kind::Constant(_)) => continue,
             Some(other) => return Err(unsupported(format!("captures {} (object {id}), which is not supported yet", kind_name(other)))),
             None => return Err(unsupported(format!("captures object {id} of no kind"))),
         };

@@ -8,9 +8,10 @@
 //! * *written list*: a `TensorListReserve`d list the body writes one item into per iteration.
 //!   Its items become a Loop scan output. Keras writes either at index 0 of a one-item list
 //!   (`return_sequences=False`: the list ends holding the last item) or at the time step, a
-//!   counter from 0 in steps of 1 (the list ends holding every item in order). Those two are
-//!   checked when the loop is translated; any other write pattern is refused, so a list is
-//!   never assembled wrongly.
+//!   counter from 0 in steps of 1 (the list ends holding every item in order; Keras runs one
+//!   iteration per item, whose count may be known only at run time). Those two are checked when
+//!   the loop is translated; any other write pattern is refused, so a list is never assembled
+//!   wrongly.
 //!
 //! The condition function is translated twice: on the initial values (the Loop's `cond` input)
 //! and on each iteration's results (the body's `cond` output).
@@ -29,8 +30,9 @@ pub(crate) enum List {
     /// Items stacked along axis 0 of this ONNX tensor (`TensorListFromTensor`, or a loop's
     /// written list after the loop).
     Stacked(String),
-    /// `TensorListReserve`'s list of `len` items, none written yet.
-    Reserved { len: i64 },
+    /// `TensorListReserve`'s list of `len` items (known at load, or only at run time), none
+    /// written yet.
+    Reserved { len: Option<i64> },
     /// In a loop body: loop variable `var`, a list the body writes.
     Slot { var: usize },
     /// In a loop body: `item` written at `index` into loop variable `var`'s list.
@@ -56,10 +58,7 @@ impl<'m> Builder<'m> {
     pub(super) fn list_op(&mut self, name: &str, node: &NodeDef, inputs: &[Value]) -> Option<Result<Vec<Value>, String>> {
         let result = match node.op.as_str() {
             "TensorListFromTensor" => self.tensor(&inputs[0]).map(|t| vec![Value::List(List::Stacked(t))]).map_err(|e| e.to_string()),
-            "TensorListReserve" => match self.known_ints(&inputs[1]).as_deref() {
-                Some([len]) => Ok(vec![Value::List(List::Reserved { len: *len })]),
-                _ => Err("the number of elements is not a constant".into()),
-            },
+            "TensorListReserve" => Ok(vec![Value::List(List::Reserved { len: self.known_ints(&inputs[1]).and_then(|l| l.first().copied()) })]),
             "TensorListGetItem" => match &inputs[0] {
                 Value::List(List::Stacked(items)) => {
                     let items = items.clone();
@@ -165,7 +164,7 @@ impl<'m> Builder<'m> {
                     let stacked = match indices.get(&i) {
                         Some(WriteIndex::Step) => items,
                         // A one-item list written at 0 each iteration holds the last item.
-                        Some(WriteIndex::Constant(0)) if len == 1 => {
+                        Some(WriteIndex::Constant(0)) if len == Some(1) => {
                             let operands = vec![
                                 items,
                                 self.int64s(&format!("{name}#last{i}_start"), &[-1]),
@@ -174,7 +173,7 @@ impl<'m> Builder<'m> {
                             ];
                             self.emit_tensor(&format!("{name}#last{i}"), "Slice", operands, Vec::new())
                         }
-                        _ => return Err(format!("loop variable {i}: a list of {len} items written at a constant index is not translated")),
+                        _ => return Err(format!("loop variable {i}: a list of {len:?} items written at a constant index is not translated")),
                     };
                     Value::List(List::Stacked(stacked))
                 }

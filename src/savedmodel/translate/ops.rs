@@ -285,8 +285,34 @@ impl<'m> Builder<'m> {
             "SplitV" => {
                 let sizes = self.known_ints(&inputs[1]).ok_or_else(|| unsupported("the split sizes are not constant".into()))?;
                 let axis = self.known_ints(&inputs[2]).and_then(|a| a.first().copied()).ok_or_else(|| unsupported("the axis is not constant".into()))?;
-                if sizes.contains(&-1) {
-                    return Err(unsupported("a -1 split size is not translated yet".into()));
+                if let Some(open) = sizes.iter().position(|&n| n == -1) {
+                    // The one -1 part takes what the others leave of the axis, whose length
+                    // may only be known at run time (a GRU's gates): slices from both ends.
+                    let before: i64 = sizes[..open].iter().sum();
+                    let after: i64 = sizes[open + 1..].iter().sum();
+                    let mut outputs = Vec::with_capacity(sizes.len());
+                    for (i, &size) in sizes.iter().enumerate() {
+                        let end = |tail: i64| if tail == 0 { i64::MAX } else { -tail };
+                        let (from, to) = match i.cmp(&open) {
+                            std::cmp::Ordering::Less => {
+                                let head: i64 = sizes[..i].iter().sum();
+                                (head, head + size)
+                            }
+                            std::cmp::Ordering::Equal => (before, end(after)),
+                            std::cmp::Ordering::Greater => {
+                                let tail: i64 = sizes[i + 1..].iter().sum();
+                                (-(tail + size), end(tail))
+                            }
+                        };
+                        let operands = vec![
+                            ins[0].clone(),
+                            self.int64s(&format!("{name}#{i}_start"), &[from]),
+                            self.int64s(&format!("{name}#{i}_end"), &[to]),
+                            self.int64s(&format!("{name}#{i}_axis"), &[axis]),
+                        ];
+                        outputs.push(Value::Tensor(self.emit_tensor(&format!("{name}#{i}"), "Slice", operands, Vec::new())));
+                    }
+                    return Ok(outputs);
                 }
                 let split = self.int64s(&format!("{name}#split"), &sizes);
                 self.emit_n(&name, "Split", vec![ins[0].clone(), split], sizes.len(), vec![int("axis", axis)])

@@ -32,6 +32,22 @@ pub(super) fn reader_counts(graph: &GraphProto) -> HashMap<String, usize> {
     counts
 }
 
+/// Makes every reader of `from` read `to` instead, inside Loop/Scan/If bodies too: they read
+/// outer values by name, so a pass that drops a node must rename there as well. (ONNX names
+/// are unique across scopes, so a body never shadows `from`.)
+pub(super) fn rename_reads(graph: &mut GraphProto, from: &str, to: &str) {
+    for node in &mut graph.node {
+        for input in node.input.iter_mut().filter(|i| *i == from) {
+            *input = to.to_string();
+        }
+        for attribute in &mut node.attribute {
+            for body in attribute.g.iter_mut().chain(attribute.graphs.iter_mut()) {
+                rename_reads(body, from, to);
+            }
+        }
+    }
+}
+
 pub(super) fn graph_outputs(graph: &GraphProto) -> HashSet<String> {
     graph.output.iter().map(|o| o.name.clone()).collect()
 }

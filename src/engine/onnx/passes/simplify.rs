@@ -5,7 +5,7 @@
 
 use crate::proto::onnx::{GraphProto, NodeProto, TensorProto};
 
-use super::graph::{attr, graph_outputs, reader_counts};
+use super::graph::{attr, graph_outputs, reader_counts, rename_reads};
 use super::shapes::{Facts, infer};
 
 pub(super) fn reshapes(graph: &mut GraphProto) {
@@ -90,10 +90,6 @@ fn identity_reshapes(graph: &mut GraphProto, facts: &Facts) {
         !same
     });
     for (from, to) in renames {
-        for node in &mut graph.node {
-            for input in node.input.iter_mut().filter(|i| **i == from) {
-                input.clone_from(&to);
-            }
-        }
+        rename_reads(graph, &from, &to);
     }
 }

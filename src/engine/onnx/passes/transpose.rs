@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use crate::proto::onnx::{GraphProto, NodeProto};
 
-use super::graph::{attr, graph_outputs, reader_counts};
+use super::graph::{attr, graph_outputs, reader_counts, rename_reads};
 
 pub(super) fn cancel_pairs(graph: &mut GraphProto) {
     let outputs = graph_outputs(graph);
@@ -23,11 +23,7 @@ pub(super) fn cancel_pairs(graph: &mut GraphProto) {
             (identity && !outputs.contains(&second.output[0])).then(|| (second.output[0].clone(), first.input[0].clone()))
         });
         let Some((result, original)) = found else { break };
-        for node in &mut graph.node {
-            for input in node.input.iter_mut().filter(|i| **i == result) {
-                input.clone_from(&original);
-            }
-        }
+        rename_reads(graph, &result, &original);
         graph.node.retain(|n| n.output.first() != Some(&result));
         // the first transpose goes too once nothing else reads it
         let readers = reader_counts(graph);
