@@ -8,6 +8,7 @@ The first (the interop venv, models/requirements.txt) writes
   models/mnist_cnn_savedmodel/1/      the shipped CNN (the recipe and weights of
                                       models/mnist_cnn), exported with model.export()
   tests/fixtures/savedmodel/set/module_two_signatures/1/  a tf.Module with two signatures
+  tests/fixtures/savedmodel/set/module_slicing/1/  StridedSlice with every mask, shape ops
   tests/fixtures/savedmodel/set/tf1_graph/1/  a TF1 graph (tf.compat.v1, VariableV2) written by
                                       SavedModelBuilder
   tests/fixtures/savedmodel/set/keras2_{lstm,gru}/1/  sequential-MNIST LSTM (tf.saved_model.save)
@@ -145,6 +146,33 @@ def module_two_signatures():
     write_goldens(out, [("serving_default", {"pixels": pixels}), ("scaled_logits", {"x": pixels, "bias": bias})])
 
 
+class Slicing(tf.Module):
+    """StridedSlice with every mask (begin, end, ellipsis, new axis, shrink), negative strides
+    and indices, and the shape ops around them; every output keeps the batch axis, so rows
+    can be checked alone."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4, 6], tf.float32, name="x")])
+    def __call__(self, x):
+        batch = tf.shape(x)[0]
+        return {
+            "ellipsis_tail": x[..., 1:5:2],
+            "new_axis": x[:, tf.newaxis, ::-2],
+            "shrink_back": x[:, 1:, -1],
+            "ellipsis_middle": x[:, ::-1, ..., 0:1],
+            "front_and_back": x[:, 2, ..., tf.newaxis, -3],
+            "reshaped": tf.reshape(x[:, ::2, :], tf.stack([batch, -1])),
+        }
+
+
+def module_slicing():
+    out = SET / "module_slicing" / "1"
+    shutil.rmtree(out.parent, ignore_errors=True)
+    module = Slicing()
+    tf.saved_model.save(module, str(out), signatures={"serving_default": module.__call__})
+    x = np.random.default_rng(14).normal(0, 1, (16, 4, 6)).astype(np.float32)
+    write_goldens(out, [("serving_default", {"x": x})])
+
+
 def tf1_graph():
     """TF1 style: ref variables (VariableV2), a Saver's restore op, signatures by tensor name."""
     out = SET / "tf1_graph" / "1"
@@ -253,6 +281,7 @@ def main():
         if not only or "cnn" in only:
             shipped_cnn()
             module_two_signatures()
+            module_slicing()
             tf1_graph()
         if not only or "rnn" in only:
             # tf.keras 2 users save with tf.saved_model.save as often as with model.export.

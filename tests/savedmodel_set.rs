@@ -18,6 +18,7 @@ fn set() -> Vec<(&'static str, PathBuf)> {
         ("mnist_cnn_savedmodel", repo_root().join("models/mnist_cnn_savedmodel")),
         ("keras3_cnn", fixtures.join("keras3_cnn")),
         ("module_two_signatures", fixtures.join("module_two_signatures")),
+        ("module_slicing", fixtures.join("module_slicing")),
         ("tf1_graph", fixtures.join("tf1_graph")),
         ("keras2_lstm", fixtures.join("keras2_lstm")),
         ("keras2_gru", fixtures.join("keras2_gru")),

@@ -41,6 +41,10 @@ pub(crate) fn to_candle(tensor: HostTensor, device: &Device) -> candle_core::Res
 /// graph that computes in another precision is cast back rather than surprising the client.
 pub(crate) fn from_candle(tensor: &Tensor, want: DType) -> candle_core::Result<HostTensor> {
     let shape = tensor.dims().to_vec();
+    if tensor.elem_count() == 0 {
+        // An empty view's offset may lie past its storage (candle's narrow); nothing to read.
+        return HostTensor::new(shape, TensorData::zeros(want, 0)).map_err(candle_core::Error::Msg);
+    }
     let flat = tensor.flatten_all()?;
     let data = match want {
         DType::F32 => TensorData::F32(flat.to_dtype(CDType::F32)?.to_vec1()?),

@@ -11,7 +11,7 @@ use thiserror::Error;
 use crate::proto::tensorflow::serving::{PredictRequest, PredictionLog};
 use crate::proto::tensorflow::serving::prediction_log::LogType;
 use crate::servable::{DEFAULT_SIGNATURE, PredictCall, Servable, WireTensor};
-use crate::tensor::{DType, Dim, HostTensor, TensorData, TensorSpec, element_count};
+use crate::tensor::{Dim, HostTensor, TensorData, TensorSpec, element_count};
 
 use super::confine::confined;
 use super::tfrecord::{self, RecordError};
@@ -78,24 +78,6 @@ pub(crate) async fn warm_up(servable: &Arc<Servable>, base: &Path, dir: &Path, m
     Ok(count)
 }
 
-fn zeros(dtype: DType, n: usize) -> TensorData {
-    match dtype {
-        DType::F32 => TensorData::F32(vec![0.0; n]),
-        DType::F64 => TensorData::F64(vec![0.0; n]),
-        DType::F16 => TensorData::F16(vec![half::f16::ZERO; n]),
-        DType::BF16 => TensorData::BF16(vec![half::bf16::ZERO; n]),
-        DType::I8 => TensorData::I8(vec![0; n]),
-        DType::I16 => TensorData::I16(vec![0; n]),
-        DType::I32 => TensorData::I32(vec![0; n]),
-        DType::I64 => TensorData::I64(vec![0; n]),
-        DType::U8 => TensorData::U8(vec![0; n]),
-        DType::U16 => TensorData::U16(vec![0; n]),
-        DType::U32 => TensorData::U32(vec![0; n]),
-        DType::U64 => TensorData::U64(vec![0; n]),
-        DType::Bool => TensorData::Bool(vec![false; n]),
-    }
-}
-
 /// The all-zeros input for `spec`, every free dimension set to 1; `None` for an unknown rank.
 /// The model file chooses the fixed dimensions, so their byte size is checked against the
 /// request tensor limit before anything is allocated: a model declaring `[2^40, 2^40]` fails
@@ -113,7 +95,7 @@ fn synthetic_input(spec: &TensorSpec, max_tensor_bytes: usize) -> Result<Option<
                 spec.dtype
             )
         })?;
-    HostTensor::new(shape, zeros(spec.dtype, count)).map(Some)
+    HostTensor::new(shape, TensorData::zeros(spec.dtype, count)).map(Some)
 }
 
 /// One all-zeros request with every free dimension set to 1.
@@ -141,6 +123,7 @@ async fn synthetic(servable: &Arc<Servable>, max_tensor_bytes: usize) -> Result<
 mod tests {
     use super::*;
     use crate::repository::write_tfrecords;
+    use crate::tensor::DType;
 
     #[test]
     fn a_model_declaring_a_huge_input_fails_warm_up_before_allocating() {

@@ -160,12 +160,20 @@ impl Op for Slice {
                 return Err(OpError::Invalid("slice step must not be 0".into()));
             }
             let (start, end) = clamp_range(starts[i], ends[i], step, dim);
+            let (span, stride) = if step > 0 { (end - start, step) } else { (start - end, -step) };
+            let count = if span <= 0 { 0 } else { (span - 1) / stride + 1 };
+            if count == 0 || y.elem_count() == 0 {
+                // candle's narrow moves an empty view's offset past its storage (x[1:, -1] of
+                // one row): build empty results fresh instead.
+                let mut dims = y.dims().to_vec();
+                dims[a] = count as usize;
+                y = Tensor::zeros(dims, y.dtype(), y.device())?;
+                continue;
+            }
             if step == 1 {
                 y = y.narrow(a, start as usize, (end - start).max(0) as usize)?;
                 continue;
             }
-            let (span, stride) = if step > 0 { (end - start, step) } else { (start - end, -step) };
-            let count = if span <= 0 { 0 } else { (span - 1) / stride + 1 };
             let picked: Vec<u32> = (0..count).map(|k| (start + k * step) as u32).collect();
             let n = picked.len();
             y = y.index_select(&Tensor::from_vec(picked, n, x.device())?, a)?;
@@ -218,6 +226,18 @@ mod tests {
         let (s, e, a, st) = (ints(&[-1]), ints(&[i64::MIN]), ints(&[0]), ints(&[-1]));
         let y = Slice { attrs: None }.run(&[Some(&x), Some(&s), Some(&e), Some(&a), Some(&st)]).unwrap();
         assert_eq!(y[0].dims(), &[0, 3]);
+    }
+
+    /// `x[1:, -1]` of one row: the first axis empties, and the second is still sliced (candle's
+    /// narrow of an empty view would move its offset past the storage).
+    #[test]
+    fn slicing_after_an_axis_empties_stays_empty() {
+        let x = Tensor::zeros((1, 4, 6), DType::F32, &Device::Cpu).unwrap();
+        let (s, e, a, st) = (ints(&[1, -1]), ints(&[i64::MAX, i64::MAX]), ints(&[0, 1]), ints(&[1, 1]));
+        let y = Slice { attrs: None }.run(&[Some(&x), Some(&s), Some(&e), Some(&a), Some(&st)]).unwrap();
+        assert_eq!(y[0].dims(), &[0, 1, 6]);
+        let host = crate::engine::convert::from_candle(&y[0], crate::tensor::DType::F32).expect("an empty result converts");
+        assert_eq!(host.shape(), &[0, 1, 6]);
     }
 
     #[test]
