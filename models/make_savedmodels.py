@@ -174,7 +174,8 @@ def module_slicing():
 
 
 def tf1_graph():
-    """TF1 style: ref variables (VariableV2), a Saver's restore op, signatures by tensor name."""
+    """TF1 style: ref variables (VariableV2), a Saver's restore op, signatures by tensor name;
+    besides Predict, a classify and a regress signature over serialized tf.Examples."""
     out = SET / "tf1_graph" / "1"
     shutil.rmtree(out.parent, ignore_errors=True)
     v1 = tf.compat.v1
@@ -188,11 +189,22 @@ def tf1_graph():
         hidden = tf.nn.relu(tf.matmul(x, w) + b, name="hidden")
         logits = tf.matmul(hidden, w2, name="logits")
         probs = tf.nn.softmax(logits, name="probabilities")
+        # Estimator-style classify and regress signatures over serialized tf.Examples.
+        examples = v1.placeholder(tf.string, [None], name="tf_example")
+        parsed = v1.parse_example(examples, {"pixels": v1.FixedLenFeature([784], tf.float32)})
+        example_scores = tf.nn.softmax(tf.matmul(tf.nn.relu(tf.matmul(parsed["pixels"], w) + b), w2), name="example_scores")
+        digits = tf.constant([str(d).encode() for d in range(10)])
+        example_classes = tf.tile(tf.expand_dims(digits, 0), tf.stack([tf.shape(examples)[0], 1]), name="example_classes")
+        ink = tf.reduce_mean(parsed["pixels"], axis=1, keepdims=True, name="ink")
         with v1.Session(graph=graph) as sess:
             sess.run(v1.global_variables_initializer())
             builder = v1.saved_model.Builder(str(out))
-            signature = v1.saved_model.predict_signature_def(inputs={"pixels": x}, outputs={"probabilities": probs, "hidden": hidden})
-            builder.add_meta_graph_and_variables(sess, ["serve"], signature_def_map={"serving_default": signature})
+            signatures = {
+                "serving_default": v1.saved_model.predict_signature_def(inputs={"pixels": x}, outputs={"probabilities": probs, "hidden": hidden}),
+                "classify_digits": v1.saved_model.classification_signature_def(examples, example_classes, example_scores),
+                "regress_ink": v1.saved_model.regression_signature_def(examples, ink),
+            }
+            builder.add_meta_graph_and_variables(sess, ["serve"], signature_def_map=signatures)
             builder.save()
     write_goldens(out, [("serving_default", {"pixels": mnist_images().reshape(16, 784)})])
 

@@ -356,3 +356,38 @@ async fn unknown_saved_model_tags_fail_only_the_savedmodel_versions() {
     check_golden(&mut predict, "onnx", "mnist_cnn", 1, None).await;
     std::fs::remove_dir_all(&root).ok();
 }
+
+/// A TF1 model's classify and regress signatures (over serialized tf.Examples) load and are
+/// listed with their methods; a Predict on one answers UNIMPLEMENTED with the reason, and the
+/// predict signature beside them serves.
+#[tokio::test]
+async fn classify_and_regress_signatures_are_listed_and_say_why_they_do_not_run() {
+    use candle_serving::proto::tensorflow::serving::{GetModelMetadataRequest, SignatureDefMap};
+    use prost::Message;
+
+    let base = repo_root().join("tests/fixtures/savedmodel/set/tf1_graph");
+    let base_flag = format!("--model_base_path={}", base.display());
+    let server = Server::start(&["--model_name=tf1", &base_flag], "tf1").await;
+    let mut client = server.predict_client().await;
+    let metadata = client
+        .get_model_metadata(GetModelMetadataRequest { model_spec: Some(spec("tf1")), metadata_field: vec!["signature_def".into()] })
+        .await
+        .expect("metadata")
+        .into_inner();
+    let map = SignatureDefMap::decode(metadata.metadata["signature_def"].value.as_slice()).expect("SignatureDefMap");
+    let methods: std::collections::BTreeMap<&str, &str> = map.signature_def.iter().map(|(k, s)| (k.as_str(), s.method_name.as_str())).collect();
+    assert_eq!(methods["classify_digits"], "tensorflow/serving/classify");
+    assert_eq!(methods["regress_ink"], "tensorflow/serving/regress");
+    assert_eq!(methods["serving_default"], "tensorflow/serving/predict");
+
+    let mut request = predict_request("tf1", "inputs", float_tensor(&[1], vec![0.0]));
+    request.model_spec.as_mut().expect("spec").signature_name = "regress_ink".into();
+    let status = client.predict(request).await.expect_err("not runnable");
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+    assert!(status.message().contains("\"regress_ink\" cannot be run") && status.message().contains("DT_STRING"), "{}", status.message());
+
+    let (dims, pixels) = npy(&repo_root().join("tests/fixtures/savedmodel/goldens/tf1_graph/serving_default_input_pixels_b1.npy"));
+    let response = client.predict(predict_request("tf1", "pixels", float_tensor(&dims, pixels))).await.expect("predict").into_inner();
+    let (_, want) = npy(&repo_root().join("tests/fixtures/savedmodel/goldens/tf1_graph/serving_default_output_probabilities_b1.npy"));
+    assert_close(&response.outputs["probabilities"].float_val, &want, 1e-5, "tf1 probabilities");
+}

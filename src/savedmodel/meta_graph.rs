@@ -63,6 +63,9 @@ fn spec(signature: &str, key: &str, info: &TensorInfo) -> Result<TensorSpec, Sav
     if !matches!(info.encoding, Some(tensor_info::Encoding::Name(_))) {
         return Err(unsupported("is sparse or composite; only dense tensors are served".into()));
     }
+    if info.dtype == crate::proto::tensorflow::DataType::DtString as i32 {
+        return Err(unsupported("is DT_STRING (serialized tf.Examples, text): string tensors are not served yet".into()));
+    }
     let dtype = tf_proto::dtype_from_tf(info.dtype).map_err(|e| unsupported(e.to_string()))?;
     let shape = match &info.tensor_shape {
         Some(s) if !s.unknown_rank => Some(s.dim.iter().map(|d| usize::try_from(d.size).map_or(Dim::Dynamic, Dim::Fixed)).collect()),
