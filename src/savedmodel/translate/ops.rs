@@ -194,6 +194,9 @@ impl<'m> Builder<'m> {
                 let dtype = tf_proto::dtype_from_tf(*to).map_err(|e| unsupported(e.to_string()))?;
                 self.emit(&name, "Cast", ins, vec![int("to", onnx::onnx_type(dtype) as i64)])
             }
+            // Keras 3 reshapes and squeezes its conv biases: constants in, constants out, so
+            // the engine's passes see the bias as a weight.
+            "Reshape" | "Squeeze" if self.fold_shape(&name, node, &inputs).is_some() => Ok(vec![Value::Tensor(format!("{name}:0"))]),
             "Reshape" => {
                 let shape = self.as_int64(&name, "shape", &ins[1]);
                 self.emit(&name, "Reshape", vec![ins[0].clone(), shape], Vec::new())
@@ -402,8 +405,9 @@ impl<'m> Builder<'m> {
                 let onnx_op = match op {
                     "Conv2D" => {
                         attributes.push(ints("dilations", &spatial(list("dilations"), 1)));
-                        // HWIO filters to OIHW.
-                        conv_inputs.push(self.transpose(&format!("{name}#oihw"), &ins[1], &[3, 2, 0, 1]));
+                        // HWIO filters to OIHW, at load when the filter is a constant: the
+                        // engine's conv kernels take constant weights only.
+                        conv_inputs.push(self.filter(&format!("{name}#oihw"), &inputs[1], &ins[1], &[3, 2, 0, 1], None));
                         "Conv"
                     }
                     "DepthwiseConv2dNative" => {
@@ -412,9 +416,7 @@ impl<'m> Builder<'m> {
                         // TF's output channel c*m + k is ONNX's too.
                         let shape = self.known(&inputs[1]).map(|t| t.shape().to_vec()).filter(|s| s.len() == 4);
                         let [h, w, c, m] = shape.ok_or_else(|| unsupported("the filter is not a constant of rank 4".into()))?[..] else { unreachable!() };
-                        let cmhw = self.transpose(&format!("{name}#cmhw"), &ins[1], &[2, 3, 0, 1]);
-                        let shape = self.int64s(&format!("{name}#filter_shape"), &[(c * m) as i64, 1, h as i64, w as i64]);
-                        conv_inputs.push(self.emit_tensor(&format!("{name}#filter"), "Reshape", vec![cmhw, shape], Vec::new()));
+                        conv_inputs.push(self.filter(&format!("{name}#filter"), &inputs[1], &ins[1], &[2, 3, 0, 1], Some(vec![c * m, 1, h, w])));
                         attributes.push(int("group", c as i64));
                         "Conv"
                     }
@@ -553,6 +555,50 @@ impl<'m> Builder<'m> {
         self.emit_tensor(name, "Transpose", vec![input.to_string()], vec![ints("perm", perm)])
     }
 
+    /// A Reshape or Squeeze of a constant, computed here as the initializer `<name>:0`.
+    fn fold_shape(&mut self, name: &str, node: &NodeDef, inputs: &[Value]) -> Option<()> {
+        let (dims, data) = self.known(inputs.first()?)?.into_parts();
+        let count: usize = dims.iter().product();
+        let shape: Vec<usize> = if node.op == "Reshape" {
+            let wanted = self.known_ints(inputs.get(1)?)?;
+            let known: usize = wanted.iter().filter(|&&d| d >= 0).map(|&d| d as usize).product();
+            wanted.iter().map(|&d| if d < 0 { count.checked_div(known) } else { Some(d as usize) }).collect::<Option<_>>()?
+        } else {
+            let axes = match node.attr.get("squeeze_dims").and_then(|a| a.value.as_ref()) {
+                Some(AttrValue::List(l)) => l.i.clone(),
+                _ => Vec::new(),
+            };
+            let rank = dims.len() as i64;
+            let squeezed = |a: usize| if axes.is_empty() { dims[a] == 1 } else { axes.iter().any(|&x| (x + rank) % rank == a as i64) };
+            (0..dims.len()).filter(|&a| !squeezed(a)).map(|a| dims[a]).collect()
+        };
+        let tensor = HostTensor::new(shape, data).ok()?;
+        self.initializer(&format!("{name}:0"), tensor);
+        Some(())
+    }
+
+    /// A filter `input` with its axes permuted by `perm` (then reshaped to `shape`): computed
+    /// here when the filter is a float constant, else as Transpose and Reshape nodes.
+    fn filter(&mut self, name: &str, value: &Value, input: &str, perm: &[usize], shape: Option<Vec<usize>>) -> String {
+        if let Some((dims, TensorData::F32(data))) = self.known(value).map(HostTensor::into_parts) {
+            let permuted = permute(&dims, &data, perm);
+            let dims = shape.clone().unwrap_or_else(|| perm.iter().map(|&a| dims[a]).collect());
+            if let Ok(tensor) = HostTensor::new(dims, TensorData::F32(permuted)) {
+                self.initializer(name, tensor);
+                return name.to_string();
+            }
+        }
+        let perm: Vec<i64> = perm.iter().map(|&a| a as i64).collect();
+        let permuted = self.transpose(&format!("{name}#permuted"), input, &perm);
+        match shape {
+            None => permuted,
+            Some(shape) => {
+                let shape = self.int64s(&format!("{name}#shape"), &shape.iter().map(|&d| d as i64).collect::<Vec<_>>());
+                self.emit_tensor(name, "Reshape", vec![permuted, shape], Vec::new())
+            }
+        }
+    }
+
     /// TF shape operands are int32 or int64; ONNX takes int64.
     fn as_int64(&mut self, node: &str, what: &str, input: &str) -> String {
         self.emit_tensor(&format!("{node}#{what}"), "Cast", vec![input.to_string()], vec![int("to", OnnxType::Int64 as i64)])
@@ -571,5 +617,41 @@ impl<'m> Builder<'m> {
         let tensor = HostTensor::new(Vec::new(), TensorData::F32(vec![value])).expect("a scalar has one element");
         self.initializer(&name, tensor);
         name
+    }
+}
+
+/// `data` (row-major, of shape `dims`) with its axes permuted: output axis `i` is input axis
+/// `perm[i]`.
+fn permute(dims: &[usize], data: &[f32], perm: &[usize]) -> Vec<f32> {
+    let rank = dims.len();
+    let mut strides = vec![1usize; rank];
+    for a in (0..rank.saturating_sub(1)).rev() {
+        strides[a] = strides[a + 1] * dims[a + 1];
+    }
+    let out_dims: Vec<usize> = perm.iter().map(|&a| dims[a]).collect();
+    let mut out = Vec::with_capacity(data.len());
+    let mut index = vec![0usize; rank];
+    for _ in 0..data.len() {
+        out.push(data[index.iter().zip(perm).map(|(&i, &a)| i * strides[a]).sum::<usize>()]);
+        for a in (0..rank).rev() {
+            index[a] += 1;
+            if index[a] < out_dims[a] {
+                break;
+            }
+            index[a] = 0;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn permute_moves_axes() {
+        // [2, 3] transposed.
+        assert_eq!(super::permute(&[2, 3], &[0., 1., 2., 3., 4., 5.], &[1, 0]), [0., 3., 1., 4., 2., 5.]);
+        // HWIO [1, 1, 2, 3] to OIHW [3, 2, 1, 1]: element (o, i) is (i, o) of the source.
+        let hwio: Vec<f32> = (0..6).map(|v| v as f32).collect();
+        assert_eq!(super::permute(&[1, 1, 2, 3], &hwio, &[3, 2, 0, 1]), [0., 3., 1., 4., 2., 5.]);
     }
 }

@@ -3,10 +3,11 @@
 //! between a rewritten node and one an exporter wrote, and a pass that does not apply leaves
 //! the graph untouched.
 //!
-//! Order matters: BatchNormalization folds into the Conv before the Conv changes layout, and
-//! activations fuse last, into whichever conv survived.
+//! Order matters: BatchNormalization and a following bias Add fold into the Conv before the
+//! Conv changes layout, and activations fuse last, into whichever conv survived.
 
 mod batchnorm;
+mod bias;
 mod dense;
 mod fuse;
 mod graph;
@@ -30,6 +31,7 @@ pub(crate) enum Target {
 /// Rewrites `graph` in place. `graph.node` must already be in topological order.
 pub(crate) fn optimize(graph: &mut GraphProto, target: Target) -> Result<(), LoadError> {
     batchnorm::fold_into_conv(graph)?;
+    bias::into_conv(graph);
     if target == Target::Cpu {
         layout::convs_to_nhwc(graph)?;
         transpose::cancel_pairs(graph);
