@@ -9,6 +9,7 @@ The first (the interop venv, models/requirements.txt) writes
                                       models/mnist_cnn), exported with model.export()
   tests/fixtures/savedmodel/set/module_two_signatures/1/  a tf.Module with two signatures
   tests/fixtures/savedmodel/set/module_slicing/1/  StridedSlice with every mask, shape ops
+  tests/fixtures/savedmodel/set/channels_first/1/  a CNN in data_format NCHW
   tests/fixtures/savedmodel/set/tf1_graph/1/  a TF1 graph (tf.compat.v1, VariableV2) written by
                                       SavedModelBuilder
   tests/fixtures/savedmodel/set/keras2_{lstm,gru}/1/  sequential-MNIST LSTM (tf.saved_model.save)
@@ -42,19 +43,21 @@ GOLDENS = REPO / "tests" / "fixtures" / "savedmodel" / "goldens"
 BATCHES = (1, 16)
 
 
-def write_goldens(version_dir, cases):
+def write_goldens(version_dir, cases, run=None):
     """cases: [(signature, {input key: array of 16 rows})]. Runs each signature in TF on the
-    first 1 and 16 rows and writes the arrays to goldens/<model name>/."""
+    first 1 and 16 rows and writes the arrays to goldens/<model name>/. `run(signature, feed)`
+    replaces the loaded SavedModel where TF's CPU kernels cannot run the graph itself."""
     golden = GOLDENS / version_dir.parent.name
     shutil.rmtree(golden, ignore_errors=True)
     golden.mkdir(parents=True)
-    loaded = tf.saved_model.load(str(version_dir))
+    if run is None:
+        loaded = tf.saved_model.load(str(version_dir))
+        run = lambda signature, feed: loaded.signatures[signature](**feed)  # noqa: E731
     manifest = []
     for signature, inputs in cases:
-        fn = loaded.signatures[signature]
         for batch in BATCHES:
             feed = {k: tf.constant(v[:batch]) for k, v in inputs.items()}
-            outputs = {k: v.numpy() for k, v in fn(**feed).items()}
+            outputs = {k: np.asarray(v) for k, v in run(signature, feed).items()}
             entry = {"signature": signature, "batch": batch, "inputs": {}, "outputs": {}}
             for kind, tensors in (("input", feed), ("output", outputs)):
                 for key, value in tensors.items():
@@ -171,6 +174,51 @@ def module_slicing():
     tf.saved_model.save(module, str(out), signatures={"serving_default": module.__call__})
     x = np.random.default_rng(14).normal(0, 1, (16, 4, 6)).astype(np.float32)
     write_goldens(out, [("serving_default", {"x": x})])
+
+
+class ChannelsFirst(tf.Module):
+    """A CNN written channels-first (data_format NCHW), as GPU-trained graphs are: Conv2D
+    (SAME and EXPLICIT padding, strided), BiasAdd, FusedBatchNormV3, MaxPool and AvgPool."""
+
+    def __init__(self):
+        super().__init__()
+        rng = np.random.default_rng(15)
+        f = lambda *shape, scale=0.3: tf.Variable(rng.normal(0, scale, shape).astype(np.float32))  # noqa: E731
+        self.k1, self.b1, self.k2 = f(3, 3, 1, 4), f(4), f(3, 3, 4, 6)
+        self.scale, self.offset, self.mean = f(4, scale=1.0), f(4), f(4)
+        self.variance = tf.Variable(rng.uniform(0.5, 2.0, 4).astype(np.float32))
+
+    def forward(self, image, data_format):
+        nchw = data_format == "NCHW"
+        pads = [[0, 0], [0, 0], [1, 1], [0, 1]] if nchw else [[0, 0], [1, 1], [0, 1], [0, 0]]
+        y = tf.nn.conv2d(image, self.k1, strides=1, padding="SAME", data_format=data_format)
+        y = tf.nn.bias_add(y, self.b1, data_format=data_format)
+        y, _, _ = tf.compat.v1.nn.fused_batch_norm(y, self.scale, self.offset, self.mean, self.variance, epsilon=1e-3,
+                                                   data_format=data_format, is_training=False)
+        y = tf.nn.max_pool2d(tf.nn.relu(y), 2, 2, "VALID", data_format=data_format)
+        y = tf.nn.conv2d(y, self.k2, strides=2, padding=pads, data_format=data_format)
+        y = tf.nn.avg_pool2d(y, 2, 1, "SAME", data_format=data_format)
+        return y if nchw else tf.transpose(y, [0, 3, 1, 2])
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 1, 28, 28], tf.float32, name="image")])
+    def __call__(self, image):
+        y = self.forward(image, "NCHW")
+        return {"features": tf.reshape(y, tf.stack([tf.shape(y)[0], -1]))}
+
+
+def channels_first():
+    """TF's CPU kernels run no NCHW conv, so the goldens come from the same module's NHWC twin
+    (same variables, input and output transposed)."""
+    out = SET / "channels_first" / "1"
+    shutil.rmtree(out.parent, ignore_errors=True)
+    module = ChannelsFirst()
+    tf.saved_model.save(module, str(out), signatures={"serving_default": module.__call__})
+
+    def twin(_signature, feed):
+        y = module.forward(tf.transpose(feed["image"], [0, 2, 3, 1]), "NHWC")
+        return {"features": tf.reshape(y, [tf.shape(y)[0], -1]).numpy()}
+
+    write_goldens(out, [("serving_default", {"image": mnist_images().transpose(0, 3, 1, 2).copy()})], run=twin)
 
 
 def tf1_graph():
@@ -294,6 +342,7 @@ def main():
             shipped_cnn()
             module_two_signatures()
             module_slicing()
+            channels_first()
             tf1_graph()
         if not only or "rnn" in only:
             # tf.keras 2 users save with tf.saved_model.save as often as with model.export.

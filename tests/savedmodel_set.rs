@@ -19,6 +19,7 @@ fn set() -> Vec<(&'static str, PathBuf)> {
         ("keras3_cnn", fixtures.join("keras3_cnn")),
         ("module_two_signatures", fixtures.join("module_two_signatures")),
         ("module_slicing", fixtures.join("module_slicing")),
+        ("channels_first", fixtures.join("channels_first")),
         ("tf1_graph", fixtures.join("tf1_graph")),
         ("keras2_lstm", fixtures.join("keras2_lstm")),
         ("keras2_gru", fixtures.join("keras2_gru")),

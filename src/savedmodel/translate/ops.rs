@@ -157,7 +157,10 @@ impl<'m> Builder<'m> {
             };
         }
         match op {
-            "BiasAdd" if nchw => Err(unsupported("NCHW BiasAdd is not supported yet".into())),
+            "BiasAdd" if nchw => {
+                let bias = self.per_channel(&name, "bias", &ins[1]);
+                self.emit(&name, "Add", vec![ins[0].clone(), bias], Vec::new())
+            }
             "BiasAdd" => self.emit(&name, "Add", ins, Vec::new()),
             "Relu6" => {
                 let (low, high) = (self.scalar(&name, "min", 0.0), self.scalar(&name, "max", 6.0));
@@ -364,44 +367,43 @@ impl<'m> Builder<'m> {
                 self.emit(&name, "Cast", vec![index], vec![int("to", to as i64)])
             }
             "FusedBatchNorm" | "FusedBatchNormV2" | "FusedBatchNormV3" => {
-                if nchw {
-                    return Err(unsupported("NCHW batch normalization is not supported yet".into()));
-                }
                 if flag("is_training") {
                     return Err(unsupported("is_training is set: a serving graph normalises with its moving statistics".into()));
                 }
                 // y = x * a + b, a = scale / sqrt(variance + epsilon), b = offset - mean * a,
-                // per channel (the last axis in NHWC); the engine folds a and b at load.
+                // per channel (the last axis in NHWC, axis 1 in NCHW); the engine folds a and b
+                // at load.
                 let epsilon = self.scalar(&name, "epsilon", float_attr("epsilon", 1e-4));
                 let var = self.emit_tensor(&format!("{name}#var_eps"), "Add", vec![ins[4].clone(), epsilon], Vec::new());
                 let root = self.emit_tensor(&format!("{name}#std"), "Sqrt", vec![var], Vec::new());
                 let a = self.emit_tensor(&format!("{name}#a"), "Div", vec![ins[1].clone(), root], Vec::new());
                 let mean_a = self.emit_tensor(&format!("{name}#mean_a"), "Mul", vec![ins[3].clone(), a.clone()], Vec::new());
                 let b = self.emit_tensor(&format!("{name}#b"), "Sub", vec![ins[2].clone(), mean_a], Vec::new());
+                let (a, b) = if nchw { (self.per_channel(&name, "a", &a), self.per_channel(&name, "b", &b)) } else { (a, b) };
                 let scaled = self.emit_tensor(&format!("{name}#scaled"), "Mul", vec![ins[0].clone(), a], Vec::new());
                 self.emit(&name, "Add", vec![scaled, b], Vec::new())
             }
             "Conv2D" | "DepthwiseConv2dNative" | "MaxPool" | "AvgPool" => {
-                if nchw {
-                    return Err(unsupported("NCHW is not supported yet".into()));
-                }
-                // NHWC lists: [1, h, w, 1].
-                let spatial = |values: Vec<i64>, default: i64| if values.len() == 4 { vec![values[1], values[2]] } else { vec![default, default] };
+                // Lists are [1, h, w, 1] in NHWC and [1, 1, h, w] in NCHW; an NHWC op runs as
+                // ONNX's NCHW one between two transposes, which the engine's layout pass
+                // cancels between consecutive convs and pools.
+                let (h, w) = if nchw { (2, 3) } else { (1, 2) };
+                let spatial = |values: Vec<i64>, default: i64| if values.len() == 4 { vec![values[h], values[w]] } else { vec![default, default] };
                 let mut attributes = match attr("padding") {
                     Some(AttrValue::S(p)) if p.as_slice() == b"SAME" => vec![string("auto_pad", "SAME_UPPER")],
                     Some(AttrValue::S(p)) if p.as_slice() == b"VALID" => vec![string("auto_pad", "VALID")],
                     Some(AttrValue::S(p)) if p.as_slice() == b"EXPLICIT" => {
-                        // [0, 0, top, bottom, left, right, 0, 0] to ONNX's [top, left, bottom, right].
+                        // (before, after) pairs per axis to ONNX's [top, left, bottom, right].
                         let p = list("explicit_paddings");
                         if p.len() != 8 {
                             return Err(unsupported("explicit_paddings does not have 8 values".into()));
                         }
-                        vec![ints("pads", &[p[2], p[4], p[3], p[5]])]
+                        vec![ints("pads", &[p[2 * h], p[2 * w], p[2 * h + 1], p[2 * w + 1]])]
                     }
                     _ => return Err(unsupported("only SAME, VALID and EXPLICIT padding are translated".into())),
                 };
                 attributes.push(ints("strides", &spatial(list("strides"), 1)));
-                let mut conv_inputs = vec![self.transpose(&format!("{name}#nchw"), &ins[0], &[0, 3, 1, 2])];
+                let mut conv_inputs = vec![if nchw { ins[0].clone() } else { self.transpose(&format!("{name}#nchw"), &ins[0], &[0, 3, 1, 2]) }];
                 let onnx_op = match op {
                     "Conv2D" => {
                         attributes.push(ints("dilations", &spatial(list("dilations"), 1)));
@@ -425,6 +427,9 @@ impl<'m> Builder<'m> {
                         if pool == "MaxPool" { "MaxPool" } else { "AveragePool" }
                     }
                 };
+                if nchw {
+                    return self.emit(&name, onnx_op, conv_inputs, attributes);
+                }
                 let result = self.emit_tensor(&format!("{name}#nchw_out"), onnx_op, conv_inputs, attributes);
                 self.emit(&name, "Transpose", vec![result], vec![ints("perm", &[0, 2, 3, 1])])
             }
@@ -553,6 +558,19 @@ impl<'m> Builder<'m> {
     /// `input` transposed by `perm`, as the tensor `<name>:0`.
     fn transpose(&mut self, name: &str, input: &str, perm: &[i64]) -> String {
         self.emit_tensor(name, "Transpose", vec![input.to_string()], vec![ints("perm", perm)])
+    }
+
+    /// A per-channel vector `[C]` as `[C, 1, 1]`, to broadcast over an NCHW tensor's channels.
+    fn per_channel(&mut self, node: &str, what: &str, vector: &str) -> String {
+        if let Some((dims, data)) = self.consts.get(vector).cloned().map(HostTensor::into_parts).filter(|(d, _)| d.len() == 1) {
+            let name = format!("{node}#{what}_chw");
+            if let Ok(tensor) = HostTensor::new(vec![dims[0], 1, 1], data) {
+                self.initializer(&name, tensor);
+                return name;
+            }
+        }
+        let axes = self.int64s(&format!("{node}#{what}_axes"), &[1, 2]);
+        self.emit_tensor(&format!("{node}#{what}_chw"), "Unsqueeze", vec![vector.to_string(), axes], Vec::new())
     }
 
     /// A Reshape or Squeeze of a constant, computed here as the initializer `<name>:0`.
