@@ -1,7 +1,8 @@
-//! TensorFlow SavedModels without TensorFlow. So far: the variables' tensor bundle (a LevelDB
-//! table of entries, CRC-checked data shards, snappy blocks), the meta graph a tag set selects
-//! with its signatures, and the binding of a signature's captured variables to checkpoint
-//! keys. Translating the graph's ops into the engine is the SavedModel issue's remaining work.
+//! TensorFlow SavedModels without TensorFlow: the variables' tensor bundle (a LevelDB table of
+//! entries, CRC-checked data shards, snappy blocks), the meta graph a tag set selects with its
+//! signatures, the binding of variables to checkpoint keys (object graphs for TF2, the restore
+//! op for TF1), and each signature translated into an ONNX graph for the engine, so a
+//! SavedModel shares the ONNX importer, passes, plans and kernels.
 
 pub mod binding;
 pub mod bundle;

@@ -47,6 +47,15 @@ enum WriteIndex {
     Step,
 }
 
+/// A translated loop body's graph inputs and outputs (cond, carried values, written items),
+/// and where each written list's items go.
+struct LoopBody {
+    inputs: Vec<ValueInfoProto>,
+    outputs: Vec<ValueInfoProto>,
+    indices: std::collections::HashMap<usize, WriteIndex>,
+}
+
+/// The kinds of loop variable (see the module doc).
 enum Var {
     Invariant,
     Carried,
@@ -127,9 +136,9 @@ impl<'m> Builder<'m> {
 
         // The body graph, built in its own node and initializer lists.
         let outer = (std::mem::take(&mut self.nodes), std::mem::take(&mut self.initializers));
-        let built = self.loop_body(name, &cond, &body, &inputs, &kinds, &types);
+        let built = self.loop_body(name, &cond, body_def, &inputs, &kinds, &types);
         let (body_nodes, body_initializers) = (std::mem::replace(&mut self.nodes, outer.0), std::mem::replace(&mut self.initializers, outer.1));
-        let (body_inputs, body_outputs, indices) = built?;
+        let LoopBody { inputs: body_inputs, outputs: body_outputs, indices } = built?;
         let body_graph = GraphProto {
             node: body_nodes,
             name: format!("{name}#body"),
@@ -182,18 +191,9 @@ impl<'m> Builder<'m> {
         Ok(outputs)
     }
 
-    /// Translates the body (into `self.nodes`, swapped out by the caller): the body's inputs,
-    /// its outputs (cond, carried values, written items) and how each written list is indexed.
-    #[allow(clippy::type_complexity)]
-    fn loop_body(
-        &mut self,
-        name: &str,
-        cond: &str,
-        body: &str,
-        inputs: &[Value],
-        kinds: &[Var],
-        types: &[i32],
-    ) -> Result<(Vec<ValueInfoProto>, Vec<ValueInfoProto>, std::collections::HashMap<usize, WriteIndex>), String> {
+    /// Translates the body into `self.nodes` (swapped out by the caller).
+    fn loop_body(&mut self, name: &str, cond: &str, body_def: &'m FunctionDef, inputs: &[Value], kinds: &[Var], types: &[i32]) -> Result<LoopBody, String> {
+        let body = body_def.signature.as_ref().map(|s| s.name.clone()).unwrap_or_default();
         let mut body_inputs = vec![onnx::typed(&format!("{name}#iteration"), OnnxType::Int64), onnx::typed(&format!("{name}#cond_in"), OnnxType::Bool)];
         let mut args = Vec::with_capacity(inputs.len());
         for (i, kind) in kinds.iter().enumerate() {
@@ -208,13 +208,12 @@ impl<'m> Builder<'m> {
                 Var::Written => Value::List(List::Slot { var: i }),
             });
         }
-        let results = self.inline(body, &format!("{name}#body"), args).map_err(|e| e.to_string())?;
+        let results = self.inline(&body, &format!("{name}#body"), args).map_err(|e| e.to_string())?;
         let next_cond = self.inline(cond, &format!("{name}#cond"), results.clone()).map_err(|e| e.to_string())?;
         let next_cond = self.tensor(next_cond.first().ok_or("the condition returns nothing")?).map_err(|e| e.to_string())?;
         let mut body_outputs = vec![onnx::typed(&self.identity(&format!("{name}#cond_out"), next_cond), OnnxType::Bool)];
         let mut scans = Vec::new();
         let mut indices = std::collections::HashMap::new();
-        let body_def = self.library[body];
         let signature = body_def.signature.as_ref().ok_or("the body has no signature")?;
         for (i, kind) in kinds.iter().enumerate() {
             match kind {
@@ -250,7 +249,7 @@ impl<'m> Builder<'m> {
             }
         }
         body_outputs.extend(scans);
-        Ok((body_inputs, body_outputs, indices))
+        Ok(LoopBody { inputs: body_inputs, outputs: body_outputs, indices })
     }
 
     /// An Identity node giving `input` the name `output` (body outputs must be named).
