@@ -10,6 +10,7 @@ The first (the interop venv, models/requirements.txt) writes
   tests/fixtures/savedmodel/set/module_two_signatures/1/  a tf.Module with two signatures
   tests/fixtures/savedmodel/set/module_slicing/1/  StridedSlice with every mask, shape ops
   tests/fixtures/savedmodel/set/channels_first/1/  a CNN in data_format NCHW
+  tests/fixtures/savedmodel/set/half_plus_two/1/  TF Serving's half_plus_two, Classify/Regress
   tests/fixtures/savedmodel/set/tf1_graph/1/  a TF1 graph (tf.compat.v1, VariableV2) written by
                                       SavedModelBuilder
   tests/fixtures/savedmodel/set/keras2_{lstm,gru}/1/  sequential-MNIST LSTM (tf.saved_model.save)
@@ -315,6 +316,49 @@ def layers(keras, name):
     write_goldens(out, [("serving_default", {"image": mnist_images(), "tokens": rng.integers(0, 50, (16, 12)).astype(np.int32)})])
 
 
+def half_plus_two():
+    """TF Serving's half_plus_two test model, rebuilt with tf.compat.v1 and SavedModelBuilder:
+    y = a*x + b with a=0.5, b=2, c=3; Predict, Classify and Regress signatures over the same
+    graph (as TF Serving's own test suite uses them), plus a classifier with string labels and
+    several scores. Its answers are checked in tests/python/classify_regress.py."""
+    out = SET / "half_plus_two" / "1"
+    shutil.rmtree(out.parent, ignore_errors=True)
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        a = v1.Variable(0.5, name="a", use_resource=False)
+        b = v1.Variable(2.0, name="b", use_resource=False)
+        c = v1.Variable(3.0, name="c", use_resource=False)
+        serialized = v1.placeholder(tf.string, name="tf_example")
+        parsed = v1.parse_example(serialized, {"x": v1.FixedLenFeature([1], tf.float32),
+                                               "x2": v1.FixedLenFeature([1], tf.float32, default_value=[0.0])})
+        x = tf.identity(parsed["x"], name="x")
+        x2 = tf.identity(parsed["x2"], name="x2")
+        y = tf.add(tf.multiply(a, x), b, name="y")
+        y2 = tf.add(tf.multiply(a, x), c, name="y2")
+        y3 = tf.add(tf.multiply(a, x2), c, name="y3")
+        labels = tf.constant([b"negative", b"zero", b"positive"])
+        sign_classes = tf.tile(tf.expand_dims(labels, 0), tf.stack([tf.shape(x)[0], 1]), name="sign_classes")
+        sign_scores = tf.nn.softmax(tf.concat([-x, 0.0 * x, x], axis=1), name="sign_scores")
+        info = v1.saved_model.build_tensor_info
+        with v1.Session(graph=graph) as sess:
+            sess.run(v1.global_variables_initializer())
+            builder = v1.saved_model.Builder(str(out))
+            sigs = v1.saved_model
+            signatures = {
+                "serving_default": sigs.predict_signature_def(inputs={"x": x}, outputs={"y": y}),
+                "classify_x_to_y": sigs.classification_signature_def(serialized, None, y),
+                "regress_x_to_y": sigs.regression_signature_def(serialized, y),
+                "regress_x_to_y2": sigs.regression_signature_def(serialized, y2),
+                "regress_x2_to_y3": sigs.build_signature_def({"inputs": info(x2)}, {"outputs": info(y3)}, sigs.REGRESS_METHOD_NAME),
+                "classify_sign": sigs.classification_signature_def(serialized, sign_classes, sign_scores),
+            }
+            builder.add_meta_graph_and_variables(sess, ["serve"], signature_def_map=signatures)
+            builder.save()
+    x_values = np.linspace(-4.0, 4.0, 16, dtype=np.float32).reshape(16, 1)
+    write_goldens(out, [("serving_default", {"x": x_values})])
+
+
 def keras3_cnn():
     import keras
     keras.utils.set_random_seed(7)
@@ -344,6 +388,7 @@ def main():
             module_slicing()
             channels_first()
             tf1_graph()
+            half_plus_two()
         if not only or "rnn" in only:
             # tf.keras 2 users save with tf.saved_model.save as often as with model.export.
             rnn(tf.keras, "lstm", "keras2_lstm", lambda m, out: tf.saved_model.save(m, str(out)))

@@ -9,6 +9,7 @@ pub mod batching;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod example;
 pub mod metrics;
 pub mod proto;
 pub mod repository;

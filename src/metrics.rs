@@ -83,6 +83,8 @@ pub struct Metrics {
     tf_queuing_latency: HistogramVec,
     rejected: IntCounterVec,
     dropped: IntCounterVec,
+    tf_example_counts: HistogramVec,
+    tf_example_count_total: IntCounterVec,
     ok_series: SeriesCache,
 }
 
@@ -181,6 +183,14 @@ impl Metrics {
             tf_queuing_latency: histogram(":tensorflow:serving:batching_session:queuing_latency", "Distribution of wall time spent (in microseconds) in queuing", exponential_buckets(100.0, 1.2, 52)?, &["thread_pool_name"])?,
             rejected: counter("candle_serving_rejected_requests_total", "Requests refused at admission, by reason (inflight_limit, queue_full, too_large).", &["model", "reason"])?,
             dropped: counter("candle_serving_dropped_requests_total", "Queued requests dropped before compute, by reason (cancelled, deadline).", &["model", "reason"])?,
+            // TF Serving's names for the tf.Example APIs (Classify, Regress, MultiInference).
+            tf_example_counts: histogram(
+                ":tensorflow:serving:request_example_counts",
+                "The number of tensorflow.Examples per request.",
+                exponential_buckets(1.0, 2.0, 15)?,
+                &["model"],
+            )?,
+            tf_example_count_total: counter(":tensorflow:serving:request_example_count_total", "The total number of tensorflow.Examples.", &["model"])?,
             ok_series: SeriesCache::default(),
             registry,
         };
@@ -191,6 +201,8 @@ impl Metrics {
     fn register(&self) -> Result<(), prometheus::Error> {
         let r = &self.registry;
         r.register(Box::new(self.tf_request_count.clone()))?;
+        r.register(Box::new(self.tf_example_counts.clone()))?;
+        r.register(Box::new(self.tf_example_count_total.clone()))?;
         r.register(Box::new(self.tf_request_latency.clone()))?;
         r.register(Box::new(self.tf_runtime_latency.clone()))?;
         r.register(Box::new(self.tf_load_attempts.clone()))?;
@@ -320,6 +332,12 @@ impl Metrics {
     /// Time one request waited in a batch queue, under TF Serving's batching metric.
     pub fn observe_batch_queueing(&self, waited: Duration) {
         self.tf_queuing_latency.with_label_values(&["model_server_batch_threads"]).observe(waited.as_micros() as f64);
+    }
+
+    /// Examples in one Classify, Regress or MultiInference request.
+    pub fn count_examples(&self, model: &str, examples: usize) {
+        self.tf_example_counts.with_label_values(&[model]).observe(examples as f64);
+        self.tf_example_count_total.with_label_values(&[model]).inc_by(examples as u64);
     }
 
     pub fn count_rejection(&self, model: &str, reason: &str) {

@@ -133,12 +133,25 @@ async fn malformed_tensors_are_rejected_before_allocation() {
     expect_error(&server, with_input("image", wrong_field), Code::InvalidArgument, &["float_val", "double_val"]).await;
 }
 
+/// ONNX models have no classify or regress signatures: Classify answers FAILED_PRECONDITION
+/// naming the signature asked for and the ones the model has, and Predict keeps serving.
 #[tokio::test]
-async fn features_of_later_releases_answer_unimplemented() {
+async fn classify_on_an_onnx_model_names_what_it_has() {
+    use candle_serving::proto::tensorflow::serving::{ExampleList, Input, input};
+    use candle_serving::proto::tensorflow::{Example, Features};
     let server = Server::start(&[], "mnist_cnn").await;
     let mut client = server.predict_client().await;
     let status = client.classify(ClassificationRequest::default()).await.expect_err("classify");
-    assert_eq!(status.code(), Code::Unimplemented);
-    assert!(status.message().contains("Classify"), "{}", status.message());
+    assert_eq!((status.code(), status.message()), (Code::InvalidArgument, "Missing ModelSpec"));
+    let example = Example { features: Some(Features::default()) };
+    let request = ClassificationRequest {
+        model_spec: Some(spec("mnist_cnn")),
+        input: Some(Input { kind: Some(input::Kind::ExampleList(ExampleList { examples: vec![example] })) }),
+    };
+    let status = client.classify(request).await.expect_err("classify");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    for words in ["\"serving_default\"", "tensorflow/serving/classify", "serving_default (tensorflow/serving/predict)"] {
+        assert!(status.message().contains(words), "{words} not in {}", status.message());
+    }
     assert!(client.predict(good_request()).await.is_ok());
 }

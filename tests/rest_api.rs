@@ -256,8 +256,15 @@ async fn errors_have_tf_codes_and_messages() {
             "Serving signature key \"nope\" not found".into(),
         ),
         ("non-numeric version", "/v1/models/mnist_cnn/versions/x:predict", "{}".into(), 400, "Failed to convert version: x to numeric.".into()),
-        ("classify", "/v1/models/mnist_cnn:classify", "{}".into(), 501, "Classify".into()),
-        ("regress", "/v1/models/mnist_cnn:regress", "{}".into(), 501, "Regress".into()),
+        ("classify without examples", "/v1/models/mnist_cnn:classify", "{}".into(), 400, "'examples' is missing".into()),
+        ("regress with no example", "/v1/models/mnist_cnn:regress", r#"{"examples": []}"#.into(), 400, "Input is empty".into()),
+        (
+            "classify on an ONNX model",
+            "/v1/models/mnist_cnn:classify",
+            r#"{"examples": [{"x": 1.0}]}"#.into(),
+            400,
+            "no classify or regress signatures (it has serving_default (tensorflow/serving/predict))".into(),
+        ),
         ("unknown verb", "/v1/models/mnist_cnn:explain", "{}".into(), 400, "Malformed request: POST /v1/models/mnist_cnn:explain".into()),
     ];
     for (what, path, body, status, message) in cases {

@@ -169,7 +169,7 @@ fn serving_default_runs_on_the_engine_as_tensorflow_computes_it() {
     let meta = meta_graph::read(&fixture_dir(), &["serve".to_string()]).expect("serve");
     let bundle = Bundle::open(&prefix(&fixture_dir())).expect("bundle");
     let model = candle_serving::savedmodel::to_onnx(&meta, &bundle, "serving_default").expect("translate");
-    let session = OnnxSession::from_bytes(&model.encode_to_vec()).expect("engine import");
+    let session = OnnxSession::from_bytes(&model.model.encode_to_vec()).expect("engine import");
     assert_eq!(session.inputs()[0].key, "x");
     let outputs = session.run(vec![HostTensor::new(vec![2, 3], TensorData::F32(x)).expect("x")]).expect("run");
     assert_eq!(outputs[0].shape(), &[2, 4]);
@@ -358,10 +358,10 @@ async fn unknown_saved_model_tags_fail_only_the_savedmodel_versions() {
 }
 
 /// A TF1 model's classify and regress signatures (over serialized tf.Examples) load and are
-/// listed with their methods; a Predict on one answers UNIMPLEMENTED with the reason, and the
-/// predict signature beside them serves.
+/// listed with their methods; a Predict on one answers UNIMPLEMENTED pointing to the tf.Example
+/// APIs, and the predict signature beside them serves.
 #[tokio::test]
-async fn classify_and_regress_signatures_are_listed_and_say_why_they_do_not_run() {
+async fn classify_and_regress_signatures_are_listed_and_predict_points_to_their_apis() {
     use candle_serving::proto::tensorflow::serving::{GetModelMetadataRequest, SignatureDefMap};
     use prost::Message;
 
@@ -384,7 +384,7 @@ async fn classify_and_regress_signatures_are_listed_and_say_why_they_do_not_run(
     request.model_spec.as_mut().expect("spec").signature_name = "regress_ink".into();
     let status = client.predict(request).await.expect_err("not runnable");
     assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
-    assert!(status.message().contains("\"regress_ink\" cannot be run") && status.message().contains("DT_STRING"), "{}", status.message());
+    assert!(status.message().contains("\"regress_ink\" cannot be run") && status.message().contains("call Classify, Regress or MultiInference"), "{}", status.message());
 
     let (dims, pixels) = npy(&repo_root().join("tests/fixtures/savedmodel/goldens/tf1_graph/serving_default_input_pixels_b1.npy"));
     let response = client.predict(predict_request("tf1", "pixels", float_tensor(&dims, pixels))).await.expect("predict").into_inner();

@@ -21,6 +21,7 @@ fn set() -> Vec<(&'static str, PathBuf)> {
         ("module_slicing", fixtures.join("module_slicing")),
         ("channels_first", fixtures.join("channels_first")),
         ("tf1_graph", fixtures.join("tf1_graph")),
+        ("half_plus_two", fixtures.join("half_plus_two")),
         ("keras2_lstm", fixtures.join("keras2_lstm")),
         ("keras2_gru", fixtures.join("keras2_gru")),
         ("keras3_lstm", fixtures.join("keras3_lstm")),

@@ -46,6 +46,7 @@ impl ServingError {
             ServingError::Lookup(_) => ErrorKind::NotFound,
             ServingError::Request(RequestError::UnknownSignature { .. }) => ErrorKind::FailedPrecondition,
             ServingError::Request(RequestError::NotRunnable { .. }) => ErrorKind::Unimplemented,
+            ServingError::Request(RequestError::NoExampleSignatures { .. }) => ErrorKind::FailedPrecondition,
             ServingError::Request(_) => ErrorKind::InvalidArgument,
             // Inputs passed the signature check, so a node rejecting them is still the
             // caller's shape problem, as TensorFlow reports kernel shape errors.

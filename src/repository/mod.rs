@@ -14,5 +14,5 @@ pub use confine::EscapeError;
 pub use loader::{VersionLoadError, load_servable};
 pub use manager::{ControlError, IndexEntry, IndexState, ManagerHandle, ManagerInbox, ModelManager, channel as manager_channel};
 pub use tfrecord::{RecordError, write_records as write_tfrecords};
-pub use warmup::{WarmupError, read_warmup_requests};
+pub use warmup::{WarmupError, WarmupRequest, read_warmup_requests};
 pub use state::{LookupError, ModelHealth, ModelRepository, VersionRequest, VersionState, VersionStatus};

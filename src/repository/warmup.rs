@@ -1,6 +1,7 @@
 //! Warm-up before a version turns AVAILABLE (TF Serving's `--enable_model_warmup`): replay the
-//! Predict logs in `assets.extra/tf_serving_warmup_requests`, or, without that file, run one
-//! synthetic request shaped by the signature, so the first real request is not the slow one.
+//! Predict, Classify, Regress and MultiInference logs in
+//! `assets.extra/tf_serving_warmup_requests`, or, without that file, run one synthetic request
+//! shaped by the signature, so the first real request is not the slow one.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,9 +9,9 @@ use std::sync::Arc;
 use prost::Message;
 use thiserror::Error;
 
-use crate::proto::tensorflow::serving::{PredictRequest, PredictionLog};
 use crate::proto::tensorflow::serving::prediction_log::LogType;
-use crate::servable::{DEFAULT_SIGNATURE, PredictCall, Servable, WireTensor};
+use crate::proto::tensorflow::serving::{ClassificationRequest, MultiInferenceRequest, PredictRequest, PredictionLog, RegressionRequest};
+use crate::servable::{DEFAULT_SIGNATURE, Examples, Method, PredictCall, PredictError, Servable, WireTensor};
 use crate::tensor::{Dim, HostTensor, TensorData, TensorSpec, element_count};
 
 use super::confine::confined;
@@ -29,14 +30,23 @@ pub enum WarmupError {
     TooManyRecords { count: usize },
     #[error("warm-up record {index}: not a PredictionLog: {reason}")]
     NotPredictionLog { index: usize, reason: String },
-    #[error("warm-up record {index}: only PredictLog records are supported")]
+    #[error("warm-up record {index}: only Predict, Classify, Regress and MultiInference logs are supported")]
     NotPredictLog { index: usize },
 }
 
-/// Splits a warm-up file into its Predict requests: TFRecord framing, checksums, the record
-/// cap, then one `PredictionLog` per record. Nothing is run; tensors stay in wire form until
-/// the request is checked against the signature. Public so the fuzz target reaches it.
-pub fn read_warmup_requests(bytes: &[u8]) -> Result<Vec<PredictRequest>, WarmupError> {
+/// One replayable warm-up record.
+#[derive(Debug, Clone)]
+pub enum WarmupRequest {
+    Predict(PredictRequest),
+    Classify(ClassificationRequest),
+    Regress(RegressionRequest),
+    MultiInference(MultiInferenceRequest),
+}
+
+/// Splits a warm-up file into its requests: TFRecord framing, checksums, the record cap, then
+/// one `PredictionLog` per record. Nothing is run; tensors stay in wire form until the request
+/// is checked against the signature. Public so the fuzz target reaches it.
+pub fn read_warmup_requests(bytes: &[u8]) -> Result<Vec<WarmupRequest>, WarmupError> {
     let records = tfrecord::records(bytes)?;
     if records.len() > MAX_RECORDS {
         return Err(WarmupError::TooManyRecords { count: records.len() });
@@ -48,7 +58,10 @@ pub fn read_warmup_requests(bytes: &[u8]) -> Result<Vec<PredictRequest>, WarmupE
             let log = PredictionLog::decode(*record)
                 .map_err(|e| WarmupError::NotPredictionLog { index, reason: e.to_string() })?;
             match log.log_type {
-                Some(LogType::PredictLog(p)) => Ok(p.request.unwrap_or_default()),
+                Some(LogType::PredictLog(p)) => Ok(WarmupRequest::Predict(p.request.unwrap_or_default())),
+                Some(LogType::ClassifyLog(c)) => Ok(WarmupRequest::Classify(c.request.unwrap_or_default())),
+                Some(LogType::RegressLog(r)) => Ok(WarmupRequest::Regress(r.request.unwrap_or_default())),
+                Some(LogType::MultiInferenceLog(m)) => Ok(WarmupRequest::MultiInference(m.request.unwrap_or_default())),
                 _ => Err(WarmupError::NotPredictLog { index }),
             }
         })
@@ -66,16 +79,41 @@ pub(crate) async fn warm_up(servable: &Arc<Servable>, base: &Path, dir: &Path, m
     let requests = read_warmup_requests(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
     let count = requests.len();
     for (index, request) in requests.into_iter().enumerate() {
-        let signature_name = request.model_spec.map(|s| s.signature_name).unwrap_or_default();
-        let call = PredictCall {
-            signature_name,
-            inputs: request.inputs.into_iter().map(|(k, proto)| (k, WireTensor { proto, max_bytes: max_tensor_bytes })).collect(),
-            output_filter: request.output_filter,
-            deadline: None,
-        };
-        servable.predict(call).await.map_err(|e| format!("warm-up record {index} failed: {e}"))?;
+        replay(servable, request, max_tensor_bytes).await.map_err(|e| format!("warm-up record {index} failed: {e}"))?;
     }
     Ok(count)
+}
+
+async fn replay(servable: &Servable, request: WarmupRequest, max_tensor_bytes: usize) -> Result<(), PredictError> {
+    let signature = |spec: Option<&crate::proto::tensorflow::serving::ModelSpec>| spec.map(|s| s.signature_name.clone()).unwrap_or_default();
+    match request {
+        WarmupRequest::Predict(request) => {
+            let call = PredictCall {
+                signature_name: signature(request.model_spec.as_ref()),
+                inputs: request.inputs.into_iter().map(|(k, proto)| (k, WireTensor { proto, max_bytes: max_tensor_bytes })).collect(),
+                output_filter: request.output_filter,
+                deadline: None,
+            };
+            servable.predict(call).await.map(drop)
+        }
+        WarmupRequest::Classify(request) => {
+            let examples = Examples::of(request.input.as_ref())?;
+            servable.infer_examples(Method::Classify, &signature(request.model_spec.as_ref()), examples, None).await.map(drop)
+        }
+        WarmupRequest::Regress(request) => {
+            let examples = Examples::of(request.input.as_ref())?;
+            servable.infer_examples(Method::Regress, &signature(request.model_spec.as_ref()), examples, None).await.map(drop)
+        }
+        WarmupRequest::MultiInference(request) => {
+            let tasks = request
+                .tasks
+                .iter()
+                .map(|t| Ok((Method::from_name(&t.method_name)?, signature(t.model_spec.as_ref()))))
+                .collect::<Result<Vec<_>, crate::servable::RequestError>>()?;
+            let examples = Examples::of(request.input.as_ref())?;
+            servable.multi_infer(&tasks, examples, None).await.map(drop)
+        }
+    }
 }
 
 /// The all-zeros input for `spec`, every free dimension set to 1; `None` for an unknown rank.
@@ -146,12 +184,12 @@ mod tests {
         };
         let bytes = log.encode_to_vec();
         let requests = read_warmup_requests(&write_tfrecords([bytes.as_slice()])).expect("read");
-        assert_eq!(requests[0].output_filter, ["y"]);
+        assert!(matches!(&requests[0], WarmupRequest::Predict(p) if p.output_filter == ["y"]), "{requests:?}");
         let err = read_warmup_requests(&write_tfrecords([b"\xff".as_slice()])).expect_err("garbage");
         assert!(err.to_string().starts_with("warm-up record 0: not a PredictionLog"), "{err}");
         let empty = PredictionLog::default().encode_to_vec();
         let err = read_warmup_requests(&write_tfrecords([bytes.as_slice(), empty.as_slice()])).expect_err("no predict log");
-        assert_eq!(err.to_string(), "warm-up record 1: only PredictLog records are supported");
+        assert_eq!(err.to_string(), "warm-up record 1: only Predict, Classify, Regress and MultiInference logs are supported");
         let many = vec![bytes.as_slice(); MAX_RECORDS + 1];
         let err = read_warmup_requests(&write_tfrecords(many)).expect_err("too many");
         assert_eq!(err.to_string(), "has 1001 records, more than the limit of 1000");

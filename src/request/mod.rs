@@ -144,6 +144,16 @@ impl Request<'_> {
         Ok(outcome)
     }
 
+    /// Records when a servable ran the request (Classify, Regress, MultiInference).
+    pub fn ran(&mut self, timeline: crate::servable::Timeline) {
+        self.meta.timeline = Some(timeline);
+    }
+
+    /// Counts a tf.Example request's examples (TF Serving's example-count metrics).
+    pub fn count_examples(&self, examples: usize) {
+        self.core.metrics.count_examples(&self.meta.model, examples);
+    }
+
     /// Records the request once (metrics, log line, trace) and hands the result back.
     pub fn finish<T, E: Reportable>(self, result: Result<T, E>) -> Result<T, E> {
         let outcome = result.as_ref().map(|_| ()).map_err(|e| e as &dyn Reportable);

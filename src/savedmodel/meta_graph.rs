@@ -51,14 +51,19 @@ pub fn signature(meta: &MetaGraphDef, name: &str) -> Result<Signature, SavedMode
         .filter(|_| name != INIT_OP_SIGNATURE)
         .ok_or_else(|| SavedModelError::Unsupported(format!("signature {name:?} is not in the meta graph")))?;
     let specs = |tensors: &std::collections::HashMap<String, TensorInfo>| -> Result<Vec<TensorSpec>, SavedModelError> {
-        let mut specs = tensors.iter().map(|(key, info)| spec(name, key, info)).collect::<Result<Vec<_>, _>>()?;
+        let mut specs = tensors.iter().map(|(key, info)| tensor_spec(name, key, info)).collect::<Result<Vec<_>, _>>()?;
         specs.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(specs)
     };
     Ok(Signature { name: name.to_string(), method_name: def.method_name.clone(), inputs: specs(&def.inputs)?, outputs: specs(&def.outputs)? })
 }
 
-fn spec(signature: &str, key: &str, info: &TensorInfo) -> Result<TensorSpec, SavedModelError> {
+/// Whether a signature tensor is DT_STRING (serialized tf.Examples, labels).
+pub(crate) fn is_string(info: &TensorInfo) -> bool {
+    info.dtype == crate::proto::tensorflow::DataType::DtString as i32
+}
+
+pub(crate) fn tensor_spec(signature: &str, key: &str, info: &TensorInfo) -> Result<TensorSpec, SavedModelError> {
     let unsupported = |what: String| SavedModelError::Unsupported(format!("signature {signature:?} tensor {key:?}: {what}"));
     if !matches!(info.encoding, Some(tensor_info::Encoding::Name(_))) {
         return Err(unsupported("is sparse or composite; only dense tensors are served".into()));

@@ -17,6 +17,8 @@ use thiserror::Error;
 
 use crate::engine::Session;
 use crate::proto::tensorflow::serving::SignatureDefMap;
+use crate::example::ExampleSignature;
+use crate::proto::tensorflow::MetaGraphDef;
 use crate::servable::{Signature, SignatureSession};
 
 pub use binding::{Capture, captures};
@@ -42,31 +44,39 @@ pub fn load(dir: &std::path::Path, options: &crate::engine::EngineOptions) -> Re
     let mut signatures = Vec::new();
     for name in meta_graph::signature_names(&meta) {
         let method = meta.signature_def[name].method_name.clone();
-        let session = meta_graph::signature(&meta, name).and_then(|signature| {
-            let session = session(&meta, &bundle, name, options)?;
-            Ok(SignatureSession { signature, session: Ok(session) })
-        });
-        match session {
+        match signature_session(&meta, &bundle, name, options) {
             Ok(entry) => signatures.push(entry),
             Err(e) if method == crate::servable::PREDICT_METHOD => return Err(e),
             Err(e) => {
                 tracing::warn!(signature = name, method, "signature is listed but cannot run: {e}");
                 let signature = Signature { name: name.to_string(), method_name: method, inputs: Vec::new(), outputs: Vec::new() };
-                signatures.push(SignatureSession { signature, session: Err(e.to_string()) });
+                signatures.push(SignatureSession { signature, session: Err(e.to_string()), examples: None });
             }
         }
     }
     Ok(LoadedSavedModel { signatures, declared })
 }
 
-fn session(
-    meta: &crate::proto::tensorflow::MetaGraphDef,
-    bundle: &Bundle,
-    signature: &str,
-    options: &crate::engine::EngineOptions,
-) -> Result<Arc<dyn Session>, SavedModelError> {
+/// Signature `name` translated and loaded. A signature over tf.Examples is described by its
+/// engine session (the dense features in place of the serialized Examples).
+fn signature_session(meta: &MetaGraphDef, bundle: &Bundle, name: &str, options: &crate::engine::EngineOptions) -> Result<SignatureSession, SavedModelError> {
+    let translated = to_onnx(meta, bundle, name)?;
+    let session = session(translated.model, name, options)?;
+    let examples = translated.examples.map(|input| ExampleSignature { input, constant_rows: translated.constant_rows });
+    let signature = match &examples {
+        None => meta_graph::signature(meta, name)?,
+        Some(_) => Signature {
+            name: name.to_string(),
+            method_name: meta.signature_def[name].method_name.clone(),
+            inputs: session.inputs().to_vec(),
+            outputs: session.outputs().to_vec(),
+        },
+    };
+    Ok(SignatureSession { signature, session: Ok(session), examples })
+}
+
+fn session(model: crate::proto::onnx::ModelProto, signature: &str, options: &crate::engine::EngineOptions) -> Result<Arc<dyn Session>, SavedModelError> {
     use prost::Message;
-    let model = to_onnx(meta, bundle, signature)?;
     let session = crate::engine::onnx::OnnxSession::from_bytes_on(&model.encode_to_vec(), &options.device).map_err(|e| match e {
         crate::engine::LoadError::UnsupportedOps(ops) => {
             let prefix = format!("{}.", translate::UNTRANSLATED_DOMAIN);

@@ -44,6 +44,10 @@ impl Servable {
     pub async fn predict<T: RequestTensor>(&self, mut call: PredictCall<T>) -> Result<PredictOutcome, PredictError> {
         let signature = self.signature(&call.signature_name)?;
         let runner = self.runner(signature)?;
+        if let Some(examples) = &runner.examples {
+            let reason = format!("it takes serialized tf.Examples (input \"{}\"); call Classify, Regress or MultiInference", examples.input.key);
+            return Err(RequestError::NotRunnable { name: signature.name.clone(), reason }.into());
+        }
         // Keys first, then the output filter, then tensors: the order TF reports problems in.
         check_input_keys(signature, call.inputs.keys().map(String::as_str))?;
         let selected = select_outputs(signature, &call.output_filter)?;

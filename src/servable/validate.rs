@@ -17,6 +17,16 @@ pub enum RequestError {
     EmptyModelName,
     #[error("Serving signature key \"{name}\" not found. Available signatures: {available}")]
     UnknownSignature { name: String, available: String },
+    /// Classify/Regress naming a signature the model lacks.
+    #[error("No signature was found with the name: {0}")]
+    NoSignature(String),
+    #[error("Expected {noun} signature method_name to be {expected}. Was: {got}")]
+    WrongMethod { noun: &'static str, expected: &'static str, got: String },
+    /// Classify/Regress on a model (ONNX) that declares no such signatures.
+    #[error("signature \"{signature}\" cannot answer {method}: this model has no classify or regress signatures (it has {available}); ONNX models serve Predict only")]
+    NoExampleSignatures { method: &'static str, signature: String, available: String },
+    #[error(transparent)]
+    Example(#[from] crate::example::ExampleError),
     /// Listed in metadata, but not runnable here (e.g. a classify signature whose example
     /// parsing is not translated).
     #[error("signature \"{name}\" cannot be run: {reason}")]

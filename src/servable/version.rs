@@ -8,6 +8,7 @@ use crate::engine::{ComputePool, EngineError, Session, Timing};
 use crate::metrics::Metrics;
 use crate::tensor::HostTensor;
 
+use crate::example::ExampleSignature;
 use crate::proto::tensorflow::serving::SignatureDefMap;
 
 use super::{DEFAULT_SIGNATURE, PREDICT_METHOD, RequestError, Signature};
@@ -31,12 +32,16 @@ pub(super) struct Runner {
     session: Arc<dyn Session>,
     executor: Executor,
     cost: CostEstimate,
+    /// Set when the signature takes tf.Examples (Classify, Regress).
+    pub(super) examples: Option<Arc<ExampleSignature>>,
 }
 
 /// A signature of a version being built, with the session that runs it or why none can.
 pub struct SignatureSession {
     pub signature: Signature,
     pub session: Result<Arc<dyn Session>, String>,
+    /// Set when the signature takes serialized tf.Examples: how they become its inputs.
+    pub examples: Option<ExampleSignature>,
 }
 
 /// Runs predicted to take less than this go inline on the request's own thread when a compute
@@ -129,7 +134,7 @@ impl Servable {
             inputs: session.inputs().to_vec(),
             outputs: session.outputs().to_vec(),
         };
-        Self::with_signatures(name, version, vec![SignatureSession { signature, session: Ok(session) }], None, compute, batching)
+        Self::with_signatures(name, version, vec![SignatureSession { signature, session: Ok(session), examples: None }], None, compute, batching)
     }
 
     /// A version with several signatures (a SavedModel's), each on its own session and, with
@@ -144,7 +149,8 @@ impl Servable {
     ) -> Self {
         let mut signatures = BTreeMap::new();
         let mut runners = BTreeMap::new();
-        for SignatureSession { signature, session } in entries {
+        for SignatureSession { signature, session, examples } in entries {
+            let examples = examples.map(Arc::new);
             let runner = session.map(|session| {
                 let executor = match &batching {
                     None => Executor::Direct(compute.clone()),
@@ -153,7 +159,7 @@ impl Servable {
                         Executor::Batched(batcher, compute.clone())
                     }
                 };
-                Runner { session, executor, cost: CostEstimate::new() }
+                Runner { session, executor, cost: CostEstimate::new(), examples }
             });
             runners.insert(signature.name.clone(), runner);
             signatures.insert(signature.name.clone(), signature);

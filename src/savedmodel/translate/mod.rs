@@ -15,6 +15,7 @@
 //! function.
 
 mod control;
+mod examples;
 mod onnx;
 mod ops;
 
@@ -23,20 +24,31 @@ pub(crate) use ops::UNTRANSLATED_DOMAIN;
 use std::collections::HashMap;
 
 use crate::proto::onnx::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto as OnnxTensor};
-use crate::proto::tensorflow::{FunctionDef, MetaGraphDef, NodeDef};
-use crate::tensor::{HostTensor, TensorData};
+use crate::example::ExampleInput;
+use crate::proto::tensorflow::{FunctionDef, MetaGraphDef, NodeDef, TensorInfo};
+use crate::tensor::{Dim, HostTensor, TensorData, TensorSpec};
 
-use super::meta_graph::tensor_name;
+use super::meta_graph::{is_string, tensor_name, tensor_spec};
 use super::{Bundle, SavedModelError};
 
 /// Deeper than any real graph; a guard against a malformed file exhausting the stack.
 const MAX_DEPTH: usize = 4096;
 
+/// A signature translated for the engine.
+pub struct Translated {
+    pub model: ModelProto,
+    /// Set when the signature takes serialized tf.Examples: the dense features its
+    /// ParseExample reads, which are the model's inputs in their place.
+    pub examples: Option<ExampleInput>,
+    /// DT_STRING outputs that are one constant row per example (a classifier's class labels):
+    /// output key and row.
+    pub constant_rows: Vec<(String, Vec<String>)>,
+}
+
 /// The ONNX model computing `signature` of `meta`, with its variables from `bundle`.
-pub fn to_onnx(meta: &MetaGraphDef, bundle: &Bundle, signature: &str) -> Result<ModelProto, SavedModelError> {
+pub fn to_onnx(meta: &MetaGraphDef, bundle: &Bundle, signature: &str) -> Result<Translated, SavedModelError> {
     let unsupported = |what: String| SavedModelError::Unsupported(format!("signature {signature:?}: {what}"));
-    let sig = super::meta_graph::signature(meta, signature)?;
-    let def = &meta.signature_def[signature];
+    let def = meta.signature_def.get(signature).ok_or_else(|| unsupported("no such signature".into()))?;
     let graph = meta.graph_def.as_ref().ok_or_else(|| unsupported("no graph".into()))?;
     let library: HashMap<&str, &FunctionDef> = graph
         .library
@@ -45,23 +57,58 @@ pub fn to_onnx(meta: &MetaGraphDef, bundle: &Bundle, signature: &str) -> Result<
         .filter_map(|f| f.signature.as_ref().map(|s| (s.name.as_str(), f)))
         .collect();
     let variables = super::binding::variable_keys(meta, bundle, signature)?;
+    let sorted = |tensors: &HashMap<String, TensorInfo>| -> Vec<(String, TensorInfo)> {
+        let mut entries: Vec<(String, TensorInfo)> = tensors.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries
+    };
 
     let mut fed = HashMap::new();
-    for spec in &sig.inputs {
-        let (node, index) = tensor_name(&def.inputs[&spec.key]).ok_or_else(|| unsupported(format!("input {:?} is not a named tensor", spec.key)))?;
-        fed.insert(format!("{node}:{index}"), Value::Tensor(spec.key.clone()));
+    let mut graph_inputs = Vec::new();
+    for (key, info) in &sorted(&def.inputs) {
+        let (node, index) = tensor_name(info).ok_or_else(|| unsupported(format!("input {key:?} is not a named tensor")))?;
+        let value = if is_string(info) {
+            Value::Examples(key.clone())
+        } else {
+            graph_inputs.push(onnx::value_info(&tensor_spec(signature, key, info)?));
+            Value::Tensor(key.clone())
+        };
+        fed.insert(format!("{node}:{index}"), value);
     }
-    let mut out = Builder { bundle, library: &library, variables: &variables, nodes: Vec::new(), initializers: Vec::new(), consts: HashMap::new(), depth: 0 };
+    let mut out = Builder {
+        bundle,
+        library: &library,
+        variables: &variables,
+        nodes: Vec::new(),
+        initializers: Vec::new(),
+        consts: HashMap::new(),
+        depth: 0,
+        examples: None,
+    };
     let mut outer = Scope::graph(&graph.node, fed);
     let mut graph_outputs = Vec::new();
-    for spec in &sig.outputs {
-        let (node, index) = tensor_name(&def.outputs[&spec.key]).ok_or_else(|| unsupported(format!("output {:?} is not a named tensor", spec.key)))?;
-        let value = out.value(&mut outer, &format!("{node}:{index}"))?;
-        let source = out.tensor(&value)?;
-        out.nodes.push(onnx::node("Identity", &spec.key, vec![source], vec![spec.key.clone()], Vec::new()));
-        graph_outputs.push(onnx::value_info(spec));
+    let mut constant_rows = Vec::new();
+    for (key, info) in &sorted(&def.outputs) {
+        let (node, index) = tensor_name(info).ok_or_else(|| unsupported(format!("output {key:?} is not a named tensor")))?;
+        match out.value(&mut outer, &format!("{node}:{index}"))? {
+            Value::Strings { row, per_example: true } => constant_rows.push((key.clone(), row)),
+            value => {
+                let spec = tensor_spec(signature, key, info)?;
+                let source = out.tensor(&value)?;
+                out.nodes.push(onnx::node("Identity", key, vec![source], vec![key.clone()], Vec::new()));
+                graph_outputs.push(onnx::value_info(&spec));
+            }
+        }
     }
-    Ok(ModelProto {
+    let examples = out.examples.take();
+    if let Some(examples) = &examples {
+        for feature in &examples.features {
+            let mut shape = vec![Dim::Dynamic];
+            shape.extend(feature.shape.iter().map(|&d| Dim::Fixed(d)));
+            graph_inputs.push(onnx::value_info(&TensorSpec { key: feature.input.clone(), dtype: feature.dtype, shape: Some(shape) }));
+        }
+    }
+    let model = ModelProto {
         ir_version: 8,
         opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 13 }],
         producer_name: "candle-serving savedmodel".into(),
@@ -69,12 +116,13 @@ pub fn to_onnx(meta: &MetaGraphDef, bundle: &Bundle, signature: &str) -> Result<
             node: out.nodes,
             name: signature.to_string(),
             initializer: out.initializers,
-            input: sig.inputs.iter().map(onnx::value_info).collect(),
+            input: graph_inputs,
             output: graph_outputs,
             ..Default::default()
         }),
         ..Default::default()
-    })
+    };
+    Ok(Translated { model, examples, constant_rows })
 }
 
 /// What a TF tensor reference resolves to.
@@ -87,6 +135,10 @@ enum Value {
     Variable(String),
     /// A TensorList (DT_VARIANT), as the RNN loops of Keras use them.
     List(control::List),
+    /// The serialized tf.Examples fed as this signature input: only ParseExample reads them.
+    Examples(String),
+    /// A constant string vector (class labels); `per_example` once tiled over the examples.
+    Strings { row: Vec<String>, per_example: bool },
 }
 
 /// The nodes one walk resolves references in: the outer graph, or a function body inlined
@@ -129,6 +181,8 @@ struct Builder<'m> {
     /// (transpose permutations, slice bounds, axes).
     consts: HashMap<String, HostTensor>,
     depth: usize,
+    /// The signature's ParseExample, once translated (one per signature).
+    examples: Option<ExampleInput>,
 }
 
 impl<'m> Builder<'m> {
@@ -144,6 +198,10 @@ impl<'m> Builder<'m> {
                 Ok(key.clone())
             }
             Value::List(list) => Err(SavedModelError::Unsupported(format!("a TensorList ({list:?}) is read as a tensor"))),
+            Value::Examples(key) => Err(SavedModelError::Unsupported(format!(
+                "input {key:?} (serialized tf.Examples) is read by an op other than ParseExample; only its dense features are served"
+            ))),
+            Value::Strings { .. } => Err(SavedModelError::Unsupported("a string tensor is computed on; only constant labels are served".into())),
         }
     }
 
@@ -190,9 +248,18 @@ impl<'m> Builder<'m> {
         if self.depth > MAX_DEPTH {
             return Err(SavedModelError::Unsupported(format!("{}: node {name:?} is more than {MAX_DEPTH} nodes deep (or in a cycle)", scope.label)));
         }
-        let inputs = node.input.iter().filter(|i| !i.starts_with('^')).map(|i| self.value(scope, i)).collect::<Result<Vec<_>, _>>();
+        let outputs = match self.string_node(scope, node) {
+            Some(outputs) => outputs,
+            None => node
+                .input
+                .iter()
+                .filter(|i| !i.starts_with('^'))
+                .map(|i| self.value(scope, i))
+                .collect::<Result<Vec<_>, _>>()
+                .and_then(|inputs| self.translate(scope, node, inputs)),
+        };
         self.depth -= 1;
-        let outputs = self.translate(scope, node, inputs?)?;
+        let outputs = outputs?;
         scope.done.insert(name.to_string(), outputs.clone());
         Ok(outputs)
     }
@@ -232,7 +299,7 @@ impl<'m> Builder<'m> {
                 self.tensor(value).ok()?;
                 self.consts.get(key).cloned()
             }
-            Value::List(_) => None,
+            Value::List(_) | Value::Examples(_) | Value::Strings { .. } => None,
         }
     }
 

@@ -1,5 +1,6 @@
 //! TF Serving's gRPC services on tonic.
 
+mod inference;
 mod model_service;
 mod model_spec;
 mod prediction;

@@ -87,7 +87,7 @@ impl PredictionServiceImpl {
 }
 
 /// The request's model name and trace headers, read before the body is taken apart.
-fn incoming<T: HasModelSpec>(request: &Request<T>, api: &'static str) -> Incoming {
+pub(super) fn incoming<T: HasModelSpec>(request: &Request<T>, api: &'static str) -> Incoming {
     Incoming {
         entrypoint: Entrypoint::Grpc,
         api,
@@ -96,13 +96,31 @@ fn incoming<T: HasModelSpec>(request: &Request<T>, api: &'static str) -> Incomin
     }
 }
 
-trait HasModelSpec {
+pub(super) trait HasModelSpec {
     fn model_spec(&self) -> Option<&ModelSpec>;
 }
 
 impl HasModelSpec for PredictRequest {
     fn model_spec(&self) -> Option<&ModelSpec> {
         self.model_spec.as_ref()
+    }
+}
+
+impl HasModelSpec for ClassificationRequest {
+    fn model_spec(&self) -> Option<&ModelSpec> {
+        self.model_spec.as_ref()
+    }
+}
+
+impl HasModelSpec for RegressionRequest {
+    fn model_spec(&self) -> Option<&ModelSpec> {
+        self.model_spec.as_ref()
+    }
+}
+
+impl HasModelSpec for MultiInferenceRequest {
+    fn model_spec(&self) -> Option<&ModelSpec> {
+        self.tasks.first().and_then(|t| t.model_spec.as_ref())
     }
 }
 
@@ -129,32 +147,22 @@ pub(crate) fn grpc_deadline<T>(request: &Request<T>, now: Instant) -> Option<Ins
     now.checked_add(timeout)
 }
 
-fn unimplemented(what: &str) -> Status {
-    ServingError::Unimplemented(format!(
-        "{what} is not implemented yet: candle-serving serves ONNX models through Predict; use PredictionService/Predict"
-    ))
-    .into()
-}
-
 #[tonic::async_trait]
 impl PredictionService for PredictionServiceImpl {
-    async fn classify(&self, _: Request<ClassificationRequest>) -> Result<Response<ClassificationResponse>, Status> {
-        Err(unimplemented("Classify (tf.Example input)"))
+    async fn classify(&self, request: Request<ClassificationRequest>) -> Result<Response<ClassificationResponse>, Status> {
+        Ok(Response::new(super::inference::classify(&self.core, request).await?))
     }
 
-    async fn regress(&self, _: Request<RegressionRequest>) -> Result<Response<RegressionResponse>, Status> {
-        Err(unimplemented("Regress (tf.Example input)"))
+    async fn regress(&self, request: Request<RegressionRequest>) -> Result<Response<RegressionResponse>, Status> {
+        Ok(Response::new(super::inference::regress(&self.core, request).await?))
     }
 
     async fn predict(&self, request: Request<PredictRequest>) -> Result<Response<PredictResponse>, Status> {
         Ok(Response::new(self.predict_inner(request).await?))
     }
 
-    async fn multi_inference(
-        &self,
-        _: Request<MultiInferenceRequest>,
-    ) -> Result<Response<MultiInferenceResponse>, Status> {
-        Err(unimplemented("MultiInference (tf.Example input)"))
+    async fn multi_inference(&self, request: Request<MultiInferenceRequest>) -> Result<Response<MultiInferenceResponse>, Status> {
+        Ok(Response::new(super::inference::multi_inference(&self.core, request).await?))
     }
 
     async fn get_model_metadata(

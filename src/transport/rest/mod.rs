@@ -5,6 +5,7 @@
 //! through a catch-all route rather than a fallback, so other routers merged next to it
 //! (metrics, `/v1/health/*`) keep their own, more specific, routes.
 
+mod inference;
 mod predict;
 mod reply;
 mod routes;
@@ -21,7 +22,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::any;
 
-use crate::error::{ErrorKind, ServingError};
+use crate::error::ErrorKind;
 use crate::metrics::Entrypoint;
 use crate::request::{Incoming, Request, RequestCore, TraceHeaders};
 
@@ -30,6 +31,8 @@ pub(crate) use reply::json_response;
 pub use predict::decode_inputs;
 pub use reply::RestError;
 use routes::{Route, Verb};
+
+use crate::servable::Method as ExampleMethod;
 
 /// What the REST handlers share.
 pub struct RestState {
@@ -80,44 +83,47 @@ async fn dispatch(state: &RestState, route: Route, body: Body, request: &mut Req
             request.served_by(version);
             Ok(json)
         }
-        Route::Predict { version, .. } => {
-            request.admit()?;
-            let deadline = (!state.timeout.is_zero()).then(|| Instant::now() + state.timeout);
-            let limit = state.max_body_bytes;
-            let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
-                RestError::invalid(format!("Failed to read the request body (at most {limit} bytes are accepted, --rest_api_max_body_bytes): {e}"))
-            })?;
-            let work = predict::run(request, &version, &bytes, deadline);
-            if state.timeout.is_zero() {
-                return work.await;
+        inference => run_inference(state, inference, body, request).await,
+    }
+}
+
+/// Predict, Classify and Regress: admitted, the body read within `--rest_api_max_body_bytes`,
+/// and the whole run bounded by `--rest_api_timeout_in_ms`.
+async fn run_inference(state: &RestState, route: Route, body: Body, request: &mut Request<'_>) -> Result<String, RestError> {
+    request.admit()?;
+    let deadline = (!state.timeout.is_zero()).then(|| Instant::now() + state.timeout);
+    let limit = state.max_body_bytes;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        RestError::invalid(format!("Failed to read the request body (at most {limit} bytes are accepted, --rest_api_max_body_bytes): {e}"))
+    })?;
+    let work = async {
+        match route {
+            Route::Predict { version, .. } => predict::run(request, &version, &bytes, deadline).await,
+            Route::Examples { version, verb, .. } => {
+                let method = match verb {
+                    Verb::Classify => ExampleMethod::Classify,
+                    Verb::Regress => ExampleMethod::Regress,
+                };
+                inference::run(request, &version, method, &bytes, deadline).await
             }
-            // The deadline can fire in two places (this timer, or the queue that drops expired
-            // work before compute); either way the client gets the same 504 naming the flag.
-            let expired = || {
-                RestError::new(
-                    ErrorKind::DeadlineExceeded,
-                    format!(
-                        "Deadline exceeded: the request did not finish within --rest_api_timeout_in_ms={} ms",
-                        state.timeout.as_millis()
-                    ),
-                )
-            };
-            match tokio::time::timeout(state.timeout, work).await {
-                Ok(Err(e)) if e.kind() == ErrorKind::DeadlineExceeded => Err(expired()),
-                Ok(result) => result,
-                Err(_) => Err(expired()),
-            }
+            Route::Status { .. } | Route::Metadata { .. } => unreachable!("dispatch answers status and metadata itself"),
         }
-        Route::Unsupported { verb, .. } => {
-            let what = match verb {
-                Verb::Classify => "Classify (:classify, tf.Example input)",
-                Verb::Regress => "Regress (:regress, tf.Example input)",
-            };
-            Err(ServingError::Unimplemented(format!(
-                "{what} is not implemented yet: candle-serving serves ONNX models through Predict; use POST /v1/models/<name>:predict"
-            ))
-            .into())
-        }
+    };
+    if state.timeout.is_zero() {
+        return work.await;
+    }
+    // The deadline can fire in two places (this timer, or the queue that drops expired work
+    // before compute); either way the client gets the same 504 naming the flag.
+    let expired = || {
+        RestError::new(
+            ErrorKind::DeadlineExceeded,
+            format!("Deadline exceeded: the request did not finish within --rest_api_timeout_in_ms={} ms", state.timeout.as_millis()),
+        )
+    };
+    match tokio::time::timeout(state.timeout, work).await {
+        Ok(Err(e)) if e.kind() == ErrorKind::DeadlineExceeded => Err(expired()),
+        Ok(result) => result,
+        Err(_) => Err(expired()),
     }
 }
 

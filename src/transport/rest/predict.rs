@@ -54,7 +54,7 @@ pub fn decode_inputs(body: &[u8], signature: &Signature) -> Result<Vec<HostTenso
 }
 
 /// The body as a JSON object.
-fn document(body: &[u8]) -> Result<Value<'_>, RestError> {
+pub(super) fn document(body: &[u8]) -> Result<Value<'_>, RestError> {
     let doc = json::parse(body).map_err(|e| RestError::invalid(e.to_string()))?;
     if !matches!(doc, Value::Object(_)) {
         return Err(RestError::invalid(format!("JSON Value: {} Is not object", preview(&doc))));
@@ -63,7 +63,7 @@ fn document(body: &[u8]) -> Result<Value<'_>, RestError> {
 }
 
 /// `signature_name`, empty when absent.
-fn signature_name<'d>(doc: &'d Value<'_>) -> Result<&'d str, RestError> {
+pub(super) fn signature_name<'d>(doc: &'d Value<'_>) -> Result<&'d str, RestError> {
     match doc.get("signature_name") {
         None => Ok(""),
         Some(Value::String(name)) => Ok(name),

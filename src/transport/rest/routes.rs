@@ -20,8 +20,8 @@ pub(super) enum Route {
     Status { model: String, version: Option<i64> },
     Metadata { model: String, version: VersionRequest },
     Predict { model: String, version: VersionRequest },
-    /// `:classify` / `:regress`, which need tf.Example support we do not have.
-    Unsupported { model: String, verb: Verb },
+    /// `:classify` / `:regress` (tf.Example input).
+    Examples { model: String, version: VersionRequest, verb: Verb },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +36,7 @@ impl Route {
             Route::Status { model, .. }
             | Route::Metadata { model, .. }
             | Route::Predict { model, .. }
-            | Route::Unsupported { model, .. } => model,
+            | Route::Examples { model, .. } => model,
         }
     }
 
@@ -46,8 +46,8 @@ impl Route {
             Route::Status { .. } => "status",
             Route::Metadata { .. } => "metadata",
             Route::Predict { .. } => "predict",
-            Route::Unsupported { verb: Verb::Classify, .. } => "classify",
-            Route::Unsupported { verb: Verb::Regress, .. } => "regress",
+            Route::Examples { verb: Verb::Classify, .. } => "classify",
+            Route::Examples { verb: Verb::Regress, .. } => "regress",
         }
     }
 }
@@ -78,8 +78,8 @@ pub(super) fn parse(method: &Method, path: &str) -> Result<Route, RestError> {
         let version = version_request(version, &malformed)?;
         return Ok(match verb.to_ascii_lowercase().as_str() {
             "predict" => Route::Predict { model, version },
-            "classify" => Route::Unsupported { model, verb: Verb::Classify },
-            "regress" => Route::Unsupported { model, verb: Verb::Regress },
+            "classify" => Route::Examples { model, version, verb: Verb::Classify },
+            "regress" => Route::Examples { model, version, verb: Verb::Regress },
             _ => return Err(malformed()),
         });
     }
@@ -221,7 +221,7 @@ mod tests {
             post("/v1/models/m/labels/a%2Db:predict"),
             Ok(Route::Predict { model: "m".into(), version: VersionRequest::Label("a-b".into()) })
         );
-        assert_eq!(post("/v1/models/m:classify"), Ok(Route::Unsupported { model: "m".into(), verb: Verb::Classify }));
+        assert_eq!(post("/v1/models/m:classify"), Ok(Route::Examples { model: "m".into(), version: VersionRequest::Latest, verb: Verb::Classify }));
         assert_eq!(post("/v1/models/m:regress").map(|r| r.api()), Ok("regress"));
     }
 

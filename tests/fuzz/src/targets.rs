@@ -15,7 +15,7 @@ use candle_serving::config::text_proto;
 use candle_serving::engine::onnx::OnnxSession;
 use candle_serving::engine::Session;
 use candle_serving::proto::tensorflow::serving::{BatchingParameters, ModelServerConfig, MonitoringConfig, PredictRequest, SslConfig};
-use candle_serving::repository::read_warmup_requests;
+use candle_serving::repository::{WarmupRequest, read_warmup_requests};
 use candle_serving::servable::{Signature, WireTensor, bind_inputs};
 use candle_serving::tensor::tf_proto::dtype_from_tf;
 use candle_serving::tensor::{DType, Dim, TensorSpec};
@@ -99,7 +99,13 @@ pub fn text_config(data: &[u8]) -> Result<(), String> {
 /// `PredictionLog` records, and each request's tensors as the warm-up would bind them.
 pub fn tfrecord_warmup(data: &[u8]) -> Result<(), String> {
     let requests = read_warmup_requests(data).map_err(|e| e.to_string())?;
-    requests.into_iter().try_for_each(decode_request)
+    requests
+        .into_iter()
+        .filter_map(|r| match r {
+            WarmupRequest::Predict(p) => Some(p),
+            _ => None,
+        })
+        .try_for_each(decode_request)
 }
 
 /// A `model.onnx` through the whole CPU load pipeline the repository runs for a version:
