@@ -391,3 +391,28 @@ async fn classify_and_regress_signatures_are_listed_and_predict_points_to_their_
     let (_, want) = npy(&repo_root().join("tests/fixtures/savedmodel/goldens/tf1_graph/serving_default_output_probabilities_b1.npy"));
     assert_close(&response.outputs["probabilities"].float_val, &want, 1e-5, "tf1 probabilities");
 }
+
+/// `__saved_model_init_op` is listed in metadata, as TF Serving lists it, but Predict does not
+/// serve it.
+#[tokio::test]
+async fn the_init_op_signature_is_listed_but_not_served() {
+    use candle_serving::proto::tensorflow::serving::{GetModelMetadataRequest, SignatureDefMap};
+    use prost::Message;
+
+    let base_flag = format!("--model_base_path={}", repo_root().join("models/mnist_cnn_savedmodel").display());
+    let server = Server::start(&["--model_name=cnn", &base_flag], "cnn").await;
+    let mut client = server.predict_client().await;
+    let metadata = client
+        .get_model_metadata(GetModelMetadataRequest { model_spec: Some(spec("cnn")), metadata_field: vec!["signature_def".into()] })
+        .await
+        .expect("metadata")
+        .into_inner();
+    let map = SignatureDefMap::decode(metadata.metadata["signature_def"].value.as_slice()).expect("SignatureDefMap");
+    assert!(map.signature_def.contains_key("__saved_model_init_op"), "{:?}", map.signature_def.keys());
+    let (dims, image) = npy(&fixture("mnist_cnn/input_b1.npy"));
+    let mut request = predict_request("cnn", "image", float_tensor(&dims, image));
+    request.model_spec.as_mut().expect("spec").signature_name = "__saved_model_init_op".into();
+    let status = client.predict(request).await.expect_err("not a client's signature");
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert!(status.message().contains("Serving signature key \"__saved_model_init_op\" not found"), "{}", status.message());
+}

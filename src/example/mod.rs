@@ -92,10 +92,10 @@ impl ExampleInput {
                     let values = match (found, &spec.default) {
                         (Some(feature), _) => Some(feature),
                         (None, Some(default)) => {
-                            match default {
-                                TensorData::F32(v) => floats.extend(v.iter().copied().cycle().take(per_example)),
-                                TensorData::I64(v) => ints.extend(v.iter().copied().cycle().take(per_example)),
-                                _ => {}
+                            match (default, spec.dtype) {
+                                (TensorData::F32(v), DType::F32) if !v.is_empty() => floats.extend(v.iter().copied().cycle().take(per_example)),
+                                (TensorData::I64(v), DType::I64) if !v.is_empty() => ints.extend(v.iter().copied().cycle().take(per_example)),
+                                _ => return Err(ExampleError::Missing { key: spec.key.clone(), dtype: type_name(spec.dtype), index }),
                             }
                             None
                         }
@@ -121,7 +121,14 @@ impl ExampleInput {
                 let mut shape = vec![examples.len()];
                 shape.extend_from_slice(&spec.shape);
                 let data = if spec.dtype == DType::I64 { TensorData::I64(ints) } else { TensorData::F32(floats) };
-                Ok(HostTensor::new(shape, data).expect("one value per element"))
+                let got = data.len();
+                HostTensor::new(shape, data).map_err(|_| ExampleError::WrongLength {
+                    key: spec.key.clone(),
+                    index: 0,
+                    dtype: type_name(spec.dtype),
+                    got,
+                    shape: spec.shape.clone(),
+                })
             })
             .collect()
     }
