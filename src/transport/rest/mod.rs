@@ -177,9 +177,8 @@ mod tests {
         );
         let (status, _, body) = call(app(), Method::POST, "/v1/models/nope:predict", "").await;
         assert_eq!((status, body.as_str()), (StatusCode::BAD_REQUEST, r#"{"error":"JSON Parse error: The document is empty"}"#));
-        let (status, _, body) = call(app(), Method::POST, "/V1/MODELS/nope:classify", "{}").await;
-        assert_eq!(status, StatusCode::NOT_IMPLEMENTED);
-        assert!(body.contains("Classify"), "{body}");
+        let (status, _, body) = call(app(), Method::POST, "/V1/MODELS/nope:classify", r#"{"examples": [{"x": 1.0}]}"#).await;
+        assert_eq!((status, body.as_str()), (StatusCode::NOT_FOUND, r#"{"error":"Servable not found for request: Latest(nope)"}"#));
         let (status, _, body) = call(app(), Method::GET, "/v1/models/nope/metadata", "").await;
         assert_eq!((status, body.as_str()), (StatusCode::NOT_FOUND, r#"{"error":"Servable not found for request: Latest(nope)"}"#));
     }
