@@ -14,10 +14,13 @@
 //! The op table is in `ops.rs`. An op outside it fails the load with its name, node and
 //! function.
 
+mod constants;
 mod control;
+mod emit;
 mod examples;
 mod onnx;
 mod ops;
+mod slice;
 
 pub(crate) use ops::UNTRANSLATED_DOMAIN;
 
