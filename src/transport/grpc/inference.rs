@@ -7,54 +7,48 @@ use tonic::Request;
 
 use crate::error::ServingError;
 use crate::proto::tensorflow::serving::{
-    Class, ClassificationRequest, ClassificationResponse, ClassificationResult, Classifications, InferenceResult, MultiInferenceRequest,
+    Class, ClassificationRequest, Input, ModelSpec, ClassificationResponse, ClassificationResult, Classifications, InferenceResult, MultiInferenceRequest,
     MultiInferenceResponse, Regression, RegressionRequest, RegressionResponse, RegressionResult, inference_result,
 };
 use crate::request::RequestCore;
 use crate::servable::{Examples, InferenceOutput, Method, RequestError};
 
 use super::model_spec;
-use super::prediction::{grpc_deadline, incoming};
+use super::prediction::{HasModelSpec, grpc_deadline, incoming};
 
 pub(super) async fn classify(core: &RequestCore, request: Request<ClassificationRequest>) -> Result<ClassificationResponse, ServingError> {
-    let deadline = grpc_deadline(&request, Instant::now());
-    let mut flow = core.begin(incoming(&request, "Classify"));
-    let request = request.into_inner();
-    let result = async {
-        let (_, version) = model_spec::parse(request.model_spec.as_ref())?;
-        let signature = request.model_spec.as_ref().map(|s| s.signature_name.clone()).unwrap_or_default();
-        let examples = Examples::of(request.input.as_ref())?;
-        flow.admit()?;
-        let servable = flow.resolve(&version)?;
-        flow.count_examples(examples.len());
-        let outcome = servable.infer_examples(Method::Classify, &signature, examples, deadline).await?;
-        flow.ran(outcome.timeline);
-        Ok(ClassificationResponse {
-            model_spec: Some(model_spec::echo(servable.name(), servable.version(), &outcome.signature_name)),
-            result: Some(classification_result(outcome.output)),
-        })
-    }
-    .await;
-    flow.finish(result)
+    let (model_spec, output) = one_task(core, request, "Classify", Method::Classify, |r| (r.model_spec.as_ref(), r.input.as_ref())).await?;
+    Ok(ClassificationResponse { model_spec: Some(model_spec), result: Some(classification_result(output)) })
 }
 
 pub(super) async fn regress(core: &RequestCore, request: Request<RegressionRequest>) -> Result<RegressionResponse, ServingError> {
+    let (model_spec, output) = one_task(core, request, "Regress", Method::Regress, |r| (r.model_spec.as_ref(), r.input.as_ref())).await?;
+    Ok(RegressionResponse { model_spec: Some(model_spec), result: Some(regression_result(output)) })
+}
+
+/// Classify or Regress: one signature of `method` on the request's Examples, run through the
+/// request core (admission, recording); returns the echoed spec and the answer.
+async fn one_task<T: HasModelSpec>(
+    core: &RequestCore,
+    request: Request<T>,
+    api: &'static str,
+    method: Method,
+    parts: impl Fn(&T) -> (Option<&ModelSpec>, Option<&Input>),
+) -> Result<(ModelSpec, InferenceOutput), ServingError> {
     let deadline = grpc_deadline(&request, Instant::now());
-    let mut flow = core.begin(incoming(&request, "Regress"));
+    let mut flow = core.begin(incoming(&request, api));
     let request = request.into_inner();
+    let (spec, input) = parts(&request);
     let result = async {
-        let (_, version) = model_spec::parse(request.model_spec.as_ref())?;
-        let signature = request.model_spec.as_ref().map(|s| s.signature_name.clone()).unwrap_or_default();
-        let examples = Examples::of(request.input.as_ref())?;
+        let (_, version) = model_spec::parse(spec)?;
+        let signature = spec.map(|s| s.signature_name.clone()).unwrap_or_default();
+        let examples = Examples::of(input)?;
         flow.admit()?;
         let servable = flow.resolve(&version)?;
         flow.count_examples(examples.len());
-        let outcome = servable.infer_examples(Method::Regress, &signature, examples, deadline).await?;
+        let outcome = servable.infer_examples(method, &signature, examples, deadline).await?;
         flow.ran(outcome.timeline);
-        Ok(RegressionResponse {
-            model_spec: Some(model_spec::echo(servable.name(), servable.version(), &outcome.signature_name)),
-            result: Some(regression_result(outcome.output)),
-        })
+        Ok((model_spec::echo(servable.name(), servable.version(), &outcome.signature_name), outcome.output))
     }
     .await;
     flow.finish(result)
