@@ -7,16 +7,20 @@ pub(crate) enum Activation {
     LeakyRelu(f32),
     Sigmoid,
     Tanh,
+    /// `min(max(x, lo), hi)`: ReLU6 is `Clip(0, 6)`, MobileNet's activation.
+    Clip(f32, f32),
 }
 
 impl Activation {
-    /// The ONNX op an activation node must have for the fusion pass to absorb it.
-    pub(crate) fn from_onnx(op_type: &str, alpha: f32) -> Option<Self> {
+    /// The ONNX op an activation node must have for the fusion pass to absorb it; `alpha` is
+    /// LeakyRelu's slope or Clip's lower bound, `beta` Clip's upper bound.
+    pub(crate) fn from_onnx(op_type: &str, alpha: f32, beta: f32) -> Option<Self> {
         Some(match op_type {
             "Relu" => Self::Relu,
             "LeakyRelu" => Self::LeakyRelu(alpha),
             "Sigmoid" => Self::Sigmoid,
             "Tanh" => Self::Tanh,
+            "Clip" => Self::Clip(alpha, beta),
             _ => return None,
         })
     }
@@ -27,6 +31,7 @@ impl Activation {
             Self::LeakyRelu(alpha) => values.iter_mut().for_each(|v| *v = if *v < 0.0 { *v * alpha } else { *v }),
             Self::Sigmoid => values.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp())),
             Self::Tanh => values.iter_mut().for_each(|v| *v = v.tanh()),
+            Self::Clip(lo, hi) => values.iter_mut().for_each(|v| *v = v.max(lo).min(hi)),
         }
     }
 }
@@ -50,9 +55,32 @@ pub(crate) fn bias_then(activation: Option<Activation>, bias: &[f32], values: &m
         None => each(bias, values, |x| x),
         Some(Activation::Relu) => each(bias, values, |x| x.max(0.0)),
         Some(Activation::LeakyRelu(alpha)) => each(bias, values, |x| if x < 0.0 { x * alpha } else { x }),
+        Some(Activation::Clip(lo, hi)) => each(bias, values, |x| x.max(lo).min(hi)),
         Some(other) => {
             each(bias, values, |x| x);
             other.apply(values);
+        }
+    }
+}
+
+/// `out = act(x * scale + shift)` per channel, rows of `scale.len()` channels: an inference
+/// BatchNormalization that no conv absorbed, in one pass instead of four broadcasts.
+pub(crate) fn scale_shift_then(activation: Option<Activation>, scale: &[f32], shift: &[f32], x: &[f32], out: &mut [f32]) {
+    fn each(scale: &[f32], shift: &[f32], x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32) {
+        let c = scale.len().max(1);
+        for (row, src) in out.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+            for (((o, &v), &s), &b) in row.iter_mut().zip(src).zip(scale).zip(shift) {
+                *o = f(v * s + b);
+            }
+        }
+    }
+    match activation {
+        None => each(scale, shift, x, out, |v| v),
+        Some(Activation::Relu) => each(scale, shift, x, out, |v| v.max(0.0)),
+        Some(Activation::Clip(lo, hi)) => each(scale, shift, x, out, |v| v.max(lo).min(hi)),
+        Some(other) => {
+            each(scale, shift, x, out, |v| v);
+            other.apply(out);
         }
     }
 }

@@ -83,6 +83,29 @@ impl CustomOp3 for NhwcConv {
     }
 }
 
+/// `act(x * scale + shift)` per channel over NHWC input (`s1`), with `[C]` scale (`s2`) and
+/// shift (`s3`).
+pub(crate) struct NhwcScaleShift {
+    pub(crate) activation: Option<Activation>,
+}
+
+impl CustomOp3 for NhwcScaleShift {
+    fn name(&self) -> &'static str {
+        "nhwc-scale-shift"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        let channels = l1.dims().last().copied().unwrap_or(0);
+        if l2.dims().iter().product::<usize>() != channels || l3.dims().iter().product::<usize>() != channels {
+            candle_core::bail!("scale-shift of {:?} needs {channels} scales and shifts, got {:?} and {:?}", l1.dims(), l2.dims(), l3.dims());
+        }
+        let x = f32s(s1, l1, "scale-shift input")?;
+        let mut out = vec![0.0f32; x.len()];
+        super::activation::scale_shift_then(self.activation, f32s(s2, l2, "scale")?, f32s(s3, l3, "shift")?, x, &mut out);
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
 /// Max or average pooling over NHWC input.
 pub(crate) struct NhwcPool {
     pub(crate) window: Window2d,

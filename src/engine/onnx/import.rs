@@ -24,6 +24,13 @@ pub(crate) struct Imported {
 }
 
 pub(crate) fn import(model: &ModelProto, device: &Device) -> Result<Imported, LoadError> {
+    let target = if device.is_cpu() { passes::Target::Cpu } else { passes::Target::Other };
+    import_for(model, device, target)
+}
+
+/// [`import`] with the graph passes aimed at `target`: `Other` on the CPU runs the graph as
+/// the exporter wrote it, which is how the tests check each CPU rewrite against the original.
+pub(crate) fn import_for(model: &ModelProto, device: &Device, target: passes::Target) -> Result<Imported, LoadError> {
     let opset = model
         .opset_import
         .iter()
@@ -34,7 +41,6 @@ pub(crate) fn import(model: &ModelProto, device: &Device) -> Result<Imported, Lo
     check_supported(original)?;
     let mut graph = original.clone();
     graph.node = topological_order(original)?.into_iter().cloned().collect();
-    let target = if device.is_cpu() { passes::Target::Cpu } else { passes::Target::Other };
     passes::optimize(&mut graph, target)?;
     let graph = &graph;
 

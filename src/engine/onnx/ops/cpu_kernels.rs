@@ -5,7 +5,7 @@ use candle_core::Tensor;
 
 use crate::engine::LoadError;
 use crate::engine::kernels::Activation;
-use crate::engine::kernels::custom::{Dense, NhwcConv, NhwcPool, Window2d};
+use crate::engine::kernels::custom::{Dense, NhwcConv, NhwcPool, NhwcScaleShift, Window2d};
 use crate::engine::kernels::pool::Reduce;
 use crate::engine::onnx::attrs::NodeCtx;
 
@@ -20,7 +20,19 @@ pub(super) const OPS: &[(&str, Builder)] = &[
     ("_NhwcGlobalAveragePool", |_| Ok(Box::new(GlobalPool { max: false }))),
     ("_NhwcGlobalMaxPool", |_| Ok(Box::new(GlobalPool { max: true }))),
     ("_Dense", |ctx| Ok(Box::new(DenseOp(Dense { activation: from_node(ctx)? })))),
+    ("_NhwcScaleShift", |ctx| Ok(Box::new(ScaleShiftOp(NhwcScaleShift { activation: from_node(ctx)? })))),
 ];
+
+struct ScaleShiftOp(NhwcScaleShift);
+
+impl Op for ScaleShiftOp {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> OpResult {
+        let x = required(inputs, 0, "X")?.contiguous()?;
+        let scale = required(inputs, 1, "scale")?;
+        let shift = required(inputs, 2, "shift")?;
+        Ok(vec![x.apply_op3_no_bwd(scale, shift, &self.0)?])
+    }
+}
 
 struct DenseOp(Dense);
 

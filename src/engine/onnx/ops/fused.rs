@@ -9,7 +9,7 @@ use crate::engine::onnx::attrs::NodeCtx;
 
 use super::OpError;
 
-pub(crate) use crate::engine::onnx::passes::{FUSED_ACTIVATION, FUSED_ALPHA};
+pub(crate) use crate::engine::onnx::passes::{FUSED_ACTIVATION, FUSED_ALPHA, FUSED_BETA};
 
 /// The same activations the CPU kernels apply in their epilogues; ops that run on candle's own
 /// kernels (any device) apply them as tensor ops.
@@ -21,9 +21,9 @@ pub(crate) fn from_node(ctx: &NodeCtx<'_>) -> Result<Option<Activation>, LoadErr
         return Ok(None);
     }
     let name = ctx.string(FUSED_ACTIVATION, "")?;
-    Activation::from_onnx(&name, ctx.float(FUSED_ALPHA, 0.01)).map(Some).ok_or_else(|| {
+    Activation::from_onnx(&name, ctx.float(FUSED_ALPHA, 0.01), ctx.float(FUSED_BETA, f32::INFINITY)).map(Some).ok_or_else(|| {
         LoadError::Invalid(format!(
-            "attribute '{FUSED_ACTIVATION}' has unsupported value '{name}' (Relu, LeakyRelu, Sigmoid, Tanh)"
+            "attribute '{FUSED_ACTIVATION}' has unsupported value '{name}' (Relu, LeakyRelu, Sigmoid, Tanh, Clip)"
         ))
     })
 }
@@ -36,6 +36,7 @@ pub(super) fn activate(y: Tensor, activation: Option<Activation>) -> Result<Tens
         Some(Activation::LeakyRelu(alpha)) => (y.relu()? + y.minimum(0f64)?.affine(f64::from(alpha), 0.0)?)?,
         Some(Activation::Sigmoid) => candle_nn::ops::sigmoid(&y)?,
         Some(Activation::Tanh) => y.tanh()?,
+        Some(Activation::Clip(lo, hi)) => y.clamp(lo, hi)?,
     })
 }
 

@@ -7,9 +7,11 @@ use crate::proto::onnx::tensor_proto::DataType;
 use crate::proto::onnx::{AttributeProto, GraphProto, NodeProto, TensorProto};
 
 /// Private node attributes the fusion pass sets on Conv, Gemm and the NHWC conv: the activation
-/// to apply inside the op, and LeakyRelu's slope.
+/// to apply inside the op, and its parameters (LeakyRelu's slope, Clip's bounds).
 pub(crate) const FUSED_ACTIVATION: &str = "_fused_activation";
 pub(crate) const FUSED_ALPHA: &str = "_fused_alpha";
+/// Clip's upper bound (its lower bound travels in [`FUSED_ALPHA`]).
+pub(crate) const FUSED_BETA: &str = "_fused_beta";
 
 /// How many node inputs read each value (graph outputs count as readers too, so a value the
 /// caller asked for is never fused away).
@@ -69,6 +71,30 @@ pub(super) fn float_initializer(graph: &GraphProto, name: &str) -> Option<(Vec<u
         t.raw_data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
     };
     (values.len() == dims.iter().product::<usize>()).then_some((dims, values))
+}
+
+/// A small integer tensor's values, when it is an int64 initializer.
+pub(super) fn constant_ints(graph: &GraphProto, name: &str) -> Option<Vec<i64>> {
+    let t = initializer(graph, name)?;
+    if !t.int64_data.is_empty() {
+        return Some(t.int64_data.clone());
+    }
+    if t.data_type == DataType::Int64 as i32 && !t.raw_data.is_empty() {
+        return Some(t.raw_data.chunks_exact(8).map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect());
+    }
+    None
+}
+
+/// Adds (or replaces) a 1-D int64 initializer.
+pub(super) fn put_int_initializer(graph: &mut GraphProto, name: &str, values: &[i64]) {
+    graph.initializer.retain(|t| t.name != name);
+    graph.initializer.push(TensorProto {
+        name: name.to_string(),
+        dims: vec![values.len() as i64],
+        data_type: DataType::Int64 as i32,
+        int64_data: values.to_vec(),
+        ..Default::default()
+    });
 }
 
 /// Adds (or replaces) a float32 initializer.

@@ -6,6 +6,7 @@
 //! Order matters: BatchNormalization and a following bias Add fold into the Conv before the
 //! Conv changes layout, and activations fuse last, into whichever conv survived.
 
+mod affine;
 mod batchnorm;
 mod bias;
 mod dense;
@@ -19,7 +20,7 @@ mod transpose;
 use crate::engine::LoadError;
 use crate::proto::onnx::GraphProto;
 
-pub(crate) use graph::{FUSED_ACTIVATION, FUSED_ALPHA};
+pub(crate) use graph::{FUSED_ACTIVATION, FUSED_ALPHA, FUSED_BETA};
 
 /// What the graph will run on; the layout pass targets the CPU kernels only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +35,7 @@ pub(crate) fn optimize(graph: &mut GraphProto, target: Target) -> Result<(), Loa
     bias::into_conv(graph);
     if target == Target::Cpu {
         layout::convs_to_nhwc(graph)?;
+        affine::fold_into_scale_shift(graph);
         transpose::cancel_pairs(graph);
         simplify::reshapes(graph);
         dense::matmul_bias(graph);

@@ -9,7 +9,7 @@ use crate::proto::onnx::tensor_shape_proto::dimension::Value as DimValue;
 use crate::proto::onnx::type_proto::Value as TypeValue;
 use crate::proto::onnx::{GraphProto, NodeProto, ValueInfoProto};
 
-use super::graph::{attr, initializer};
+use super::graph::{attr, constant_ints};
 
 /// What is known about one value before any request arrives.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,18 +56,6 @@ fn declared(vi: &ValueInfoProto) -> Option<Fact> {
         })
         .collect();
     Some(Fact { elem_type: t.elem_type, dims })
-}
-
-/// A small integer tensor's values, when it is an initializer.
-fn constant_ints(graph: &GraphProto, name: &str) -> Option<Vec<i64>> {
-    let t = initializer(graph, name)?;
-    if !t.int64_data.is_empty() {
-        return Some(t.int64_data.clone());
-    }
-    if t.data_type == 7 && !t.raw_data.is_empty() {
-        return Some(t.raw_data.chunks_exact(8).map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect());
-    }
-    None
 }
 
 const SAME_SHAPE: &[&str] = &[

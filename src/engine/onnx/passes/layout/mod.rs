@@ -2,8 +2,10 @@
 //!
 //! ONNX convs are NCHW, where one pixel's channels are `H*W` floats apart; the NHWC kernels
 //! want them adjacent (see engine::kernels). This pass rewrites every 2-D Conv with constant
-//! weights, and every 2-D MaxPool/AveragePool, to an internal NHWC op, and lets pointwise ops
-//! between them follow their input's layout. Values keep their NCHW name for readers that still
+//! weights, and every 2-D MaxPool/AveragePool, to an internal NHWC op, and lets the ops between
+//! them follow their input's layout (`follow.rs`): pointwise ops, per-channel constants,
+//! Concat, Pad, reductions and inference BatchNormalization, so a whole ResNet, DenseNet or
+//! MobileNet has no transposes inside. Values keep their NCHW name for readers that still
 //! need it; the NHWC version is a separate value `<name>__nhwc`, with a Transpose inserted only
 //! where a layout boundary is crossed. Adjacent boundary transposes cancel in the next pass
 //! (tf2onnx's NHWC->NCHW->NHWC sandwiches around Keras conv stacks vanish entirely).
@@ -15,6 +17,10 @@ use crate::proto::onnx::{GraphProto, NodeProto};
 
 use super::graph::{attr, float_initializer, ints_attr, put_float_initializer, reader_counts};
 
+mod follow;
+
+pub(crate) use follow::NHWC_SCALE_SHIFT;
+
 /// Internal op names. They cannot clash with ONNX ops, which never start with `_`.
 pub(crate) const NHWC_CONV: &str = "_NhwcConv";
 pub(crate) const NHWC_MAX_POOL: &str = "_NhwcMaxPool";
@@ -24,13 +30,6 @@ pub(crate) const NHWC_GLOBAL_MAX_POOL: &str = "_NhwcGlobalMaxPool";
 
 const TO_NHWC: [i64; 4] = [0, 2, 3, 1];
 const TO_NCHW: [i64; 4] = [0, 3, 1, 2];
-
-/// Ops that compute the same thing whatever the order of the axes, as long as every input is
-/// in the same order.
-const POINTWISE: &[&str] = &[
-    "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "Elu", "Selu", "HardSigmoid", "Softplus", "Abs", "Neg", "Exp",
-    "Log", "Sqrt", "Erf", "Identity", "Add", "Sub", "Mul", "Div",
-];
 
 pub(super) fn convs_to_nhwc(graph: &mut GraphProto) -> Result<(), LoadError> {
     let old_nodes = std::mem::take(&mut graph.node);
@@ -50,12 +49,15 @@ pub(super) fn convs_to_nhwc(graph: &mut GraphProto) -> Result<(), LoadError> {
                 }
                 out.push(node);
             }
-            Kind::Pointwise => {
+            Kind::Follow(rewrite) => {
+                follow::apply(graph, &mut node, rewrite);
                 node.input = node.input.iter().map(|i| nhwc.get(i).cloned().unwrap_or_else(|| i.clone())).collect();
-                let name = node.output[0].clone();
-                node.output[0] = format!("{name}__nhwc");
-                nhwc.insert(name.clone(), node.output[0].clone());
-                nchw_missing.insert(name);
+                if rewrite.output_is_nhwc() {
+                    let name = node.output[0].clone();
+                    node.output[0] = format!("{name}__nhwc");
+                    nhwc.insert(name.clone(), node.output[0].clone());
+                    nchw_missing.insert(name);
+                }
                 out.push(node);
             }
             Kind::Spatial(op) => {
@@ -92,7 +94,8 @@ pub(super) fn convs_to_nhwc(graph: &mut GraphProto) -> Result<(), LoadError> {
 
 enum Kind {
     Keep,
-    Pointwise,
+    /// Reads NHWC values as they are, once `follow::apply` has rewritten its axes and constants.
+    Follow(follow::Rewrite),
     Spatial(&'static str),
 }
 
@@ -120,16 +123,7 @@ fn classify(graph: &GraphProto, node: &NodeProto, nhwc: &HashMap<String, String>
         // global pools only pay off when their input is NHWC already
         "GlobalAveragePool" if first_nhwc => Kind::Spatial(NHWC_GLOBAL_AVERAGE_POOL),
         "GlobalMaxPool" if first_nhwc => Kind::Spatial(NHWC_GLOBAL_MAX_POOL),
-        op if POINTWISE.contains(&op) && node.output.len() == 1 => {
-            // every data input must come from the NHWC region; Clip's min/max are scalars
-            let data_inputs = if op == "Clip" { &node.input[..1] } else { &node.input[..] };
-            if !data_inputs.is_empty() && data_inputs.iter().all(|i| nhwc.contains_key(i)) {
-                Kind::Pointwise
-            } else {
-                Kind::Keep
-            }
-        }
-        _ => Kind::Keep,
+        _ => follow::rule(graph, node, nhwc).map_or(Kind::Keep, Kind::Follow),
     }
 }
 
@@ -187,3 +181,6 @@ fn repack_conv_weights(graph: &mut GraphProto, node: &mut NodeProto) -> Result<(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,131 @@
+//! Whole graphs run with the CPU rewrites and as written: the two must agree, and the plan must
+//! show which ops stayed in NHWC.
+
+use candle_core::{Device, Tensor};
+
+use crate::engine::onnx::import::{Imported, import_for};
+use crate::engine::onnx::passes::Target;
+use crate::proto::onnx::attribute_proto::AttributeType;
+use crate::proto::onnx::tensor_proto::DataType;
+use crate::proto::onnx::type_proto::Value as TypeValue;
+use crate::proto::onnx::{AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TypeProto, ValueInfoProto, type_proto};
+
+fn value(name: &str) -> ValueInfoProto {
+    let tensor = type_proto::Tensor { elem_type: DataType::Float as i32, shape: None };
+    ValueInfoProto { name: name.into(), r#type: Some(TypeProto { value: Some(TypeValue::TensorType(tensor)), ..Default::default() }), ..Default::default() }
+}
+
+fn node(op: &str, inputs: &[&str], output: &str, attribute: Vec<AttributeProto>) -> NodeProto {
+    NodeProto {
+        name: output.into(),
+        op_type: op.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        attribute,
+        ..Default::default()
+    }
+}
+
+fn ints(name: &str, values: &[i64]) -> AttributeProto {
+    AttributeProto { name: name.into(), r#type: AttributeType::Ints as i32, ints: values.to_vec(), ..Default::default() }
+}
+
+fn int(name: &str, value: i64) -> AttributeProto {
+    AttributeProto { name: name.into(), r#type: AttributeType::Int as i32, i: value, ..Default::default() }
+}
+
+/// Deterministic values in [-1, 1), different per tensor.
+fn values(len: usize, seed: u32) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (state >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+fn floats(name: &str, dims: &[i64], seed: u32) -> TensorProto {
+    let len = dims.iter().product::<i64>() as usize;
+    TensorProto { name: name.into(), dims: dims.to_vec(), data_type: DataType::Float as i32, float_data: values(len, seed), ..Default::default() }
+}
+
+fn int64s(name: &str, v: &[i64]) -> TensorProto {
+    TensorProto { name: name.into(), dims: vec![v.len() as i64], data_type: DataType::Int64 as i32, int64_data: v.to_vec(), ..Default::default() }
+}
+
+fn model(nodes: Vec<NodeProto>, initializer: Vec<TensorProto>, output: &str) -> ModelProto {
+    let graph = GraphProto { node: nodes, input: vec![value("x")], output: vec![value(output)], initializer, ..Default::default() };
+    ModelProto { ir_version: 8, opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 13 }], graph: Some(graph), ..Default::default() }
+}
+
+fn run(imported: &Imported, x: &Tensor) -> Vec<f32> {
+    let out = imported.plan.run(vec![x.clone()]).expect("run");
+    out[0].flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("f32 output")
+}
+
+/// Runs `model` with and without the CPU passes on the same input; returns the optimised plan's
+/// ops after checking the outputs agree.
+fn agree(model: &ModelProto, input_dims: &[usize]) -> Vec<String> {
+    let x = Tensor::from_vec(values(input_dims.iter().product(), 99), input_dims, &Device::Cpu).expect("input");
+    let fast = import_for(model, &Device::Cpu, Target::Cpu).expect("load with passes");
+    let plain = import_for(model, &Device::Cpu, Target::Other).expect("load without passes");
+    let (got, want) = (run(&fast, &x), run(&plain, &x));
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "element {i}: {g} with passes, {w} without");
+    }
+    fast.plan.step_ops().iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn densenet_style_bn_relu_concat_pad_and_reduce_stay_in_nhwc() {
+    let conv = |x: &str, w: &str, out: &str| node("Conv", &[x, w], out, vec![ints("pads", &[1, 1, 1, 1])]);
+    let nodes = vec![
+        conv("x", "w1", "c1"),
+        conv("x", "w2", "c2"),
+        node("Concat", &["c1", "c2"], "cat", vec![int("axis", 1)]),
+        node("BatchNormalization", &["cat", "g", "b", "m", "v"], "bn", vec![]),
+        node("Mul", &["bn", "k"], "scaled", vec![]),
+        node("Add", &["scaled", "k2"], "shifted", vec![]),
+        node("Clip", &["shifted", "lo", "hi"], "act", vec![]),
+        node("Pad", &["act", "pads"], "padded", vec![]),
+        node("Conv", &["padded", "w3"], "c3", vec![]),
+        node("ReduceMean", &["c3"], "y", vec![ints("axes", &[2, 3]), int("keepdims", 0)]),
+    ];
+    let mut var = floats("v", &[8], 5);
+    var.float_data.iter_mut().for_each(|v| *v = v.abs() + 0.5);
+    let init = vec![
+        floats("w1", &[4, 3, 3, 3], 1),
+        floats("w2", &[4, 3, 3, 3], 2),
+        floats("g", &[8], 3),
+        floats("b", &[8], 4),
+        var,
+        floats("m", &[8], 6),
+        floats("k", &[8, 1, 1], 7),
+        floats("k2", &[1, 8, 1, 1], 8),
+        floats("w3", &[5, 8, 3, 3], 9),
+        TensorProto { name: "lo".into(), data_type: DataType::Float as i32, float_data: vec![0.0], ..Default::default() },
+        TensorProto { name: "hi".into(), data_type: DataType::Float as i32, float_data: vec![0.5], ..Default::default() },
+        int64s("pads", &[0, 0, 1, 2, 0, 0, 2, 1]),
+    ];
+    let ops = agree(&model(nodes, init, "y"), &[2, 3, 7, 6]);
+    assert_eq!(ops, ["Transpose", "_NhwcConv", "_NhwcConv", "Concat", "_NhwcScaleShift", "Pad", "_NhwcConv", "ReduceMean"]);
+}
+
+#[test]
+fn residual_sum_and_channel_broadcasts_stay_in_nhwc_and_keepdims_reductions_stay_nhwc() {
+    let nodes = vec![
+        node("Conv", &["x", "w1"], "c1", vec![]),
+        node("Relu", &["c1"], "r1", vec![]),
+        node("Conv", &["r1", "w2"], "c2", vec![]),
+        node("Sum", &["c2", "c1"], "s", vec![]),
+        node("ReduceMean", &["s"], "gap", vec![ints("axes", &[2, 3]), int("keepdims", 1)]),
+        node("Sigmoid", &["gap"], "gate", vec![]),
+        node("Mul", &["s", "gate"], "se", vec![]),
+        node("Div", &["se", "k"], "y", vec![]),
+    ];
+    let init = vec![floats("w1", &[4, 3, 1, 1], 1), floats("w2", &[4, 4, 1, 1], 2), floats("k", &[4, 1, 1], 3)];
+    let ops = agree(&model(nodes, init, "y"), &[1, 3, 5, 4]);
+    assert_eq!(ops, ["Transpose", "_NhwcConv", "Relu", "_NhwcConv", "Sum", "ReduceMean", "Sigmoid", "Mul", "Div", "Transpose"]);
+}
