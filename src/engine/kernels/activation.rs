@@ -84,3 +84,19 @@ pub(crate) fn scale_shift_then(activation: Option<Activation>, scale: &[f32], sh
         }
     }
 }
+
+/// `values = act(values + addend)` elementwise: a residual shortcut and the activation after it.
+pub(crate) fn add_then(activation: Option<Activation>, addend: &[f32], values: &mut [f32]) {
+    fn each(addend: &[f32], values: &mut [f32], f: impl Fn(f32) -> f32) {
+        values.iter_mut().zip(addend).for_each(|(v, a)| *v = f(*v + a));
+    }
+    match activation {
+        None => each(addend, values, |x| x),
+        Some(Activation::Relu) => each(addend, values, |x| x.max(0.0)),
+        Some(Activation::Clip(lo, hi)) => each(addend, values, |x| x.max(lo).min(hi)),
+        Some(other) => {
+            each(addend, values, |x| x);
+            other.apply(values);
+        }
+    }
+}

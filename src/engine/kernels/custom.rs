@@ -1,8 +1,9 @@
-//! The kernels as candle custom ops, so the plan keeps passing `Tensor`s. CPU only: the
-//! importer rewrites graphs to these ops only when the session runs on the CPU.
+//! The kernels behind the plan's `Tensor`s: candle custom ops where three inputs suffice, and
+//! direct borrows of CPU storage where an op takes more. CPU only: the importer rewrites graphs
+//! to these ops only when the session runs on the CPU.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Device, Layout, Result, Shape, Storage, Tensor};
 
 use super::activation::Activation;
 use super::conv::Conv2d;
@@ -18,6 +19,13 @@ fn f32s<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a 
         Some((start, end)) => Ok(&data[start..end]),
         None => candle_core::bail!("{what} must be contiguous"),
     }
+}
+
+/// Runs `f` on a contiguous CPU f32 tensor's values, borrowed from its storage.
+fn with_f32s<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else { candle_core::bail!("{what} must be on the CPU") };
+    f(f32s(cpu, layout, what)?)
 }
 
 fn nhwc(layout: &Layout, what: &str) -> Result<[usize; 4]> {
@@ -39,29 +47,26 @@ pub(crate) struct Window2d {
     pub(crate) out: [usize; 2],
 }
 
-/// Conv over NHWC input (`s1`), HWIO weights (`s2`) and bias (`s3`).
+/// Conv over NHWC input, HWIO weights and bias, with an optional residual (a value of the
+/// output's shape added before the activation: a ResNet block's shortcut).
 pub(crate) struct NhwcConv {
     pub(crate) window: Window2d,
     pub(crate) groups: usize,
     pub(crate) activation: Option<Activation>,
 }
 
-impl CustomOp3 for NhwcConv {
-    fn name(&self) -> &'static str {
-        "nhwc-conv"
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
-        let [batch, in_h, in_w, in_c] = nhwc(l1, "conv input")?;
-        let [kh, kw, in_g, out_c] = nhwc(l2, "conv weights")?;
+impl NhwcConv {
+    pub(crate) fn forward(&self, x: &Tensor, w: &Tensor, b: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+        let [batch, in_h, in_w, in_c] = nhwc(x.layout(), "conv input")?;
+        let [kh, kw, in_g, out_c] = nhwc(w.layout(), "conv weights")?;
         if [kh, kw] != self.window.kernel || in_g * self.groups != in_c || out_c % self.groups != 0 {
             candle_core::bail!(
                 "conv input has {in_c} channels, weights are {kh}x{kw}x{in_g}x{out_c} with {} groups",
                 self.groups
             );
         }
-        if l3.dims() != [out_c] {
-            candle_core::bail!("conv bias has shape {:?}, expected [{out_c}]", l3.dims());
+        if b.dims() != [out_c] {
+            candle_core::bail!("conv bias has shape {:?}, expected [{out_c}]", b.dims());
         }
         let win = self.window;
         let conv = Conv2d {
@@ -78,8 +83,21 @@ impl CustomOp3 for NhwcConv {
             pad_begin: win.pad_begin,
             groups: self.groups,
         };
-        let out = conv.run(f32s(s1, l1, "conv input")?, f32s(s2, l2, "conv weights")?, f32s(s3, l3, "conv bias")?, self.activation, intra_op_threads());
-        Ok((CpuStorage::F32(out), Shape::from_dims(&[batch, win.out[0], win.out[1], out_c])))
+        let dims = [batch, win.out[0], win.out[1], out_c];
+        if let Some(r) = residual.filter(|r| r.dims() != dims) {
+            candle_core::bail!("conv residual has shape {:?}, the conv's output {dims:?}", r.dims());
+        }
+        let activation = if residual.is_some() { None } else { self.activation };
+        let mut out = with_f32s(x, "conv input", |x| {
+            with_f32s(w, "conv weights", |w| with_f32s(b, "conv bias", |b| Ok(conv.run(x, w, b, activation, intra_op_threads()))))
+        })?;
+        if let Some(r) = residual {
+            with_f32s(r, "conv residual", |r| {
+                super::activation::add_then(self.activation, r, &mut out);
+                Ok(())
+            })?;
+        }
+        Tensor::from_vec(out, &dims, &Device::Cpu)
     }
 }
 

@@ -9,7 +9,7 @@ use crate::engine::kernels::custom::{Dense, NhwcConv, NhwcPool, NhwcScaleShift, 
 use crate::engine::kernels::pool::Reduce;
 use crate::engine::onnx::attrs::NodeCtx;
 
-use super::fused::from_node;
+use super::fused::{activate, from_node};
 use super::window::{AutoPad, Axis, Window, positive};
 use super::{Builder, Op, OpError, OpResult, required};
 
@@ -115,8 +115,20 @@ impl Op for Conv {
         let x = required(inputs, 0, "X")?.contiguous()?;
         let w = required(inputs, 1, "W")?;
         let b = required(inputs, 2, "B")?;
-        let kernel = NhwcConv { window: self.attrs.resolve(&x)?, groups: self.groups, activation: self.activation };
-        Ok(vec![x.apply_op3_no_bwd(w, b, &kernel)?])
+        let residual = inputs.get(3).copied().flatten();
+        let window = self.attrs.resolve(&x)?;
+        let out_dims = [x.dim(0)?, window.out[0], window.out[1], w.dim(3)?];
+        let kernel = NhwcConv { window, groups: self.groups, activation: self.activation };
+        let y = match residual {
+            Some(r) if r.dims() != out_dims => {
+                // the shortcut broadcasts: conv first, then the general Add and activation
+                let plain = NhwcConv { activation: None, ..kernel };
+                activate(plain.forward(&x, w, b, None)?.broadcast_add(r)?, self.activation)?
+            }
+            Some(r) => kernel.forward(&x, w, b, Some(&r.contiguous()?))?,
+            None => kernel.forward(&x, w, b, None)?,
+        };
+        Ok(vec![y])
     }
 }
 

@@ -13,6 +13,7 @@ mod dense;
 mod fuse;
 mod graph;
 mod layout;
+mod residual;
 mod shapes;
 mod simplify;
 mod transpose;
@@ -36,6 +37,7 @@ pub(crate) fn optimize(graph: &mut GraphProto, target: Target) -> Result<(), Loa
     if target == Target::Cpu {
         layout::convs_to_nhwc(graph)?;
         affine::fold_into_scale_shift(graph);
+        residual::into_conv(graph);
         transpose::cancel_pairs(graph);
         simplify::reshapes(graph);
         dense::matmul_bias(graph);

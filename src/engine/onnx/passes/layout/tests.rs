@@ -127,5 +127,40 @@ fn residual_sum_and_channel_broadcasts_stay_in_nhwc_and_keepdims_reductions_stay
     ];
     let init = vec![floats("w1", &[4, 3, 1, 1], 1), floats("w2", &[4, 4, 1, 1], 2), floats("k", &[4, 1, 1], 3)];
     let ops = agree(&model(nodes, init, "y"), &[1, 3, 5, 4]);
-    assert_eq!(ops, ["Transpose", "_NhwcConv", "Relu", "_NhwcConv", "Sum", "ReduceMean", "Sigmoid", "Mul", "Div", "Transpose"]);
+    // the Sum is the second conv's residual
+    assert_eq!(ops, ["Transpose", "_NhwcConv", "Relu", "_NhwcConv", "ReduceMean", "Sigmoid", "Mul", "Div", "Transpose"]);
+}
+
+#[test]
+fn a_residual_add_and_its_relu_fuse_into_the_conv_and_a_broadcast_shortcut_still_adds_right() {
+    let nodes = vec![
+        node("Conv", &["x", "w1"], "c1", vec![ints("pads", &[1, 1, 1, 1])]),
+        node("Conv", &["x", "w2"], "c2", vec![ints("pads", &[1, 1, 1, 1])]),
+        node("Add", &["c2", "c1"], "s", vec![]),
+        node("Relu", &["s"], "r", vec![]),
+        node("ReduceMax", &["r"], "m", vec![ints("axes", &[2, 3]), int("keepdims", 1)]),
+        node("Conv", &["r", "w3"], "c3", vec![]),
+        // [N, C, 1, 1] + [N, C, H, W]: the computed shortcut broadcasts
+        node("Add", &["c3", "m"], "y", vec![]),
+    ];
+    let init = vec![floats("w1", &[4, 3, 3, 3], 1), floats("w2", &[4, 3, 3, 3], 2), floats("w3", &[4, 4, 1, 1], 3)];
+    let ops = agree(&model(nodes, init, "y"), &[2, 3, 5, 6]);
+    assert_eq!(ops, ["Transpose", "_NhwcConv", "_NhwcConv", "ReduceMax", "_NhwcConv", "Transpose"]);
+}
+
+/// `PLAN_MODEL=<model.onnx> cargo test --lib print_plan -- --ignored --nocapture` shows which
+/// ops a real model's plan runs and how many transposes are left: the first look when a
+/// model is slower than expected.
+#[test]
+#[ignore]
+fn print_plan() {
+    let path = std::env::var("PLAN_MODEL").expect("PLAN_MODEL=<path to model.onnx>");
+    let bytes = std::fs::read(&path).expect("read the model");
+    let model = <ModelProto as prost::Message>::decode(bytes.as_slice()).expect("decode");
+    let imported = crate::engine::onnx::import::import(&model, &Device::Cpu).expect("load");
+    let mut counts = std::collections::BTreeMap::new();
+    for op in imported.plan.step_ops() {
+        *counts.entry(op.to_string()).or_insert(0) += 1;
+    }
+    println!("{path}: {counts:?}");
 }
