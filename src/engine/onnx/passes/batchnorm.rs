@@ -1,8 +1,11 @@
-//! Folds an inference-mode BatchNormalization into the Conv that feeds it.
+//! Folds an inference-mode BatchNormalization, or a per-channel constant Mul, into the Conv
+//! that feeds it.
 //!
-//! BN after a conv is a per-output-channel affine map, so it can live in the conv's weights and
-//! bias: `s = scale / sqrt(var + eps)`, `W' = W * s[m]`, `b' = (b - mean) * s + beta`. That
-//! removes four broadcast passes over the feature map per request.
+//! Both are a per-output-channel affine map after the conv, so they can live in the conv's
+//! weights and bias: `W' = W * s[m]`, `b' = b * s[m] + t[m]`, with `s = scale / sqrt(var + eps)`
+//! and `t = beta - mean * s` for BN, `s = k` and `t = 0` for a Mul by `k`. Caffe2-era exports
+//! write BN as BatchNormalization followed by its own Mul and Add; the Add then folds in the
+//! bias pass. Each fold removes a broadcast pass over the feature map per request.
 
 use crate::engine::LoadError;
 use crate::proto::onnx::GraphProto;
@@ -12,62 +15,82 @@ use super::graph::{attr, float_initializer, put_float_initializer, reader_counts
 pub(super) fn fold_into_conv(graph: &mut GraphProto) -> Result<(), LoadError> {
     let mut index = 0;
     while index < graph.node.len() {
-        if graph.node[index].op_type == "BatchNormalization" {
-            if let Some(conv) = foldable(graph, index) {
-                fold(graph, conv, index);
-                graph.node.remove(index);
-                continue;
-            }
+        if let Some((conv, scale, shift)) = foldable(graph, index) {
+            fold(graph, conv, index, &scale, &shift);
+            graph.node.remove(index);
+            continue;
         }
         index += 1;
     }
     Ok(())
 }
 
-/// The index of the Conv whose only reader is the BN at `bn`, if every tensor involved is a
-/// float32 initializer of the expected size.
-fn foldable(graph: &GraphProto, bn: usize) -> Option<usize> {
-    let node = &graph.node[bn];
-    let training = attr(node, "training_mode").is_some_and(|a| a.i != 0);
-    if training || node.input.len() < 5 || node.output.iter().skip(1).any(|o| !o.is_empty()) {
+/// The Conv read only by node `at`, and the per-channel `(scale, shift)` that node applies to
+/// its output, if every tensor involved is a float32 initializer of the expected size.
+fn foldable(graph: &GraphProto, at: usize) -> Option<(usize, Vec<f32>, Vec<f32>)> {
+    let node = &graph.node[at];
+    if !node.domain.is_empty() || node.output.iter().skip(1).any(|o| !o.is_empty()) {
         return None;
     }
-    let conv = graph.node.iter().position(|n| n.op_type == "Conv" && n.output.first() == node.input.first())?;
-    let conv_node = &graph.node[conv];
-    if reader_counts(graph).get(&node.input[0]).copied() != Some(1) || conv_node.input.len() < 2 {
-        return None;
+    let readers = reader_counts(graph);
+    let conv_of = |value: &str| -> Option<(usize, usize)> {
+        let conv = graph.node.iter().position(|n| n.op_type == "Conv" && n.domain.is_empty() && n.output.first().map(String::as_str) == Some(value))?;
+        let conv_node = &graph.node[conv];
+        if readers.get(value).copied() != Some(1) || conv_node.input.len() < 2 {
+            return None;
+        }
+        let (w_dims, _) = float_initializer(graph, &conv_node.input[1])?;
+        let channels = *w_dims.first()?;
+        if let Some(bias) = conv_node.input.get(2).filter(|b| !b.is_empty()) {
+            float_initializer(graph, bias).filter(|(d, _)| d.as_slice() == [channels])?;
+        }
+        Some((conv, channels))
+    };
+    match node.op_type.as_str() {
+        "BatchNormalization" => {
+            let training = attr(node, "training_mode").is_some_and(|a| a.i != 0);
+            if training || node.input.len() < 5 {
+                return None;
+            }
+            let (conv, channels) = conv_of(&node.input[0])?;
+            let param = |i: usize| float_initializer(graph, &node.input[i]).filter(|(d, _)| d.as_slice() == [channels]).map(|(_, v)| v);
+            let (gamma, beta, mean, var) = (param(1)?, param(2)?, param(3)?, param(4)?);
+            let eps = attr(node, "epsilon").map_or(1e-5, |a| a.f);
+            let scale: Vec<f32> = gamma.iter().zip(&var).map(|(g, v)| g / (v + eps).sqrt()).collect();
+            let shift = beta.iter().zip(&mean).zip(&scale).map(|((b, m), s)| b - m * s).collect();
+            Some((conv, scale, shift))
+        }
+        "Mul" if node.input.len() == 2 => (0..2).find_map(|side| {
+            let (conv, channels) = conv_of(&node.input[side])?;
+            let (dims, k) = float_initializer(graph, &node.input[1 - side])?;
+            // [C, 1, 1] or [1, C, 1, 1] lines up with NCHW's channel axis; one value is a scalar
+            let mut d4 = vec![1usize; 4usize.saturating_sub(dims.len())];
+            d4.extend(&dims);
+            let per_channel = d4.len() == 4 && d4[0] == 1 && d4[2] == 1 && d4[3] == 1 && (d4[1] == channels || d4[1] == 1);
+            if !per_channel {
+                return None;
+            }
+            let scale = if k.len() == 1 { vec![k[0]; channels] } else { k };
+            Some((conv, scale, vec![0.0; channels]))
+        }),
+        _ => None,
     }
-    let (w_dims, _) = float_initializer(graph, &conv_node.input[1])?;
-    let channels = *w_dims.first()?;
-    let per_channel = |name: &str| float_initializer(graph, name).filter(|(d, _)| d.as_slice() == [channels]).map(|_| ());
-    for name in &node.input[1..5] {
-        per_channel(name)?;
-    }
-    if let Some(bias) = conv_node.input.get(2).filter(|b| !b.is_empty()) {
-        per_channel(bias)?;
-    }
-    Some(conv)
 }
 
-fn fold(graph: &mut GraphProto, conv: usize, bn: usize) {
-    let bn_node = graph.node[bn].clone();
-    let eps = attr(&bn_node, "epsilon").map_or(1e-5, |a| a.f);
-    let get = |name: &str| float_initializer(graph, name).map(|(_, v)| v).unwrap_or_default();
-    let (scale, beta, mean, var) = (get(&bn_node.input[1]), get(&bn_node.input[2]), get(&bn_node.input[3]), get(&bn_node.input[4]));
+fn fold(graph: &mut GraphProto, conv: usize, follower: usize, scale: &[f32], shift: &[f32]) {
     let conv_node = &graph.node[conv];
     let Some((w_dims, mut w)) = float_initializer(graph, &conv_node.input[1]) else { return };
     let channels = w_dims[0];
     let mut bias = match conv_node.input.get(2).filter(|b| !b.is_empty()) {
-        Some(name) => get(name),
+        Some(name) => float_initializer(graph, name).map(|(_, v)| v).unwrap_or_default(),
         None => vec![0.0; channels],
     };
     let per_out = w.len() / channels.max(1);
     for m in 0..channels {
-        let s = scale[m] / (var[m] + eps).sqrt();
-        w[m * per_out..(m + 1) * per_out].iter_mut().for_each(|x| *x *= s);
-        bias[m] = (bias[m] - mean[m]) * s + beta[m];
+        w[m * per_out..(m + 1) * per_out].iter_mut().for_each(|x| *x *= scale[m]);
+        bias[m] = bias[m] * scale[m] + shift[m];
     }
-    let out = bn_node.output[0].clone();
+    let out = graph.node[follower].output[0].clone();
     let (w_name, b_name) = (format!("{out}__folded_w"), format!("{out}__folded_b"));
     put_float_initializer(graph, &w_name, &w_dims, &w);
     put_float_initializer(graph, &b_name, &[channels], &bias);

@@ -8,6 +8,7 @@
 
 mod affine;
 mod batchnorm;
+mod constants;
 mod bias;
 mod dense;
 mod fuse;
@@ -32,6 +33,7 @@ pub(crate) enum Target {
 
 /// Rewrites `graph` in place. `graph.node` must already be in topological order.
 pub(crate) fn optimize(graph: &mut GraphProto, target: Target) -> Result<(), LoadError> {
+    constants::fold_shape_ops(graph);
     batchnorm::fold_into_conv(graph)?;
     bias::into_conv(graph);
     if target == Target::Cpu {
