@@ -15,7 +15,36 @@ pub(super) const OPS: &[(&str, Builder)] = &[
     ("Slice", slice),
     ("Gather", |ctx| Ok(Box::new(Gather(ctx.int("axis", 0))))),
     ("Tile", |_| Ok(Box::new(Tile))),
+    ("_ChannelShuffle", |ctx| {
+        let group = usize::try_from(ctx.int("group", 0)).ok().filter(|&g| g > 0)
+            .ok_or_else(|| LoadError::Invalid("attribute 'group' must be positive".into()))?;
+        Ok(Box::new(ChannelShuffle { group, channels_last: ctx.int("channels_last", 0) != 0 }))
+    }),
 ];
+
+/// ShuffleNet's channel shuffle on a 4-D value: channel `i * C/g + j` moves to `j * g + i`.
+/// The graph pass that creates it (passes/shuffle.rs) has checked the exporter's shapes.
+struct ChannelShuffle {
+    group: usize,
+    channels_last: bool,
+}
+
+impl Op for ChannelShuffle {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> OpResult {
+        let x = required(inputs, 0, "input")?;
+        let (n, a, b, c) = x.dims4()?;
+        let (channels, g) = (if self.channels_last { c } else { a }, self.group);
+        if channels % g != 0 {
+            return Err(OpError::Invalid(format!("channel shuffle of {channels} channels into {g} groups")));
+        }
+        let y = if self.channels_last {
+            x.reshape((n * a * b, g, c / g))?.transpose(1, 2)?.contiguous()?.reshape((n, a, b, c))?
+        } else {
+            x.reshape((n, g, a / g, b * c))?.transpose(1, 2)?.contiguous()?.reshape((n, a, b, c))?
+        };
+        Ok(vec![y])
+    }
+}
 
 struct Concat(i64);
 

@@ -121,6 +121,10 @@ pub(super) fn float_attr(name: &str, value: f32) -> AttributeProto {
     AttributeProto { name: name.into(), r#type: AttributeType::Float as i32, f: value, ..Default::default() }
 }
 
+pub(super) fn int_attr(name: &str, value: i64) -> AttributeProto {
+    AttributeProto { name: name.into(), r#type: AttributeType::Int as i32, i: value, ..Default::default() }
+}
+
 pub(super) fn ints_attr(name: &str, values: &[i64]) -> AttributeProto {
     AttributeProto { name: name.into(), r#type: AttributeType::Ints as i32, ints: values.to_vec(), ..Default::default() }
 }

@@ -16,6 +16,7 @@ mod graph;
 mod layout;
 mod residual;
 mod shapes;
+mod shuffle;
 mod simplify;
 mod transpose;
 
@@ -37,6 +38,7 @@ pub(crate) fn optimize(graph: &mut GraphProto, target: Target) -> Result<(), Loa
     batchnorm::fold_into_conv(graph)?;
     bias::into_conv(graph);
     if target == Target::Cpu {
+        shuffle::channel_shuffles(graph);
         layout::convs_to_nhwc(graph)?;
         affine::fold_into_scale_shift(graph);
         residual::into_conv(graph);

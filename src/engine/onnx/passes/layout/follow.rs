@@ -10,7 +10,8 @@ use std::collections::HashMap;
 
 use crate::proto::onnx::{GraphProto, NodeProto};
 
-use super::super::graph::{attr, constant_ints, float_initializer, initializer, ints_attr, put_float_initializer, put_int_initializer};
+use super::super::shuffle::CHANNEL_SHUFFLE;
+use super::super::graph::{attr, constant_ints, float_initializer, initializer, int_attr, ints_attr, put_float_initializer, put_int_initializer};
 
 /// `y = x * scale[c] + shift[c]` over NHWC `x`, with an optional fused activation: the form
 /// an unfolded BatchNormalization takes, and where following per-channel Mul/Add fold in.
@@ -35,6 +36,7 @@ pub(super) enum Rewrite {
     Broadcast,
     Concat,
     Pad,
+    ChannelShuffle,
     /// `keep_dims == false` gives a value whose axis order is the same in both layouts.
     Reduce { keep_dims: bool },
     BatchNorm,
@@ -68,6 +70,7 @@ pub(super) fn rule(graph: &GraphProto, node: &NodeProto, nhwc: &HashMap<String, 
         return any.then_some(Rewrite::Broadcast);
     }
     match op {
+        CHANNEL_SHUFFLE if is_nhwc(&node.input[0]) => Some(Rewrite::ChannelShuffle),
         "Concat" => {
             let axis = attr(node, "axis")?.i;
             (matches!(axis, 1 | -3) && node.input.iter().all(is_nhwc)).then_some(Rewrite::Concat)
@@ -106,6 +109,7 @@ pub(super) fn apply(graph: &mut GraphProto, node: &mut NodeProto, rewrite: Rewri
             }
         }
         Rewrite::Concat => set_int(node, "axis", 3),
+        Rewrite::ChannelShuffle => node.attribute.push(int_attr("channels_last", 1)),
         Rewrite::Pad => {
             let Some(p) = pads(graph, node) else { return };
             let permuted: Vec<i64> = [0, 2, 3, 1, 4, 6, 7, 5].iter().map(|&i| p[i]).collect();

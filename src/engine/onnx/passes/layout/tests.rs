@@ -164,3 +164,22 @@ fn print_plan() {
     }
     println!("{path}: {counts:?}");
 }
+
+#[test]
+fn a_channel_shuffle_between_grouped_convs_stays_in_nhwc() {
+    let nodes = vec![
+        node("Conv", &["x", "w1"], "c1", vec![int("group", 2)]),
+        node("Reshape", &["c1", "split"], "r1", vec![]),
+        node("Transpose", &["r1"], "t", vec![ints("perm", &[0, 2, 1, 3, 4])]),
+        node("Reshape", &["t", "merge"], "r2", vec![]),
+        node("Conv", &["r2", "w2"], "y", vec![int("group", 3), ints("pads", &[1, 1, 1, 1])]),
+    ];
+    let init = vec![
+        floats("w1", &[6, 2, 1, 1], 1),
+        floats("w2", &[3, 2, 3, 3], 2),
+        int64s("split", &[-1, 2, 3, 5, 4]),
+        int64s("merge", &[-1, 6, 5, 4]),
+    ];
+    let ops = agree(&model(nodes, init, "y"), &[2, 4, 5, 4]);
+    assert_eq!(ops, ["Transpose", "_NhwcConv", "_ChannelShuffle", "_NhwcConv", "Transpose"]);
+}
