@@ -14,6 +14,7 @@ mod dense;
 mod fuse;
 mod graph;
 mod layout;
+mod pad;
 mod residual;
 mod shapes;
 mod shuffle;
@@ -37,6 +38,7 @@ pub(crate) fn optimize(graph: &mut GraphProto, target: Target) -> Result<(), Loa
     constants::fold_shape_ops(graph);
     batchnorm::fold_into_conv(graph)?;
     bias::into_conv(graph);
+    pad::into_conv(graph);
     if target == Target::Cpu {
         shuffle::channel_shuffles(graph);
         layout::convs_to_nhwc(graph)?;

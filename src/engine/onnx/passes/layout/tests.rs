@@ -89,7 +89,8 @@ fn densenet_style_bn_relu_concat_pad_and_reduce_stay_in_nhwc() {
         node("Mul", &["bn", "k"], "scaled", vec![]),
         node("Add", &["scaled", "k2"], "shifted", vec![]),
         node("Clip", &["shifted", "lo", "hi"], "act", vec![]),
-        node("Pad", &["act", "pads"], "padded", vec![]),
+        // reflect: a zero pad would fold into the conv instead
+        node("Pad", &["act", "pads"], "padded", vec![AttributeProto { name: "mode".into(), r#type: AttributeType::String as i32, s: b"reflect".to_vec(), ..Default::default() }]),
         node("Conv", &["padded", "w3"], "c3", vec![]),
         node("ReduceMean", &["c3"], "y", vec![ints("axes", &[2, 3]), int("keepdims", 0)]),
     ];
@@ -182,4 +183,15 @@ fn a_channel_shuffle_between_grouped_convs_stays_in_nhwc() {
     ];
     let ops = agree(&model(nodes, init, "y"), &[2, 4, 5, 4]);
     assert_eq!(ops, ["Transpose", "_NhwcConv", "_ChannelShuffle", "_NhwcConv", "Transpose"]);
+}
+
+#[test]
+fn a_zero_pad_before_a_strided_conv_becomes_the_convs_padding() {
+    let nodes = vec![
+        node("Pad", &["x", "pads"], "p", vec![]),
+        node("Conv", &["p", "w"], "y", vec![ints("strides", &[2, 2]), int("group", 3), ints("pads", &[1, 0, 0, 0])]),
+    ];
+    let init = vec![floats("w", &[3, 1, 3, 3], 1), int64s("pads", &[0, 0, 0, 0, 0, 0, 1, 2])];
+    let ops = agree(&model(nodes, init, "y"), &[2, 3, 8, 7]);
+    assert_eq!(ops, ["Transpose", "_NhwcConv", "Transpose"]);
 }
