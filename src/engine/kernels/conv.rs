@@ -52,6 +52,15 @@ impl Conv2d {
     /// `input` is NHWC, `weights` HWIO (`[kh, kw, in_c / groups, out_c]`), `bias` has `out_c`
     /// values. Returns the NHWC output.
     pub(crate) fn run(&self, input: &[f32], weights: &[f32], bias: &[f32], act: Option<Activation>, threads: usize) -> Vec<f32> {
+        if self.groups > 1 && self.groups == self.in_c {
+            return super::depthwise::depthwise(self, input, weights, bias, act, threads);
+        }
+        self.run_im2col(input, weights, bias, act, threads)
+    }
+
+    /// Any grouping as im2col + one GEMM per group (depthwise convs took this path before
+    /// their direct kernel; its timing test still compares the two).
+    pub(super) fn run_im2col(&self, input: &[f32], weights: &[f32], bias: &[f32], act: Option<Activation>, threads: usize) -> Vec<f32> {
         let pixels = self.batch * self.out_h * self.out_w;
         let patch = self.patch_len();
         if pixels == 0 || self.out_c == 0 {

@@ -10,6 +10,7 @@
 pub(crate) mod activation;
 pub(crate) mod conv;
 pub(crate) mod custom;
+pub(crate) mod depthwise;
 pub(crate) mod gemm;
 pub(crate) mod pool;
 pub(crate) mod threads;
