@@ -12,6 +12,7 @@ pub(crate) mod conv;
 pub(crate) mod custom;
 pub(crate) mod depthwise;
 pub(crate) mod gemm;
+pub(crate) mod packed;
 pub(crate) mod pool;
 pub(crate) mod threads;
 
