@@ -1,14 +1,17 @@
-//! 2-D convolution over NHWC input with HWIO weights, as one GEMM per chunk of output pixels.
+//! 2-D convolution over NHWC input with weights packed once at load, as one packed GEMM per
+//! chunk of output pixels (depthwise convs have their own direct kernel, `depthwise.rs`).
 //!
-//! In NHWC a pixel's input channels are contiguous, so building the im2col rows is a handful of
-//! `copy_from_slice` calls per pixel, and the GEMM result rows are already NHWC output pixels:
-//! no transpose on either side. Chunks of rows keep the im2col buffer in L2 and are the unit of
-//! parallel work, so batch 64 splits across threads while batch 1 stays on one.
+//! In NHWC a pixel's input channels are contiguous, so a 1x1 stride-1 conv reads its input
+//! rows as the GEMM's A with no copy at all, and other convs build im2col rows with a handful
+//! of `copy_from_slice` calls per pixel; the GEMM result rows are already NHWC output pixels.
+//! Bias, a residual shortcut and the activation run in the GEMM's epilogue, per tile. Chunks of
+//! rows keep the im2col buffer in L2 and are the unit of parallel work when there are enough
+//! of them (batch 16); with few (batch 1) the GEMM splits its own rows or weight panels.
 
 use rayon::prelude::*;
 
-use super::activation::{self, Activation};
-use super::gemm::{MatRef, sgemm};
+use super::activation::Activation;
+use super::packed::{Epilogue, PackedB, gemm, gemm_parallel};
 
 /// Geometry of one convolution call, resolved for a concrete input size.
 #[derive(Debug, Clone, Copy)]
@@ -34,14 +37,25 @@ const CHUNK_FLOATS: usize = 32 * 1024;
 /// Multiply-adds below which a conv runs on the calling thread (batch-1 MNIST conv2 is 2.2M).
 const PARALLEL_MACS: usize = 4 << 20;
 
+/// HWIO weights (`[kh, kw, in_c / groups, out_c]`) packed for the GEMM: one [`PackedB`] per
+/// group, `kh * kw * in_g` rows by `out_c / groups` columns. Done once at load.
+pub(crate) fn pack_hwio(weights: &[f32], [kh, kw, in_g, out_c]: [usize; 4], groups: usize) -> Vec<PackedB> {
+    let out_g = out_c / groups.max(1);
+    (0..groups).map(|g| PackedB::pack(&weights[g * out_g..], kh * kw * in_g, out_g, out_c)).collect()
+}
+
 impl Conv2d {
     fn patch_len(&self) -> usize {
         self.kernel[0] * self.kernel[1] * (self.in_c / self.groups)
     }
 
-    /// 1x1, stride 1, no padding, one group: the input rows already are the im2col rows.
+    /// 1x1, stride 1, no padding: each group's input channels already are its im2col rows.
     fn is_pointwise(&self) -> bool {
-        self.kernel == [1, 1] && self.strides == [1, 1] && self.pad_begin == [0, 0] && self.groups == 1
+        self.kernel == [1, 1] && self.strides == [1, 1] && self.pad_begin == [0, 0]
+    }
+
+    pub(crate) fn is_depthwise(&self) -> bool {
+        self.groups > 1 && self.groups == self.in_c
     }
 
     #[cfg(test)]
@@ -50,61 +64,69 @@ impl Conv2d {
     }
 
     /// `input` is NHWC, `weights` HWIO (`[kh, kw, in_c / groups, out_c]`), `bias` has `out_c`
-    /// values. Returns the NHWC output.
+    /// values. Returns the NHWC output. Packs the weights on every call: the plan's ops use
+    /// [`Self::run_packed`] with weights packed at load.
+    #[cfg(test)]
     pub(crate) fn run(&self, input: &[f32], weights: &[f32], bias: &[f32], act: Option<Activation>, threads: usize) -> Vec<f32> {
-        if self.groups > 1 && self.groups == self.in_c {
+        if self.is_depthwise() {
             return super::depthwise::depthwise(self, input, weights, bias, act, threads);
         }
         self.run_im2col(input, weights, bias, act, threads)
     }
 
-    /// Any grouping as im2col + one GEMM per group (depthwise convs took this path before
-    /// their direct kernel; its timing test still compares the two).
+    /// Any grouping as im2col + one GEMM per group, packing the weights first (depthwise convs
+    /// took this path before their direct kernel; its timing test still compares the two).
+    #[cfg(test)]
     pub(super) fn run_im2col(&self, input: &[f32], weights: &[f32], bias: &[f32], act: Option<Activation>, threads: usize) -> Vec<f32> {
+        let packed = pack_hwio(weights, [self.kernel[0], self.kernel[1], self.in_c / self.groups, self.out_c], self.groups);
+        self.run_packed(input, &packed, bias, None, act, threads)
+    }
+
+    /// The conv over weights from [`pack_hwio`], with `residual` (the output's shape) added
+    /// before the activation.
+    pub(crate) fn run_packed(&self, input: &[f32], packed: &[PackedB], bias: &[f32], residual: Option<&[f32]>, act: Option<Activation>, threads: usize) -> Vec<f32> {
         let pixels = self.batch * self.out_h * self.out_w;
         let patch = self.patch_len();
-        if pixels == 0 || self.out_c == 0 {
-            return vec![0.0; pixels * self.out_c];
-        }
+        let (in_g, out_g) = (self.in_c / self.groups, self.out_c / self.groups);
+        assert!(packed.len() == self.groups && packed.iter().all(|p| p.k() == patch && p.n() == out_g), "conv weights packed for another shape");
+        assert!(residual.is_none_or(|r| r.len() == pixels * self.out_c), "conv residual has the wrong size");
         // zeroed by the allocator (fresh pages for large outputs), overwritten by the GEMMs
         let mut output = vec![0.0f32; pixels * self.out_c];
-        let mut rows_per_chunk = (CHUNK_FLOATS / patch.max(1)).clamp(16, 4096).min(pixels);
-        // waking the pool costs tens of microseconds: only worth it for a few million MACs
-        let threads = if pixels * patch * self.out_c >= PARALLEL_MACS { threads } else { 1 };
-        if threads > 1 && pixels >= 64 {
-            // at least one chunk per thread, so small batches still use every core
-            rows_per_chunk = rows_per_chunk.min(pixels.div_ceil(threads));
+        if pixels == 0 || self.out_c == 0 {
+            return output;
         }
-        let in_g = self.in_c / self.groups;
-        let out_g = self.out_c / self.groups;
-        // Few channels per tap make pixel-major rows a scatter of tiny copies; tap-major columns
-        // are long runs along the output row instead, and the GEMM reads them transposed.
-        let tap_major = in_g < 16;
+        let epilogue = |g: usize, first: usize| Epilogue {
+            bias: Some(&bias[g * out_g..(g + 1) * out_g]),
+            activation: act,
+            residual: residual.map(|r| &r[first * self.out_c + g * out_g..]),
+        };
+        let threads = if pixels * patch * self.out_c >= PARALLEL_MACS { threads } else { 1 };
+        if self.is_pointwise() {
+            for (g, p) in packed.iter().enumerate() {
+                gemm_parallel(&input[g * in_g..], self.in_c, pixels, p, &mut output[g * out_g..], self.out_c, &epilogue(g, 0), threads);
+            }
+            return output;
+        }
+        let rows_per_chunk = (CHUNK_FLOATS / patch.max(1)).clamp(16, 4096).min(pixels);
+        let chunk_len = rows_per_chunk * self.out_c;
+        let chunks = pixels.div_ceil(rows_per_chunk);
+        // enough chunks: one per task; too few (batch 1): the GEMM splits its own work
+        let (outer, inner) = if threads > 1 && chunks >= 2 * threads { (threads, 1) } else { (1, threads) };
         let run_chunk = |col: &mut Vec<f32>, (index, out): (usize, &mut [f32])| {
             let first = index * rows_per_chunk;
             let rows = out.len() / self.out_c;
-            if self.is_pointwise() {
-                let a = MatRef::row_major(&input[first * self.in_c..(first + rows) * self.in_c], rows, self.in_c);
-                sgemm(a, MatRef::row_major(weights, self.in_c, self.out_c), out, self.out_c, false, 1);
-            } else {
-                col.resize(rows * patch, 0.0);
-                for g in 0..self.groups {
-                    let a = if tap_major {
-                        self.im2col_tap_major(input, first, rows, g * in_g, in_g, col);
-                        MatRef { data: col, rows, cols: patch, row_stride: 1, col_stride: rows }
-                    } else {
-                        self.im2col(input, first, rows, g * in_g, in_g, col);
-                        MatRef::row_major(col, rows, patch)
-                    };
-                    // weights for group g: columns g*out_g.. of the [patch, out_c] matrix
-                    let b = MatRef { data: &weights[g * out_g..], rows: patch, cols: out_g, row_stride: self.out_c, col_stride: 1 };
-                    sgemm(a, b, &mut out[g * out_g..], self.out_c, false, 1);
+            col.resize(rows * patch, 0.0);
+            for (g, p) in packed.iter().enumerate() {
+                self.im2col(input, first, rows, g * in_g, in_g, col);
+                let out_group = &mut out[g * out_g..];
+                if inner > 1 {
+                    gemm_parallel(col, patch, rows, p, out_group, self.out_c, &epilogue(g, first), inner);
+                } else {
+                    gemm(col, patch, rows, p, out_group, self.out_c, &epilogue(g, first));
                 }
             }
-            activation::bias_then(act, bias, out);
         };
-        let chunk_len = rows_per_chunk * self.out_c;
-        if threads > 1 && pixels > rows_per_chunk {
+        if outer > 1 {
             output.par_chunks_mut(chunk_len).enumerate().for_each_init(Vec::new, |col, c| run_chunk(col, c));
         } else {
             let mut col = Vec::new();
@@ -148,56 +170,6 @@ impl Conv2d {
                     } else {
                         let at = ix as usize * self.in_c + c0;
                         tap.copy_from_slice(&row[at..at + channels]);
-                    }
-                }
-            }
-        }
-    }
-
-    /// The same patches stored tap-major: `col[tap * rows + r]`. Each tap is filled along runs
-    /// of one output row, which for unit stride reads consecutive input pixels.
-    fn im2col_tap_major(&self, input: &[f32], first: usize, rows: usize, c0: usize, channels: usize, col: &mut [f32]) {
-        let [_, kw] = self.kernel;
-        let per_image = self.out_h * self.out_w;
-        for (tap, dst) in col.chunks_exact_mut(rows).enumerate() {
-            let ci = tap % channels;
-            let kx = (tap / channels) % kw;
-            let ky = tap / (channels * kw);
-            let mut r = 0;
-            while r < rows {
-                let pixel = first + r;
-                let (n, rem) = (pixel / per_image, pixel % per_image);
-                let (oh, ow0) = (rem / self.out_w, rem % self.out_w);
-                let run = (self.out_w - ow0).min(rows - r);
-                let seg = &mut dst[r..r + run];
-                r += run;
-                let iy = (oh * self.strides[0] + ky * self.dilations[0]) as isize - self.pad_begin[0] as isize;
-                if iy < 0 || iy as usize >= self.in_h {
-                    seg.fill(0.0);
-                    continue;
-                }
-                let base = ((n * self.in_h + iy as usize) * self.in_w) * self.in_c + c0 + ci;
-                // input column of seg[j] is first + j * stride; keep the j that land inside
-                let stride = self.strides[1] as isize;
-                let first_x = (ow0 * self.strides[1] + kx * self.dilations[1]) as isize - self.pad_begin[1] as isize;
-                let lo = if first_x >= 0 { 0 } else { ((-first_x + stride - 1) / stride) as usize }.min(run);
-                let hi = if first_x >= self.in_w as isize {
-                    0
-                } else {
-                    ((self.in_w as isize - first_x + stride - 1) / stride) as usize
-                }
-                .clamp(lo, run);
-                seg[..lo].fill(0.0);
-                seg[hi..].fill(0.0);
-                if hi > lo {
-                    let start = base + (first_x + lo as isize * stride) as usize * self.in_c;
-                    let step = self.strides[1] * self.in_c;
-                    let inside = &mut seg[lo..hi];
-                    if step == 1 {
-                        inside.copy_from_slice(&input[start..start + inside.len()]);
-                    } else {
-                        let src = input[start..].iter().step_by(step);
-                        inside.iter_mut().zip(src).for_each(|(d, &v)| *d = v);
                     }
                 }
             }

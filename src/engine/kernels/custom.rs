@@ -6,8 +6,8 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Device, Layout, Result, Shape, Storage, Tensor};
 
 use super::activation::Activation;
-use super::conv::Conv2d;
-use super::gemm::{MatRef, sgemm};
+use super::conv::{Conv2d, pack_hwio};
+use super::packed::{Epilogue, PackedB, gemm_parallel};
 use super::pool::{Pool2d, Reduce};
 use super::threads::intra_op_threads;
 
@@ -56,7 +56,9 @@ pub(crate) struct NhwcConv {
 }
 
 impl NhwcConv {
-    pub(crate) fn forward(&self, x: &Tensor, w: &Tensor, b: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+    /// `packed` holds the weights from [`pack_hwio`] when they were known at load; without it
+    /// they are packed for this call. Depthwise convs read `w` itself.
+    pub(crate) fn forward(&self, x: &Tensor, w: &Tensor, packed: Option<&[PackedB]>, b: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
         let [batch, in_h, in_w, in_c] = nhwc(x.layout(), "conv input")?;
         let [kh, kw, in_g, out_c] = nhwc(w.layout(), "conv weights")?;
         if [kh, kw] != self.window.kernel || in_g * self.groups != in_c || out_c % self.groups != 0 {
@@ -87,16 +89,32 @@ impl NhwcConv {
         if let Some(r) = residual.filter(|r| r.dims() != dims) {
             candle_core::bail!("conv residual has shape {:?}, the conv's output {dims:?}", r.dims());
         }
-        let activation = if residual.is_some() { None } else { self.activation };
-        let mut out = with_f32s(x, "conv input", |x| {
-            with_f32s(w, "conv weights", |w| with_f32s(b, "conv bias", |b| Ok(conv.run(x, w, b, activation, intra_op_threads()))))
+        let threads = intra_op_threads();
+        let out = with_f32s(x, "conv input", |x| {
+            with_f32s(b, "conv bias", |b| {
+                let with_residual = |r: Option<&[f32]>| -> Result<Vec<f32>> {
+                    if conv.is_depthwise() {
+                        let act = if r.is_some() { None } else { self.activation };
+                        let mut out = with_f32s(w, "conv weights", |w| Ok(super::depthwise::depthwise(&conv, x, w, b, act, threads)))?;
+                        if let Some(r) = r {
+                            super::activation::add_then(self.activation, r, &mut out);
+                        }
+                        return Ok(out);
+                    }
+                    match packed {
+                        Some(p) => Ok(conv.run_packed(x, p, b, r, self.activation, threads)),
+                        None => {
+                            let p = with_f32s(w, "conv weights", |w| Ok(pack_hwio(w, [kh, kw, in_g, out_c], self.groups)))?;
+                            Ok(conv.run_packed(x, &p, b, r, self.activation, threads))
+                        }
+                    }
+                };
+                match residual {
+                    Some(r) => with_f32s(r, "conv residual", |r| with_residual(Some(r))),
+                    None => with_residual(None),
+                }
+            })
         })?;
-        if let Some(r) = residual {
-            with_f32s(r, "conv residual", |r| {
-                super::activation::add_then(self.activation, r, &mut out);
-                Ok(())
-            })?;
-        }
         Tensor::from_vec(out, &dims, &Device::Cpu)
     }
 }
@@ -162,31 +180,37 @@ pub(crate) struct Dense {
     pub(crate) activation: Option<Activation>,
 }
 
-impl CustomOp3 for Dense {
-    fn name(&self) -> &'static str {
-        "dense"
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (&k, lead) = match l1.dims().split_last() {
+impl Dense {
+    /// `packed` holds `W` from [`PackedB::pack`] when it was known at load; without it `W` is
+    /// packed for this call.
+    pub(crate) fn forward(&self, x: &Tensor, w: &Tensor, packed: Option<&PackedB>, b: &Tensor) -> Result<Tensor> {
+        let (&k, lead) = match x.dims().split_last() {
             Some(split) => split,
             None => candle_core::bail!("dense input must have at least one axis"),
         };
-        let &[wk, n] = l2.dims() else { candle_core::bail!("dense weights must be 2-D, got {:?}", l2.dims()) };
-        if wk != k || l3.dims().iter().product::<usize>() != n {
-            candle_core::bail!("dense shapes disagree: input {:?}, weights {:?}, bias {:?}", l1.dims(), l2.dims(), l3.dims());
+        let &[wk, n] = w.dims() else { candle_core::bail!("dense weights must be 2-D, got {:?}", w.dims()) };
+        if wk != k || b.dims().iter().product::<usize>() != n {
+            candle_core::bail!("dense shapes disagree: input {:?}, weights {:?}, bias {:?}", x.dims(), w.dims(), b.dims());
         }
         let rows: usize = lead.iter().product();
-        let (x, w, b) = (f32s(s1, l1, "dense input")?, f32s(s2, l2, "dense weights")?, f32s(s3, l3, "dense bias")?);
+        let fresh;
+        let packed = match packed {
+            Some(p) if p.k() == k && p.n() == n => p,
+            _ => {
+                fresh = with_f32s(w, "dense weights", |w| Ok(PackedB::pack(w, k, n, n)))?;
+                &fresh
+            }
+        };
         let mut out = vec![0.0f32; rows * n];
-        for row in out.chunks_exact_mut(n.max(1)) {
-            row.copy_from_slice(b);
-        }
-        let threads = if rows * k * n >= 1 << 20 { intra_op_threads() } else { 1 };
-        sgemm(MatRef::row_major(x, rows, k), MatRef::row_major(w, k, n), &mut out, n, true, threads);
-        super::activation::apply(self.activation, &mut out);
+        with_f32s(x, "dense input", |x| {
+            with_f32s(b, "dense bias", |b| {
+                let epilogue = Epilogue { bias: Some(b), activation: self.activation, residual: None };
+                gemm_parallel(x, k, rows, packed, &mut out, n, &epilogue, intra_op_threads());
+                Ok(())
+            })
+        })?;
         let mut dims = lead.to_vec();
         dims.push(n);
-        Ok((CpuStorage::F32(out), Shape::from_dims(&dims)))
+        Tensor::from_vec(out, dims, &Device::Cpu)
     }
 }

@@ -23,8 +23,6 @@
 //! dispatch are paid once per strip instead of once per 6 x 16 tile (that overhead was a fifth
 //! of the time at k = 64).
 
-// Nothing calls this yet: conv, Dense and the RNN cells switch over in their own commits (#12).
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::sync::OnceLock;
 

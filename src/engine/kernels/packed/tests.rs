@@ -1,5 +1,4 @@
 use super::*;
-use crate::engine::kernels::gemm::{MatRef, sgemm};
 
 /// Fixed-seed LCG (Knuth's MMIX constants): reproducible inputs without a rand dependency.
 struct Lcg(u64);
@@ -201,10 +200,10 @@ fn refuses_a_bias_of_the_wrong_length() {
     gemm(&[0.0; 12], 4, 3, &b, &mut [0.0; 6], 2, &epilogue);
 }
 
-/// Release-profile throughput against the gemm crate (which packs B on every call), both on one
-/// thread, plus the packed kernel split over two and the portable fallback on one:
-/// `cargo test --release --lib packed -- --ignored --nocapture`. The packed calls include a
-/// bias + ReLU epilogue, the sgemm ones do not. `PACKED_SHAPES="m,k,n;m,k,n"` times other shapes.
+/// Release-profile throughput against candle's matmul (the gemm crate, which packs B on every
+/// call), both on one thread, plus the packed kernel split over two and the portable fallback on
+/// one: `cargo test --release --lib packed -- --ignored --nocapture` with `RAYON_NUM_THREADS=1`
+/// so candle stays on one thread. The packed calls include a bias + ReLU epilogue, candle's do not. `PACKED_SHAPES="m,k,n;m,k,n"` times other shapes.
 #[test]
 #[ignore]
 fn timing() {
@@ -235,7 +234,7 @@ fn timing() {
     }
     let mut rng = Lcg(1);
     eprintln!("dispatched kernel {:?}; GFLOP/s of the fastest call in 0.5 s", Isa::detect());
-    eprintln!("{:>16} {:>9} {:>10} {:>7} {:>10} {:>12}", "m x k x n", "sgemm 1t", "packed 1t", "ratio", "packed 2t", "portable 1t");
+    eprintln!("{:>16} {:>9} {:>10} {:>7} {:>10} {:>12}", "m x k x n", "candle 1t", "packed 1t", "ratio", "packed 2t", "portable 1t");
     for &(m, k, n) in &shapes {
         let a = rng.values(m * k);
         let b = rng.values(k * n);
@@ -244,7 +243,10 @@ fn timing() {
         let mut c = vec![0.0f32; m * n];
         let epilogue = Epilogue { bias: Some(&bias), activation: Some(Activation::Relu), residual: None };
         let flops = 2.0 * (m * k * n) as f64;
-        let t_sgemm = best_seconds(|| sgemm(MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), &mut c, n, false, 1));
+        let (at, bt) = (candle_core::Tensor::from_slice(&a, (m, k), &candle_core::Device::Cpu).expect("a"), candle_core::Tensor::from_slice(&b, (k, n), &candle_core::Device::Cpu).expect("b"));
+        let t_sgemm = best_seconds(|| {
+            std::hint::black_box(at.matmul(&bt).expect("matmul"));
+        });
         let t_packed = best_seconds(|| gemm(&a, k, m, &packed, &mut c, n, &epilogue));
         let t_two = best_seconds(|| gemm_parallel(&a, k, m, &packed, &mut c, n, &epilogue, 2));
         let t_portable = best_seconds(|| gemm_with(Isa::Portable, &a, k, m, &packed, &mut c, n, &epilogue, 1, PARALLEL_MACS));

@@ -5,6 +5,8 @@ use candle_core::Tensor;
 
 use crate::engine::LoadError;
 use crate::engine::kernels::Activation;
+use crate::engine::kernels::conv::pack_hwio;
+use crate::engine::kernels::packed::PackedB;
 use crate::engine::kernels::custom::{Dense, NhwcConv, NhwcPool, NhwcScaleShift, Window2d};
 use crate::engine::kernels::pool::Reduce;
 use crate::engine::onnx::attrs::NodeCtx;
@@ -19,7 +21,7 @@ pub(super) const OPS: &[(&str, Builder)] = &[
     ("_NhwcAveragePool", |ctx| pool(ctx, Reduce::Average { count_include_pad: ctx.int("count_include_pad", 0) != 0 })),
     ("_NhwcGlobalAveragePool", |_| Ok(Box::new(GlobalPool { max: false }))),
     ("_NhwcGlobalMaxPool", |_| Ok(Box::new(GlobalPool { max: true }))),
-    ("_Dense", |ctx| Ok(Box::new(DenseOp(Dense { activation: from_node(ctx)? })))),
+    ("_Dense", |ctx| Ok(Box::new(DenseOp { dense: Dense { activation: from_node(ctx)? }, packed: None }))),
     ("_NhwcScaleShift", |ctx| Ok(Box::new(ScaleShiftOp(NhwcScaleShift { activation: from_node(ctx)? })))),
 ];
 
@@ -34,14 +36,26 @@ impl Op for ScaleShiftOp {
     }
 }
 
-struct DenseOp(Dense);
+struct DenseOp {
+    dense: Dense,
+    /// `W` packed for the GEMM once at load, when it is an initializer.
+    packed: Option<PackedB>,
+}
 
 impl Op for DenseOp {
+    fn prepare(&mut self, constants: &[Option<&Tensor>]) -> Result<(), OpError> {
+        if let Some(w) = constants.get(1).copied().flatten().filter(|w| w.rank() == 2 && w.dtype() == candle_core::DType::F32) {
+            let (k, n) = w.dims2()?;
+            self.packed = Some(PackedB::pack(&w.flatten_all()?.to_vec1::<f32>()?, k, n, n));
+        }
+        Ok(())
+    }
+
     fn run(&self, inputs: &[Option<&Tensor>]) -> OpResult {
         let x = required(inputs, 0, "A")?.contiguous()?;
         let w = required(inputs, 1, "B")?;
         let b = required(inputs, 2, "bias")?;
-        Ok(vec![x.apply_op3_no_bwd(w, b, &self.0)?])
+        Ok(vec![self.dense.forward(&x, w, self.packed.as_ref(), b)?])
     }
 }
 
@@ -108,9 +122,22 @@ struct Conv {
     attrs: Attrs,
     groups: usize,
     activation: Option<Activation>,
+    /// The weights packed for the GEMM once at load, when they are an initializer.
+    packed: Option<Vec<PackedB>>,
 }
 
 impl Op for Conv {
+    fn prepare(&mut self, constants: &[Option<&Tensor>]) -> Result<(), OpError> {
+        let Some(w) = constants.get(1).copied().flatten() else { return Ok(()) };
+        let (kh, kw, in_g, out_c) = w.dims4()?;
+        let depthwise = in_g == 1 && self.groups > 1 && out_c == self.groups;
+        if out_c % self.groups == 0 && !depthwise && w.dtype() == candle_core::DType::F32 {
+            let values = w.flatten_all()?.to_vec1::<f32>()?;
+            self.packed = Some(pack_hwio(&values, [kh, kw, in_g, out_c], self.groups));
+        }
+        Ok(())
+    }
+
     fn run(&self, inputs: &[Option<&Tensor>]) -> OpResult {
         let x = required(inputs, 0, "X")?.contiguous()?;
         let w = required(inputs, 1, "W")?;
@@ -119,14 +146,15 @@ impl Op for Conv {
         let window = self.attrs.resolve(&x)?;
         let out_dims = [x.dim(0)?, window.out[0], window.out[1], w.dim(3)?];
         let kernel = NhwcConv { window, groups: self.groups, activation: self.activation };
+        let packed = self.packed.as_deref();
         let y = match residual {
             Some(r) if r.dims() != out_dims => {
                 // the shortcut broadcasts: conv first, then the general Add and activation
                 let plain = NhwcConv { activation: None, ..kernel };
-                activate(plain.forward(&x, w, b, None)?.broadcast_add(r)?, self.activation)?
+                activate(plain.forward(&x, w, packed, b, None)?.broadcast_add(r)?, self.activation)?
             }
-            Some(r) => kernel.forward(&x, w, b, Some(&r.contiguous()?))?,
-            None => kernel.forward(&x, w, b, None)?,
+            Some(r) => kernel.forward(&x, w, packed, b, Some(&r.contiguous()?))?,
+            None => kernel.forward(&x, w, packed, b, None)?,
         };
         Ok(vec![y])
     }
@@ -135,7 +163,7 @@ impl Op for Conv {
 fn conv(ctx: &NodeCtx<'_>) -> Result<Box<dyn Op>, LoadError> {
     let groups = usize::try_from(ctx.int("group", 1)).ok().filter(|&g| g > 0)
         .ok_or_else(|| LoadError::Invalid("attribute 'group' must be positive".into()))?;
-    Ok(Box::new(Conv { attrs: Attrs::parse(ctx)?, groups, activation: from_node(ctx)? }))
+    Ok(Box::new(Conv { attrs: Attrs::parse(ctx)?, groups, activation: from_node(ctx)?, packed: None }))
 }
 
 struct Pool {
