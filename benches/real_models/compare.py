@@ -40,8 +40,8 @@ CHECK = re.compile(r"^real_models check (\S+) b(\d+): (.*)$")
 SKIP = re.compile(r"^real_models skip (\S+): (.*)$")
 
 
-def log(*args):
-    print(*args, file=sys.stderr, flush=True)
+def log(*args, **kwargs):
+    print(*args, **kwargs, file=sys.stderr, flush=True)
 
 
 def models():
