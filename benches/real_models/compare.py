@@ -118,23 +118,31 @@ def median_seconds(run, budget=2.0, warmup=0.5, min_samples=10):
 
 
 def onnxruntime_run(filter_text):
-    """{(name, batch, threads): seconds}, one session per model and thread count."""
-    out = {}
+    """({(name, batch, threads): seconds}, {name: error}), one session per model and thread
+    count; a model onnxruntime cannot run is reported, not fatal, like on the engine's side."""
+    out, errors = {}, {}
     session, loaded = None, None
     for name, path, batch, threads in sorted(cases(filter_text), key=lambda c: (c[0], c[3], c[2])):
+        if name in errors:
+            continue
         log(f"onnxruntime real/{name}/b{batch}_t{threads}")
-        if loaded != (name, threads):
-            session = None  # one big model in memory at a time
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
-            opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            session = ort.InferenceSession(str(path / "model.onnx"), opts, providers=["CPUExecutionProvider"])
-            loaded = (name, threads)
-        x = np.load(path / "input_b16.npy")[:batch]
-        feed = {session.get_inputs()[0].name: x}
-        out[(name, batch, threads)] = median_seconds(lambda: session.run(None, feed))
-    return out
+        try:
+            if loaded != (name, threads):
+                session = None  # one big model in memory at a time
+                opts = ort.SessionOptions()
+                opts.intra_op_num_threads = threads
+                opts.inter_op_num_threads = 1
+                opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+                session = ort.InferenceSession(str(path / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+                loaded = (name, threads)
+            x = np.load(path / "input_b16.npy")[:batch]
+            feed = {session.get_inputs()[0].name: x}
+            out[(name, batch, threads)] = median_seconds(lambda: session.run(None, feed))
+        except Exception as e:  # noqa: BLE001 - any failure is reported per model
+            log(f"onnxruntime {name}: {e}")
+            errors[name] = str(e).splitlines()[0]
+            session, loaded = None, None
+    return out, errors
 
 
 def fmt(seconds):
@@ -168,17 +176,17 @@ def main():
     args = sys.argv[1:]
     filter_text = plain_filter(args)
     ours, checks, skips = engine_run(args)
-    theirs = onnxruntime_run(filter_text)
+    theirs, ort_errors = onnxruntime_run(filter_text)
     print(f"{cpu_model()}, {os.cpu_count()} CPUs visible, onnxruntime {ort.__version__}")
     print()
     print("| model | batch | threads | onnxruntime | candle-serving | ratio (ort / ours) | max rel. diff vs ort |")
     print("|---|---|---|---|---|---|---|")
     ratios, bad = {}, []
-    for key in sorted(theirs):
-        name, batch, threads = key
-        t, o = theirs[key], ours.get(key)
+    for name, _, batch, threads in cases(filter_text):
+        key = (name, batch, threads)
+        t, o = theirs.get(key), ours.get(key)
         ratio = "—"
-        if o is not None:
+        if o is not None and t is not None:
             ratio = f"{t / o:.2f}x"
             ratios.setdefault((batch, threads), []).append(t / o)
         acc, mismatch = accuracy(checks.get((name, batch)))
@@ -201,6 +209,12 @@ def main():
         print("Not run by the engine:")
         print()
         for name, reason in sorted(skips.items()):
+            print(f"- {name}: {reason}")
+    if ort_errors:
+        print()
+        print("Not run by onnxruntime:")
+        print()
+        for name, reason in sorted(ort_errors.items()):
             print(f"- {name}: {reason}")
     if bad:
         print()
