@@ -61,15 +61,20 @@ def consumers(graph):
     return users
 
 
-def final_use(name, users):
-    """The (node, input index) that really consumes a weight, looking through the Reshape and
-    Unsqueeze nodes the Caffe2 exports put between a weight and its operator."""
+def final_use(name, shape, users, inits):
+    """(node, input index, shape there) of the operator that really consumes a weight, looking
+    through the Reshape and Unsqueeze nodes the Caffe2 exports put between a weight and its
+    operator (Inception v1's classifier weight is stored (1, 1, 1000, 1024))."""
     while True:
         (node, k), *_ = users[name]
         if node.op_type in ("Reshape", "Unsqueeze") and k == 0:
+            if node.op_type == "Reshape" and node.input[1] in inits:
+                target = numpy_helper.to_array(inits[node.input[1]])
+                if (target > 0).all():
+                    shape = target
             name = node.output[0]
             continue
-        return node, k
+        return node, k, shape
 
 
 def attr(node, key, default):
@@ -111,8 +116,8 @@ def derandomize_light(name):
     new_inits = []
     for node in fills:
         shape = numpy_helper.to_array(inits[node.input[0]])
-        use, k = final_use(node.output[0], users)
-        value = random_weight(shape, use, k, rng).astype(np.float32)
+        use, k, use_shape = final_use(node.output[0], shape, users, inits)
+        value = random_weight(use_shape, use, k, rng).astype(np.float32).reshape(shape)
         new_inits.append(numpy_helper.from_array(value, node.output[0]))
     for node in fills:
         graph.node.remove(node)
