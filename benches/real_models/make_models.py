@@ -47,7 +47,9 @@ def seed_of(name):
 # onnx ships the zoo's CNNs with every large float weight replaced by a ConstantOfShape filling
 # it with 0.02 (the small tensors are kept as they were). All-equal weights make every channel
 # compute the same thing, which neither looks like a real model numerically nor exercises
-# accuracy, so each fill becomes a random initializer scaled the way training would leave it.
+# accuracy, so each fill becomes a random initializer scaled the way training would leave it,
+# and the BatchNormalization statistics are then calibrated on seeded images (Keras models
+# too), so activations keep a realistic scale through the depth of the network.
 
 LIGHT = ("resnet50", "densenet121", "inception_v1", "inception_v2", "squeezenet", "shufflenet", "vgg19")
 
