@@ -55,13 +55,13 @@ mod tests {
 
     #[test]
     fn the_add_becomes_the_conv_at_the_adds_place() {
-        let mut graph = GraphProto::default();
-        graph.node = vec![
+        let nodes = vec![
             node(NHWC_CONV, &["x", "w", "b"], "main"),
             node(NHWC_CONV, &["x", "w2", "b2"], "projection"),
             node("Add", &["projection", "main"], "sum"),
             node("Relu", &["sum"], "y"),
         ];
+        let mut graph = GraphProto { node: nodes, ..Default::default() };
         into_conv(&mut graph);
         let shape: Vec<(&str, Vec<&str>, &str)> =
             graph.node.iter().map(|n| (n.op_type.as_str(), n.input.iter().map(String::as_str).collect(), n.output[0].as_str())).collect();
