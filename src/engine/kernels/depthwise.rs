@@ -17,6 +17,7 @@ use rayon::prelude::*;
 
 use super::activation::{self, Activation};
 use super::conv::Conv2d;
+use super::simd::dispatch;
 
 /// Multiply-adds below which a call stays on the calling thread: waking the pool costs tens of
 /// microseconds, about what 1M depthwise MACs take on one core. Batch-1 MobileNetV2 layers are
@@ -38,21 +39,6 @@ pub(crate) fn depthwise(conv: &Conv2d, input: &[f32], weights: &[f32], bias: &[f
     let macs = conv.batch * conv.out_h * conv.out_w * conv.out_c * conv.kernel[0] * conv.kernel[1];
     let threads = if macs >= PARALLEL_MACS { threads } else { 1 };
     run(conv, input, weights, bias, act, threads, &|rows: Rows<'_>| dispatch(rows))
-}
-
-/// Runs `op` at the widest instruction set this CPU has: AVX-512, then AVX2+FMA, then scalar.
-/// Not `pulp::Arch`: its AVX2 level needs pulp's `x86-v3` feature, which nothing here turns on,
-/// so on AVX2-only CPUs it picks scalar code.
-fn dispatch<Op: WithSimd>(op: Op) -> Op::Output {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(simd) = pulp::x86::V4::try_new() {
-        return Simd::vectorize(simd, op);
-    }
-    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-    if let Some(simd) = pulp::x86::V3::try_new() {
-        return Simd::vectorize(simd, op);
-    }
-    op.with_simd(pulp::Scalar::new())
 }
 
 /// `exec` runs a block of output rows at some instruction set (tests pick each in turn).

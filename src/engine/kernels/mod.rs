@@ -14,6 +14,7 @@ pub(crate) mod custom;
 pub(crate) mod depthwise;
 pub(crate) mod packed;
 pub(crate) mod pool;
+pub(crate) mod simd;
 pub(crate) mod threads;
 
 pub(crate) use activation::Activation;

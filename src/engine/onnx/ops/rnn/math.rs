@@ -5,21 +5,11 @@
 //! lose the target features. Sigmoid and tanh stay within a few ulp of the libm results (the
 //! unit tests hold them to 1e-6 relative), so the cell outputs match onnxruntime to ~1e-7.
 
-use pulp::{Simd, WithSimd};
+use pulp::Simd;
+#[cfg(test)]
+use pulp::WithSimd;
 
-/// Runs `op` with the widest instruction set this CPU has among those compiled in: AVX-512,
-/// then AVX2+FMA, then scalar code.
-pub(super) fn dispatch<Op: WithSimd>(op: Op) -> Op::Output {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(simd) = pulp::x86::V4::try_new() {
-        return Simd::vectorize(simd, op);
-    }
-    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-    if let Some(simd) = pulp::x86::V3::try_new() {
-        return Simd::vectorize(simd, op);
-    }
-    op.with_simd(pulp::Scalar::new())
-}
+pub(super) use crate::engine::kernels::simd::dispatch;
 
 /// Runs a fresh `make()` at every instruction set this CPU has (scalar included), so tests
 /// cover the paths `dispatch` would not pick here.
