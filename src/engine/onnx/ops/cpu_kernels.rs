@@ -130,7 +130,9 @@ impl Op for Conv {
     fn prepare(&mut self, constants: &[Option<&Tensor>]) -> Result<(), OpError> {
         let Some(w) = constants.get(1).copied().flatten() else { return Ok(()) };
         let (kh, kw, in_g, out_c) = w.dims4()?;
-        let depthwise = in_g == 1 && self.groups > 1 && out_c == self.groups;
+        // as `Conv2d::is_depthwise` (one input channel per group, any multiplier): that kernel
+        // reads the HWIO weights themselves, so packing them would be a wasted copy
+        let depthwise = in_g == 1 && self.groups > 1;
         if out_c % self.groups == 0 && !depthwise && w.dtype() == candle_core::DType::F32 {
             let values = w.flatten_all()?.to_vec1::<f32>()?;
             self.packed = Some(pack_hwio(&values, [kh, kw, in_g, out_c], self.groups));

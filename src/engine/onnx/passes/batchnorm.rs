@@ -8,7 +8,7 @@
 //! bias pass. Each fold removes a broadcast pass over the feature map per request.
 
 use crate::engine::LoadError;
-use crate::proto::onnx::GraphProto;
+use crate::proto::onnx::{GraphProto, NodeProto};
 
 use super::graph::{attr, float_initializer, put_float_initializer, reader_counts};
 
@@ -29,9 +29,11 @@ pub(super) fn fold_into_conv(graph: &mut GraphProto) -> Result<(), LoadError> {
 /// its output, if every tensor involved is a float32 initializer of the expected size.
 fn foldable(graph: &GraphProto, at: usize) -> Option<(usize, Vec<f32>, Vec<f32>)> {
     let node = &graph.node[at];
-    if !node.domain.is_empty() || node.output.iter().skip(1).any(|o| !o.is_empty()) {
+    let candidate = matches!(node.op_type.as_str(), "BatchNormalization" | "Mul");
+    if !candidate || !node.domain.is_empty() || node.output.iter().skip(1).any(|o| !o.is_empty()) {
         return None;
     }
+    // counted only for candidates: the walk over the whole graph is the costly part at load
     let readers = reader_counts(graph);
     let conv_of = |value: &str| -> Option<(usize, usize)> {
         let conv = graph.node.iter().position(|n| n.op_type == "Conv" && n.domain.is_empty() && n.output.first().map(String::as_str) == Some(value))?;
@@ -48,16 +50,8 @@ fn foldable(graph: &GraphProto, at: usize) -> Option<(usize, Vec<f32>, Vec<f32>)
     };
     match node.op_type.as_str() {
         "BatchNormalization" => {
-            let training = attr(node, "training_mode").is_some_and(|a| a.i != 0);
-            if training || node.input.len() < 5 {
-                return None;
-            }
             let (conv, channels) = conv_of(&node.input[0])?;
-            let param = |i: usize| float_initializer(graph, &node.input[i]).filter(|(d, _)| d.as_slice() == [channels]).map(|(_, v)| v);
-            let (gamma, beta, mean, var) = (param(1)?, param(2)?, param(3)?, param(4)?);
-            let eps = attr(node, "epsilon").map_or(1e-5, |a| a.f);
-            let scale: Vec<f32> = gamma.iter().zip(&var).map(|(g, v)| g / (v + eps).sqrt()).collect();
-            let shift = beta.iter().zip(&mean).zip(&scale).map(|((b, m), s)| b - m * s).collect();
+            let (scale, shift) = inference_affine(graph, node).filter(|(scale, _)| scale.len() == channels)?;
             Some((conv, scale, shift))
         }
         "Mul" if node.input.len() == 2 => (0..2).find_map(|side| {
@@ -75,6 +69,25 @@ fn foldable(graph: &GraphProto, at: usize) -> Option<(usize, Vec<f32>, Vec<f32>)
         }),
         _ => None,
     }
+}
+
+/// An inference-mode BatchNormalization as the per-channel `(scale, shift)` it applies, if its
+/// four parameters are 1-D float32 initializers of one length. The layout pass runs an unfolded
+/// one as an NHWC scale-shift with the same values.
+pub(super) fn inference_affine(graph: &GraphProto, node: &NodeProto) -> Option<(Vec<f32>, Vec<f32>)> {
+    let training = attr(node, "training_mode").is_some_and(|a| a.i != 0);
+    if training || node.input.len() < 5 {
+        return None;
+    }
+    let param = |i: usize| float_initializer(graph, &node.input[i]).filter(|(d, _)| d.len() == 1).map(|(_, v)| v);
+    let (gamma, beta, mean, var) = (param(1)?, param(2)?, param(3)?, param(4)?);
+    if [&beta, &mean, &var].iter().any(|p| p.len() != gamma.len()) {
+        return None;
+    }
+    let eps = attr(node, "epsilon").map_or(1e-5, |a| a.f);
+    let scale: Vec<f32> = gamma.iter().zip(&var).map(|(g, v)| g / (v + eps).sqrt()).collect();
+    let shift = beta.iter().zip(&mean).zip(&scale).map(|((b, m), s)| b - m * s).collect();
+    Some((scale, shift))
 }
 
 fn fold(graph: &mut GraphProto, conv: usize, follower: usize, scale: &[f32], shift: &[f32]) {

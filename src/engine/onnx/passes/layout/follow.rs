@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use crate::proto::onnx::{GraphProto, NodeProto};
 
+use super::super::batchnorm::inference_affine;
 use super::super::shuffle::CHANNEL_SHUFFLE;
 use super::super::graph::{attr, constant_ints, float_initializer, initializer, int_attr, ints_attr, put_float_initializer, put_int_initializer};
 
@@ -88,10 +89,7 @@ pub(super) fn rule(graph: &GraphProto, node: &NodeProto, nhwc: &HashMap<String, 
             (keep_dims || order_agrees).then_some(Rewrite::Reduce { keep_dims })
         }
         "BatchNormalization" if is_nhwc(&node.input[0]) && node.input.len() == 5 => {
-            let training = attr(node, "training_mode").is_some_and(|a| a.i != 0);
-            let params: Option<Vec<usize>> = node.input[1..].iter().map(|n| float_initializer(graph, n).map(|(_, v)| v.len())).collect();
-            let same_len = params.is_some_and(|p| p.windows(2).all(|w| w[0] == w[1]));
-            (!training && same_len).then_some(Rewrite::BatchNorm)
+            inference_affine(graph, node).map(|_| Rewrite::BatchNorm)
         }
         _ => None,
     }
@@ -136,11 +134,7 @@ pub(super) fn apply(graph: &mut GraphProto, node: &mut NodeProto, rewrite: Rewri
             }
         }
         Rewrite::BatchNorm => {
-            let eps = attr(node, "epsilon").map_or(1e-5, |a| a.f);
-            let get = |i: usize| float_initializer(graph, &node.input[i]).map(|(_, v)| v).unwrap_or_default();
-            let (gamma, beta, mean, var) = (get(1), get(2), get(3), get(4));
-            let scale: Vec<f32> = gamma.iter().zip(&var).map(|(g, v)| g / (v + eps).sqrt()).collect();
-            let shift: Vec<f32> = beta.iter().zip(&mean).zip(&scale).map(|((b, m), s)| b - m * s).collect();
+            let Some((scale, shift)) = inference_affine(graph, node) else { return };
             let base = node.output[0].clone();
             let (scale_name, shift_name) = (format!("{base}__bn_scale"), format!("{base}__bn_shift"));
             put_float_initializer(graph, &scale_name, &[scale.len()], &scale);
