@@ -3,7 +3,7 @@
 //! to these ops only when the session runs on the CPU.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, Device, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Device, Layout, Result, Shape, Storage, StorageRef, Tensor};
 
 use super::activation::Activation;
 use super::conv::{Conv2d, pack_hwio};
@@ -21,11 +21,24 @@ fn f32s<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a 
     }
 }
 
-/// Runs `f` on a contiguous CPU f32 tensor's values, borrowed from its storage.
-fn with_f32s<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    let Storage::Cpu(cpu) = &*storage else { candle_core::bail!("{what} must be on the CPU") };
-    f(f32s(cpu, layout, what)?)
+/// A tensor's storage held for reading, so ops with more inputs than candle's `CustomOp3`
+/// takes can borrow each one's values side by side.
+struct Borrowed<'t> {
+    storage: StorageRef<'t>,
+    layout: &'t Layout,
+}
+
+impl<'t> Borrowed<'t> {
+    fn new(t: &'t Tensor) -> Self {
+        let (storage, layout) = t.storage_and_layout();
+        Self { storage, layout }
+    }
+
+    /// The values of a contiguous CPU f32 tensor.
+    fn f32s(&self, what: &str) -> Result<&[f32]> {
+        let Storage::Cpu(cpu) = &*self.storage else { candle_core::bail!("{what} must be on the CPU") };
+        f32s(cpu, self.layout, what)
+    }
 }
 
 fn nhwc(layout: &Layout, what: &str) -> Result<[usize; 4]> {
@@ -90,31 +103,28 @@ impl NhwcConv {
             candle_core::bail!("conv residual has shape {:?}, the conv's output {dims:?}", r.dims());
         }
         let threads = intra_op_threads();
-        let out = with_f32s(x, "conv input", |x| {
-            with_f32s(b, "conv bias", |b| {
-                let with_residual = |r: Option<&[f32]>| -> Result<Vec<f32>> {
-                    if conv.is_depthwise() {
-                        let act = if r.is_some() { None } else { self.activation };
-                        let mut out = with_f32s(w, "conv weights", |w| Ok(super::depthwise::depthwise(&conv, x, w, b, act, threads)))?;
-                        if let Some(r) = r {
-                            super::activation::add_then(self.activation, r, &mut out);
-                        }
-                        return Ok(out);
-                    }
-                    match packed {
-                        Some(p) => Ok(conv.run_packed(x, p, b, r, self.activation, threads)),
-                        None => {
-                            let p = with_f32s(w, "conv weights", |w| Ok(pack_hwio(w, [kh, kw, in_g, out_c], self.groups)))?;
-                            Ok(conv.run_packed(x, &p, b, r, self.activation, threads))
-                        }
-                    }
-                };
-                match residual {
-                    Some(r) => with_f32s(r, "conv residual", |r| with_residual(Some(r))),
-                    None => with_residual(None),
+        let (x, w, b) = (Borrowed::new(x), Borrowed::new(w), Borrowed::new(b));
+        let residual = residual.map(Borrowed::new);
+        let (x, b) = (x.f32s("conv input")?, b.f32s("conv bias")?);
+        let residual = residual.as_ref().map(|r| r.f32s("conv residual")).transpose()?;
+        let out = if conv.is_depthwise() {
+            let act = if residual.is_some() { None } else { self.activation };
+            let mut out = super::depthwise::depthwise(&conv, x, w.f32s("conv weights")?, b, act, threads);
+            if let Some(r) = residual {
+                super::activation::add_then(self.activation, r, &mut out);
+            }
+            out
+        } else {
+            let fresh;
+            let packed = match packed {
+                Some(p) => p,
+                None => {
+                    fresh = pack_hwio(w.f32s("conv weights")?, [kh, kw, in_g, out_c], self.groups);
+                    &fresh
                 }
-            })
-        })?;
+            };
+            conv.run_packed(x, packed, b, residual, self.activation, threads)
+        };
         Tensor::from_vec(out, &dims, &Device::Cpu)
     }
 }
@@ -197,18 +207,14 @@ impl Dense {
         let packed = match packed {
             Some(p) if p.k() == k && p.n() == n => p,
             _ => {
-                fresh = with_f32s(w, "dense weights", |w| Ok(PackedB::pack(w, k, n, n)))?;
+                fresh = PackedB::pack(Borrowed::new(w).f32s("dense weights")?, k, n, n);
                 &fresh
             }
         };
+        let (x, b) = (Borrowed::new(x), Borrowed::new(b));
         let mut out = vec![0.0f32; rows * n];
-        with_f32s(x, "dense input", |x| {
-            with_f32s(b, "dense bias", |b| {
-                let epilogue = Epilogue { bias: Some(b), activation: self.activation, residual: None };
-                gemm_parallel(x, k, rows, packed, &mut out, n, &epilogue, intra_op_threads());
-                Ok(())
-            })
-        })?;
+        let epilogue = Epilogue { bias: Some(b.f32s("dense bias")?), activation: self.activation, residual: None };
+        gemm_parallel(x.f32s("dense input")?, k, rows, packed, &mut out, n, &epilogue, intra_op_threads());
         let mut dims = lead.to_vec();
         dims.push(n);
         Tensor::from_vec(out, dims, &Device::Cpu)
