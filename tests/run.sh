@@ -7,6 +7,8 @@
 #   2. `cargo test`: unit, integration, official Python client, ONNX conformance, TLS, connection
 #      hardening, Kubernetes manifests, the container image, cargo deny;
 #   3. every fuzz target for FUZZ_SECONDS each (default 60; 0 skips), plus the saved crashes.
+#      Fuzzing runs even when a test failed (the exit status is the first failure's), so one run
+#      reports both.
 # Each step is skipped only when what it installs is already there; a missing tool is installed,
 # never silently skipped. Extra arguments go to `cargo test` (e.g. `bash tests/run.sh --test tls`
 # runs one test file and no fuzzing).
@@ -33,8 +35,17 @@ bash tests/container/setup.sh
 
 cargo --version
 python3 --version
-cargo test --no-fail-fast "$@"
+df -h . | tail -n 1 | awk '{print "run.sh: disk free before the tests: " $4}'
+status=0
+cargo test --no-fail-fast "$@" || status=$?
 
 if (($# == 0)); then
-  bash tests/fuzz/run.sh "${FUZZ_SECONDS:-60}"
+  df -h . | tail -n 1 | awk '{print "run.sh: disk free after the tests: " $4}'
+  # CI sets this (.ci/run): the debug build is not read again, and the fuzz build needs the room.
+  if [ -n "${FREE_DISK_BEFORE_FUZZ:-}" ]; then
+    rm -rf target/debug
+    df -h . | tail -n 1 | awk '{print "run.sh: disk free before fuzzing: " $4}'
+  fi
+  bash tests/fuzz/run.sh "${FUZZ_SECONDS:-60}" || { rc=$?; ((status)) || status=$rc; }
 fi
+exit "$status"
