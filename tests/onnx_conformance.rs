@@ -201,14 +201,26 @@ fn compare(index: usize, got: &HostTensor, want: &HostTensor, case: &Case) -> Re
     }
 }
 
+/// How a case's model is loaded: with the CPU graph rewrites the server uses, and as written.
+/// Every case runs both ways, so a rewrite that changes a result fails against its own case.
+#[derive(Clone, Copy, Debug)]
+enum Load {
+    Rewritten,
+    AsWritten,
+}
+
 /// Loads the case's model and runs every `test_data_set_*`; returns how many data sets ran.
-fn run_case(case: &Case, data: &Path) -> Result<usize, String> {
+fn run_case(case: &Case, data: &Path, load: Load) -> Result<usize, String> {
     let dir = case.dir(data);
     if !dir.is_dir() {
         return Err(format!("no such case directory {}", dir.display()));
     }
     let bytes = std::fs::read(dir.join("model.onnx")).map_err(|e| format!("read model.onnx: {e}"))?;
-    let session = OnnxSession::from_bytes(&bytes).map_err(|e| format!("load error: {e}"))?;
+    let session = match load {
+        Load::Rewritten => OnnxSession::from_bytes(&bytes),
+        Load::AsWritten => OnnxSession::from_bytes_as_written(&bytes),
+    }
+    .map_err(|e| format!("load error: {e}"))?;
     let mut sets: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map_err(|e| format!("list {}: {e}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -249,22 +261,24 @@ fn onnx_node_tests_from_manifest() {
     let mut failures = Vec::new();
     let mut data_sets = 0;
     for case in &cases {
-        // An engine panic is a failure of that case, not the end of the run.
-        let outcome = catch_unwind(AssertUnwindSafe(|| run_case(case, &data)))
-            .unwrap_or_else(|p| Err(format!("panicked: {}", panic_message(p.as_ref()))));
-        match outcome {
-            Ok(n) => data_sets += n,
-            Err(reason) => failures.push(format!("{}: {reason}", case.name)),
+        for load in [Load::Rewritten, Load::AsWritten] {
+            // An engine panic is a failure of that case, not the end of the run.
+            let outcome = catch_unwind(AssertUnwindSafe(|| run_case(case, &data, load)))
+                .unwrap_or_else(|p| Err(format!("panicked: {}", panic_message(p.as_ref()))));
+            match outcome {
+                Ok(n) => data_sets += n,
+                Err(reason) => failures.push(format!("{} ({load:?}): {reason}", case.name)),
+            }
         }
     }
     println!(
-        "onnx conformance: {} cases listed, {} passed ({data_sets} data sets), {} failed",
+        "onnx conformance: {} cases listed, each loaded rewritten and as written: {} runs passed ({data_sets} data sets), {} failed",
         cases.len(),
-        cases.len() - failures.len(),
+        2 * cases.len() - failures.len(),
         failures.len()
     );
     if !failures.is_empty() {
-        let mut report = format!("{} of {} conformance cases failed:\n", failures.len(), cases.len());
+        let mut report = format!("{} of {} conformance runs failed:\n", failures.len(), 2 * cases.len());
         for f in &failures {
             let _ = writeln!(report, "  {f}");
         }

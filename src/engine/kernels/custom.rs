@@ -60,6 +60,22 @@ pub(crate) struct Window2d {
     pub(crate) out: [usize; 2],
 }
 
+/// A conv's weights: the HWIO tensor itself, or the GEMM panels [`pack_hwio`] made of it at load.
+/// Packed weights carry their HWIO dims, so the plan can drop the tensor once they are made and
+/// the model's weights sit in memory once.
+#[derive(Clone, Copy)]
+pub(crate) enum ConvWeights<'a> {
+    Hwio(&'a Tensor),
+    Packed { dims: [usize; 4], panels: &'a [PackedB] },
+}
+
+/// A dense layer's `[K, N]` weights: the tensor itself, or packed at load (see [`ConvWeights`]).
+#[derive(Clone, Copy)]
+pub(crate) enum DenseWeights<'a> {
+    Raw(&'a Tensor),
+    Packed(&'a PackedB),
+}
+
 /// Conv over NHWC input, HWIO weights and bias, with an optional residual (a value of the
 /// output's shape added before the activation: a ResNet block's shortcut).
 pub(crate) struct NhwcConv {
@@ -69,11 +85,14 @@ pub(crate) struct NhwcConv {
 }
 
 impl NhwcConv {
-    /// `packed` holds the weights from [`pack_hwio`] when they were known at load; without it
-    /// they are packed for this call. Depthwise convs read `w` itself.
-    pub(crate) fn forward(&self, x: &Tensor, w: &Tensor, packed: Option<&[PackedB]>, b: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+    /// Weights that were not packed at load are packed for this call. Depthwise convs read the
+    /// HWIO tensor itself, so the op never packs theirs.
+    pub(crate) fn forward(&self, x: &Tensor, weights: ConvWeights<'_>, b: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
         let [batch, in_h, in_w, in_c] = nhwc(x.layout(), "conv input")?;
-        let [kh, kw, in_g, out_c] = nhwc(w.layout(), "conv weights")?;
+        let [kh, kw, in_g, out_c] = match weights {
+            ConvWeights::Hwio(w) => nhwc(w.layout(), "conv weights")?,
+            ConvWeights::Packed { dims, .. } => dims,
+        };
         if [kh, kw] != self.window.kernel || in_g * self.groups != in_c || out_c % self.groups != 0 {
             candle_core::bail!(
                 "conv input has {in_c} channels, weights are {kh}x{kw}x{in_g}x{out_c} with {} groups",
@@ -103,27 +122,28 @@ impl NhwcConv {
             candle_core::bail!("conv residual has shape {:?}, the conv's output {dims:?}", r.dims());
         }
         let threads = intra_op_threads();
-        let (x, w, b) = (Borrowed::new(x), Borrowed::new(w), Borrowed::new(b));
+        let (x, b) = (Borrowed::new(x), Borrowed::new(b));
         let residual = residual.map(Borrowed::new);
         let (x, b) = (x.f32s("conv input")?, b.f32s("conv bias")?);
         let residual = residual.as_ref().map(|r| r.f32s("conv residual")).transpose()?;
-        let out = if conv.is_depthwise() {
-            let act = if residual.is_some() { None } else { self.activation };
-            let mut out = super::depthwise::depthwise(&conv, x, w.f32s("conv weights")?, b, act, threads);
-            if let Some(r) = residual {
-                super::activation::add_then(self.activation, r, &mut out);
-            }
-            out
-        } else {
-            let fresh;
-            let packed = match packed {
-                Some(p) => p,
-                None => {
-                    fresh = pack_hwio(w.f32s("conv weights")?, [kh, kw, in_g, out_c], self.groups);
-                    &fresh
+        let out = match weights {
+            ConvWeights::Hwio(w) if conv.is_depthwise() => {
+                let act = if residual.is_some() { None } else { self.activation };
+                let w = Borrowed::new(w);
+                let mut out = super::depthwise::depthwise(&conv, x, w.f32s("conv weights")?, b, act, threads);
+                if let Some(r) = residual {
+                    super::activation::add_then(self.activation, r, &mut out);
                 }
-            };
-            conv.run_packed(x, packed, b, residual, self.activation, threads)
+                out
+            }
+            ConvWeights::Packed { .. } if conv.is_depthwise() => {
+                candle_core::bail!("a depthwise conv's weights were packed for the GEMM; it reads them as HWIO")
+            }
+            ConvWeights::Hwio(w) => {
+                let packed = pack_hwio(Borrowed::new(w).f32s("conv weights")?, [kh, kw, in_g, out_c], self.groups);
+                conv.run_packed(x, &packed, b, residual, self.activation, threads)
+            }
+            ConvWeights::Packed { panels, .. } => conv.run_packed(x, panels, b, residual, self.activation, threads),
         };
         Tensor::from_vec(out, &dims, &Device::Cpu)
     }
@@ -191,22 +211,27 @@ pub(crate) struct Dense {
 }
 
 impl Dense {
-    /// `packed` holds `W` from [`PackedB::pack`] when it was known at load; without it `W` is
-    /// packed for this call.
-    pub(crate) fn forward(&self, x: &Tensor, w: &Tensor, packed: Option<&PackedB>, b: &Tensor) -> Result<Tensor> {
+    /// Weights that were not packed at load are packed for this call.
+    pub(crate) fn forward(&self, x: &Tensor, weights: DenseWeights<'_>, b: &Tensor) -> Result<Tensor> {
         let (&k, lead) = match x.dims().split_last() {
             Some(split) => split,
             None => candle_core::bail!("dense input must have at least one axis"),
         };
-        let &[wk, n] = w.dims() else { candle_core::bail!("dense weights must be 2-D, got {:?}", w.dims()) };
+        let (wk, n) = match weights {
+            DenseWeights::Raw(w) => match w.dims() {
+                &[wk, n] => (wk, n),
+                dims => candle_core::bail!("dense weights must be 2-D, got {dims:?}"),
+            },
+            DenseWeights::Packed(p) => (p.k(), p.n()),
+        };
         if wk != k || b.dims().iter().product::<usize>() != n {
-            candle_core::bail!("dense shapes disagree: input {:?}, weights {:?}, bias {:?}", x.dims(), w.dims(), b.dims());
+            candle_core::bail!("dense shapes disagree: input {:?}, weights [{wk}, {n}], bias {:?}", x.dims(), b.dims());
         }
         let rows: usize = lead.iter().product();
         let fresh;
-        let packed = match packed {
-            Some(p) if p.k() == k && p.n() == n => p,
-            _ => {
+        let packed = match weights {
+            DenseWeights::Packed(p) => p,
+            DenseWeights::Raw(w) => {
                 fresh = PackedB::pack(Borrowed::new(w).f32s("dense weights")?, k, n, n);
                 &fresh
             }

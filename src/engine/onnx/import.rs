@@ -23,31 +23,35 @@ pub(crate) struct Imported {
     pub(crate) outputs: Vec<TensorSpec>,
 }
 
-pub(crate) fn import(model: &ModelProto, device: &Device) -> Result<Imported, LoadError> {
+/// Takes the model by value: its initializers are decoded one at a time and each proto copy is
+/// freed as its tensor is made, so a load holds about one copy of the weights, not two or three.
+pub(crate) fn import(model: ModelProto, device: &Device) -> Result<Imported, LoadError> {
     let target = if device.is_cpu() { passes::Target::Cpu } else { passes::Target::Other };
     import_for(model, device, target)
 }
 
 /// [`import`] with the graph passes aimed at `target`: `Other` on the CPU runs the graph as
 /// the exporter wrote it, which is how the tests check each CPU rewrite against the original.
-pub(crate) fn import_for(model: &ModelProto, device: &Device, target: passes::Target) -> Result<Imported, LoadError> {
+pub(crate) fn import_for(model: ModelProto, device: &Device, target: passes::Target) -> Result<Imported, LoadError> {
     let opset = model
         .opset_import
         .iter()
         .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
         .map(|o| o.version)
         .ok_or_else(|| LoadError::Invalid("model declares no opset for the default ONNX domain".into()))?;
-    let original = model.graph.as_ref().ok_or_else(|| LoadError::Invalid("model has no graph".into()))?;
-    check_supported(original)?;
-    let mut graph = original.clone();
-    graph.node = topological_order(original)?.into_iter().cloned().collect();
+    let mut graph = model.graph.ok_or_else(|| LoadError::Invalid("model has no graph".into()))?;
+    check_supported(&graph)?;
+    let order = topological_order(&graph)?;
+    let mut nodes: Vec<Option<NodeProto>> = std::mem::take(&mut graph.node).into_iter().map(Some).collect();
+    graph.node = order.into_iter().filter_map(|i| nodes[i].take()).collect();
     passes::optimize(&mut graph, target)?;
-    let graph = &graph;
 
     let mut builder = PlanBuilder::default();
-    for init in &graph.initializer {
-        builder.add_constant(&init.name, initializer::to_tensor(init, device)?);
+    builder.expect_reads(read_counts(&graph));
+    for init in std::mem::take(&mut graph.initializer) {
+        builder.add_constant(&init.name, initializer::to_tensor(&init, device)?);
     }
+    let graph = &graph;
 
     let mut inputs = Vec::new();
     let mut input_slots = Vec::new();
@@ -172,7 +176,7 @@ pub(crate) fn compile_subgraph(ctx: &NodeCtx<'_>, attribute: &str) -> Result<Sub
                 None => input_slots.push(builder.add_input(name)),
             }
         }
-        build_nodes(&mut builder, topological_order(body)?.into_iter(), ctx.opset, ctx.device)?;
+        build_nodes(&mut builder, topological_order(body)?.into_iter().map(|i| &body.node[i]), ctx.opset, ctx.device)?;
         let mut output_slots = Vec::new();
         let mut output_types = Vec::new();
         for vi in &body.output {
@@ -265,8 +269,20 @@ fn check_supported(graph: &GraphProto) -> Result<(), LoadError> {
     ))
 }
 
-/// Kahn's algorithm over value names; ONNX requires topological order but exporters slip.
-fn topological_order(graph: &GraphProto) -> Result<Vec<&NodeProto>, LoadError> {
+/// How many nodes read each value (subgraph bodies' implicit reads included), with one more
+/// for each graph output so those are never dropped.
+fn read_counts(graph: &GraphProto) -> HashMap<String, usize> {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    let names = graph.node.iter().flat_map(|n| n.input.iter().cloned().chain(subgraph_reads(n)));
+    for name in names.chain(graph.output.iter().map(|o| o.name.clone())).filter(|n| !n.is_empty()) {
+        *counts.entry(name).or_default() += 1;
+    }
+    counts
+}
+
+/// Kahn's algorithm over value names, as indices into `graph.node`; ONNX requires topological
+/// order but exporters slip.
+fn topological_order(graph: &GraphProto) -> Result<Vec<usize>, LoadError> {
     let produced_by: HashMap<&str, usize> = graph
         .node
         .iter()
@@ -292,7 +308,7 @@ fn topological_order(graph: &GraphProto) -> Result<Vec<&NodeProto>, LoadError> {
     let mut ready: VecDeque<usize> = (0..graph.node.len()).filter(|&i| pending[i] == 0).collect();
     let mut order = Vec::with_capacity(graph.node.len());
     while let Some(i) = ready.pop_front() {
-        order.push(&graph.node[i]);
+        order.push(i);
         for &r in &readers[i] {
             pending[r] -= 1;
             if pending[r] == 0 {
@@ -402,14 +418,14 @@ mod tests {
     #[test]
     fn unsupported_ops_inside_a_body_are_listed_with_their_path() {
         let model = loop_model(node("frob", "Frobnicate", &["acc_in", "outer"], &["acc_out"]), false);
-        let err = import(&model, &Device::Cpu).err().expect("must fail").to_string();
+        let err = import(model, &Device::Cpu).err().expect("must fail").to_string();
         assert!(err.contains("Frobnicate (nodes 'loop'/'frob')"), "{err}");
     }
 
     #[test]
     fn a_body_reading_a_request_value_makes_it_an_input_of_the_loop_step() {
         let model = loop_model(node("add", "Add", &["acc_in", "outer"], &["acc_out"]), true);
-        let imported = import(&model, &Device::Cpu).expect("load");
+        let imported = import(model, &Device::Cpu).expect("load");
         assert_eq!(imported.plan.step_ops(), ["Loop", "Add"]);
         assert_eq!(run(&imported, &[1.0, 0.5]), 2.5); // 3 * 0.5 + 1
     }
@@ -417,7 +433,7 @@ mod tests {
     #[test]
     fn a_loop_whose_inputs_and_outer_reads_are_constant_folds_away() {
         let model = loop_model(node("add", "Add", &["acc_in", "outer"], &["acc_out"]), false);
-        let imported = import(&model, &Device::Cpu).expect("load");
+        let imported = import(model, &Device::Cpu).expect("load");
         assert_eq!(imported.plan.step_ops(), ["Add"]);
         assert_eq!(run(&imported, &[1.0]), 8.5); // 3 * 2.5 + 1
     }
@@ -425,7 +441,7 @@ mod tests {
     #[test]
     fn a_body_reading_an_undefined_name_fails_to_load() {
         let model = loop_model(node("add", "Add", &["acc_in", "nowhere"], &["acc_out"]), false);
-        let err = import(&model, &Device::Cpu).err().expect("must fail").to_string();
+        let err = import(model, &Device::Cpu).err().expect("must fail").to_string();
         assert!(err.contains("'nowhere'"), "{err}");
     }
 }

@@ -1,7 +1,7 @@
 //! The execution plan: value slots, steps in topological order, and when each slot dies.
 //! Building it is load-time work (constant folding included); running it is the request path.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use candle_core::Tensor;
 
@@ -32,6 +32,12 @@ impl Plan {
     #[cfg(test)]
     pub(crate) fn step_ops(&self) -> Vec<&str> {
         self.steps.iter().map(|s| s.op_type.as_str()).collect()
+    }
+
+    /// Bytes held as constants (what the ops did not absorb at load).
+    #[cfg(test)]
+    pub(crate) fn constant_bytes(&self) -> usize {
+        self.template.iter().flatten().map(|t| t.elem_count() * t.dtype().size_in_bytes()).sum()
     }
 
     pub(crate) fn input_count(&self) -> usize {
@@ -84,9 +90,31 @@ pub(crate) struct PlanBuilder {
     names: HashMap<String, usize>,
     template: Vec<Option<Tensor>>,
     steps: Vec<Step>,
+    /// Reads of each value still to come, where the importer counted them ([`Self::expect_reads`]).
+    pending_reads: HashMap<String, usize>,
+    /// Slots some step reads per request: they stay in the template.
+    read_per_request: HashSet<usize>,
 }
 
 impl PlanBuilder {
+    /// Declares how many nodes will read each value (over-counting is safe). A constant whose
+    /// last reader consumed it at load (folded it, or absorbed it in `Op::prepare`) is then
+    /// dropped at once, so loading never holds a model's weights in two forms at the same time.
+    pub(crate) fn expect_reads(&mut self, reads: HashMap<String, usize>) {
+        self.pending_reads = reads;
+    }
+
+    /// Counts one read of `name` that happened at load, and drops the constant if it was the last.
+    fn consumed_at_load(&mut self, name: &str) {
+        let Some(count) = self.pending_reads.get_mut(name) else { return };
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            if let Some(slot) = self.slot(name).filter(|s| !self.read_per_request.contains(s)) {
+                self.template[slot] = None;
+            }
+        }
+    }
+
     pub(crate) fn is_defined(&self, name: &str) -> bool {
         self.names.contains_key(name)
     }
@@ -145,10 +173,25 @@ impl PlanBuilder {
                     self.define(name, Some(tensor));
                 }
             }
+            for name in input_names.iter().filter(|n| !n.is_empty()) {
+                self.consumed_at_load(name);
+            }
             return Ok(());
         }
         let known: Vec<Option<&Tensor>> = inputs.iter().map(|i| i.and_then(|i| self.template[i].as_ref())).collect();
         op.prepare(&known).map_err(|e| LoadError::Invalid(format!("preparing weights failed: {e}")))?;
+        for (index, name) in input_names.iter().enumerate() {
+            let Some(slot) = inputs[index] else { continue };
+            if self.template[slot].is_some() && op.absorbed(index) {
+                inputs[index] = None;
+                self.consumed_at_load(name);
+            } else {
+                self.read_per_request.insert(slot);
+                if let Some(count) = self.pending_reads.get_mut(name.as_str()) {
+                    *count = count.saturating_sub(1);
+                }
+            }
+        }
         let outputs = output_names
             .iter()
             .map(|name| if name.is_empty() { self.define(&format!("{node}:unused"), None) } else { self.define(name, None) })
@@ -164,9 +207,15 @@ impl PlanBuilder {
                 last_use.insert(slot, index);
             }
         }
-        for (slot, index) in last_use {
+        for (&slot, &index) in &last_use {
             if !outputs.contains(&slot) {
                 self.steps[index].free.push(slot);
+            }
+        }
+        // constants no step reads (absorbed by the ops, or never used) are not kept
+        for (slot, value) in self.template.iter_mut().enumerate() {
+            if !last_use.contains_key(&slot) && !outputs.contains(&slot) {
+                *value = None;
             }
         }
         Plan { template: self.template, steps: self.steps, inputs, outputs }

@@ -7,7 +7,7 @@ use crate::engine::LoadError;
 use crate::engine::kernels::Activation;
 use crate::engine::kernels::conv::pack_hwio;
 use crate::engine::kernels::packed::PackedB;
-use crate::engine::kernels::custom::{Dense, NhwcConv, NhwcPool, NhwcScaleShift, Window2d};
+use crate::engine::kernels::custom::{ConvWeights, Dense, DenseWeights, NhwcConv, NhwcPool, NhwcScaleShift, Window2d};
 use crate::engine::kernels::pool::Reduce;
 use crate::engine::onnx::attrs::NodeCtx;
 
@@ -51,11 +51,18 @@ impl Op for DenseOp {
         Ok(())
     }
 
+    fn absorbed(&self, input: usize) -> bool {
+        input == 1 && self.packed.is_some()
+    }
+
     fn run(&self, inputs: &[Option<&Tensor>]) -> OpResult {
         let x = required(inputs, 0, "A")?.contiguous()?;
-        let w = required(inputs, 1, "B")?;
+        let w = match &self.packed {
+            Some(p) => DenseWeights::Packed(p),
+            None => DenseWeights::Raw(required(inputs, 1, "B")?),
+        };
         let b = required(inputs, 2, "bias")?;
-        Ok(vec![self.dense.forward(&x, w, self.packed.as_ref(), b)?])
+        Ok(vec![self.dense.forward(&x, w, b)?])
     }
 }
 
@@ -122,8 +129,9 @@ struct Conv {
     attrs: Attrs,
     groups: usize,
     activation: Option<Activation>,
-    /// The weights packed for the GEMM once at load, when they are an initializer.
-    packed: Option<Vec<PackedB>>,
+    /// The weights packed for the GEMM once at load, when they are an initializer, with their
+    /// HWIO dims.
+    packed: Option<([usize; 4], Vec<PackedB>)>,
 }
 
 impl Op for Conv {
@@ -135,28 +143,39 @@ impl Op for Conv {
         let depthwise = in_g == 1 && self.groups > 1;
         if out_c % self.groups == 0 && !depthwise && w.dtype() == candle_core::DType::F32 {
             let values = w.flatten_all()?.to_vec1::<f32>()?;
-            self.packed = Some(pack_hwio(&values, [kh, kw, in_g, out_c], self.groups));
+            let dims = [kh, kw, in_g, out_c];
+            self.packed = Some((dims, pack_hwio(&values, dims, self.groups)));
         }
         Ok(())
     }
 
+    fn absorbed(&self, input: usize) -> bool {
+        input == 1 && self.packed.is_some()
+    }
+
     fn run(&self, inputs: &[Option<&Tensor>]) -> OpResult {
         let x = required(inputs, 0, "X")?.contiguous()?;
-        let w = required(inputs, 1, "W")?;
+        let w = match &self.packed {
+            Some((dims, panels)) => ConvWeights::Packed { dims: *dims, panels },
+            None => ConvWeights::Hwio(required(inputs, 1, "W")?),
+        };
+        let out_c = match w {
+            ConvWeights::Packed { dims, .. } => dims[3],
+            ConvWeights::Hwio(w) => w.dims().last().copied().unwrap_or(0),
+        };
         let b = required(inputs, 2, "B")?;
         let residual = inputs.get(3).copied().flatten();
         let window = self.attrs.resolve(&x)?;
-        let out_dims = [x.dim(0)?, window.out[0], window.out[1], w.dim(3)?];
+        let out_dims = [x.dim(0)?, window.out[0], window.out[1], out_c];
         let kernel = NhwcConv { window, groups: self.groups, activation: self.activation };
-        let packed = self.packed.as_deref();
         let y = match residual {
             Some(r) if r.dims() != out_dims => {
                 // the shortcut broadcasts: conv first, then the general Add and activation
                 let plain = NhwcConv { activation: None, ..kernel };
-                activate(plain.forward(&x, w, packed, b, None)?.broadcast_add(r)?, self.activation)?
+                activate(plain.forward(&x, w, b, None)?.broadcast_add(r)?, self.activation)?
             }
-            Some(r) => kernel.forward(&x, w, packed, b, Some(&r.contiguous()?))?,
-            None => kernel.forward(&x, w, packed, b, None)?,
+            Some(r) => kernel.forward(&x, w, b, Some(&r.contiguous()?))?,
+            None => kernel.forward(&x, w, b, None)?,
         };
         Ok(vec![y])
     }

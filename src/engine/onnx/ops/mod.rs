@@ -52,6 +52,13 @@ pub(crate) trait Op: Send + Sync {
     fn prepare(&mut self, _constants: &[Option<&Tensor>]) -> Result<(), OpError> {
         Ok(())
     }
+
+    /// Whether `prepare` kept all that `run` needs of constant input `input`. The plan then
+    /// passes `None` for it and drops the constant once nothing else reads it, so weights
+    /// repacked at load replace the originals instead of sitting beside them.
+    fn absorbed(&self, _input: usize) -> bool {
+        false
+    }
 }
 
 pub(crate) type Builder = fn(&NodeCtx<'_>) -> Result<Box<dyn Op>, LoadError>;

@@ -294,6 +294,10 @@ impl Op for Recurrent {
         Ok(())
     }
 
+    fn absorbed(&self, input: usize) -> bool {
+        self.weights.is_some() && matches!(input, W | R | B | P)
+    }
+
     fn run(&self, inputs: &[Option<&Tensor>]) -> OpResult {
         let x = required(inputs, 0, "X")?;
         let (d0, d1, input) = x.dims3().map_err(|_| invalid(format!("X must have rank 3, got shape {:?}", x.dims())))?;

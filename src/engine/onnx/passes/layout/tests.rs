@@ -68,8 +68,8 @@ fn run(imported: &Imported, x: &Tensor) -> Vec<f32> {
 /// ops after checking the outputs agree.
 fn agree(model: &ModelProto, input_dims: &[usize]) -> Vec<String> {
     let x = Tensor::from_vec(values(input_dims.iter().product(), 99), input_dims, &Device::Cpu).expect("input");
-    let fast = import_for(model, &Device::Cpu, Target::Cpu).expect("load with passes");
-    let plain = import_for(model, &Device::Cpu, Target::Other).expect("load without passes");
+    let fast = import_for(model.clone(), &Device::Cpu, Target::Cpu).expect("load with passes");
+    let plain = import_for(model.clone(), &Device::Cpu, Target::Other).expect("load without passes");
     let (got, want) = (run(&fast, &x), run(&plain, &x));
     assert_eq!(got.len(), want.len());
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
@@ -158,7 +158,7 @@ fn print_plan() {
     let path = std::env::var("PLAN_MODEL").expect("PLAN_MODEL=<path to model.onnx>");
     let bytes = std::fs::read(&path).expect("read the model");
     let model = <ModelProto as prost::Message>::decode(bytes.as_slice()).expect("decode");
-    let imported = crate::engine::onnx::import::import(&model, &Device::Cpu).expect("load");
+    let imported = crate::engine::onnx::import::import(model, &Device::Cpu).expect("load");
     let mut counts = std::collections::BTreeMap::new();
     for op in imported.plan.step_ops() {
         *counts.entry(op.to_string()).or_insert(0) += 1;
