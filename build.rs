@@ -29,6 +29,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .bytes(".tensorflow.TensorProto.tensor_content")
+        // an ONNX file's weights: slices of the file's one buffer, not a copy each (load memory)
+        .bytes(".onnx.TensorProto.raw_data")
         .bytes(".inference.ModelInferRequest.raw_input_contents")
         .bytes(".inference.ModelInferResponse.raw_output_contents")
         .compile_fds(compiler.file_descriptor_set())?;

@@ -109,7 +109,7 @@ fn values<T: Clone, const N: usize>(raw: &[u8], typed: &[T], from_le: fn([u8; N]
 /// in the engine's decoder cannot hide itself.
 fn host_tensor(t: &TensorProto) -> Result<HostTensor, String> {
     let shape = dims(t)?;
-    let raw = t.raw_data.as_slice();
+    let raw = &t.raw_data[..];
     let data = match DataType::try_from(t.data_type) {
         Ok(DataType::Float) => TensorData::F32(values(raw, &t.float_data, f32::from_le_bytes)?),
         Ok(DataType::Double) => TensorData::F64(values(raw, &t.double_data, f64::from_le_bytes)?),

@@ -29,7 +29,7 @@ fn write_slow_model(dir: &Path) {
         name: "big".into(),
         dims: vec![count],
         data_type: OnnxType::Float as i32,
-        raw_data: vec![0u8; count as usize * 4],
+        raw_data: vec![0u8; count as usize * 4].into(),
         ..Default::default()
     };
     let graph = GraphProto {

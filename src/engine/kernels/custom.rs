@@ -3,6 +3,8 @@
 //! to these ops only when the session runs on the CPU.
 
 use candle_core::backend::BackendStorage;
+use rayon::prelude::*;
+
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Device, Layout, Result, Shape, Storage, StorageRef, Tensor};
 
 use super::activation::Activation;
@@ -10,6 +12,9 @@ use super::conv::{Conv2d, pack_hwio};
 use super::packed::{Epilogue, PackedB, gemm_parallel};
 use super::pool::{Pool2d, Reduce};
 use super::threads::intra_op_threads;
+
+/// Elementwise kernels split across threads from this many values up.
+const PARALLEL_ELEMENTS: usize = 1 << 16;
 
 fn f32s<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
@@ -166,8 +171,18 @@ impl CustomOp3 for NhwcScaleShift {
             candle_core::bail!("scale-shift of {:?} needs {channels} scales and shifts, got {:?} and {:?}", l1.dims(), l2.dims(), l3.dims());
         }
         let x = f32s(s1, l1, "scale-shift input")?;
+        let (scale, shift) = (f32s(s2, l2, "scale")?, f32s(s3, l3, "shift")?);
         let mut out = vec![0.0f32; x.len()];
-        super::activation::scale_shift_then(self.activation, f32s(s2, l2, "scale")?, f32s(s3, l3, "shift")?, x, &mut out);
+        let threads = intra_op_threads();
+        if threads > 1 && x.len() >= PARALLEL_ELEMENTS && channels > 0 {
+            // whole pixels per task: each task starts at channel 0
+            let block = (x.len() / channels).div_ceil(threads * 4) * channels;
+            out.par_chunks_mut(block).zip(x.par_chunks(block)).for_each(|(o, x)| {
+                super::activation::scale_shift_then(self.activation, scale, shift, x, o)
+            });
+        } else {
+            super::activation::scale_shift_then(self.activation, scale, shift, x, &mut out);
+        }
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
@@ -201,6 +216,33 @@ impl CustomOp1 for NhwcPool {
         let out = pool.run(f32s(storage, layout, "pool input")?, self.reduce, intra_op_threads());
         Ok((CpuStorage::F32(out), Shape::from_dims(&[batch, win.out[0], win.out[1], channels])))
     }
+}
+
+/// Concat along `axis` as one parallel copy ([`super::concat`]) when every part is a contiguous
+/// f32 CPU tensor of the same rank whose dims agree off the axis; `None` otherwise, for candle's
+/// `cat` to do (and to word the error when the shapes disagree).
+pub(crate) fn concat(parts: &[&Tensor], axis: usize) -> Result<Option<Tensor>> {
+    let Some(first) = parts.first() else { return Ok(None) };
+    let rank = first.rank();
+    let fits = |t: &&Tensor| {
+        t.device().is_cpu()
+            && t.dtype() == candle_core::DType::F32
+            && t.is_contiguous()
+            && t.rank() == rank
+            && (0..rank).all(|d| d == axis || t.dims()[d] == first.dims()[d])
+    };
+    if axis >= rank || !parts.iter().all(fits) {
+        return Ok(None);
+    }
+    let rows: usize = first.dims()[..axis].iter().product();
+    let inner: usize = first.dims()[axis + 1..].iter().product();
+    let borrowed: Vec<Borrowed<'_>> = parts.iter().map(|t| Borrowed::new(t)).collect();
+    let views = borrowed.iter().map(|b| b.f32s("concat input")).collect::<Result<Vec<_>>>()?;
+    let widths: Vec<usize> = parts.iter().map(|t| t.dims()[axis] * inner).collect();
+    let out = super::concat::concat_rows(&views, &widths, rows, intra_op_threads());
+    let mut dims = first.dims().to_vec();
+    dims[axis] = parts.iter().map(|t| t.dims()[axis]).sum();
+    Tensor::from_vec(out, dims, &Device::Cpu).map(Some)
 }
 
 /// A dense layer `y = act(x · W + b)` over the last axis of `x`, with `W` `[K, N]` and `b` `[N]`:

@@ -9,6 +9,7 @@
 //! plan still passes `Tensor`s around; on other devices the importer keeps candle's own ops.
 
 pub(crate) mod activation;
+pub(crate) mod concat;
 pub(crate) mod conv;
 pub(crate) mod custom;
 pub(crate) mod depthwise;

@@ -74,7 +74,7 @@ fn decode(t: &TensorProto, device: &Device) -> Result<Tensor, LoadError> {
             let v: Vec<u8> = if raw.is_empty() {
                 t.int32_data.iter().map(|&x| x as u8).collect()
             } else {
-                raw.clone()
+                raw.to_vec()
             };
             if v.len() != count {
                 return Err(bad_len(v.len()));

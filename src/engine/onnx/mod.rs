@@ -30,12 +30,10 @@ pub struct OnnxSession {
 impl OnnxSession {
     pub fn load(path: &Path, options: &EngineOptions) -> Result<Self, LoadError> {
         let bytes = std::fs::read(path).map_err(|source| LoadError::Io { path: path.display().to_string(), source })?;
-        let model = decode(&bytes).map_err(|e| match e {
-            LoadError::Decode { reason, .. } => LoadError::Decode { path: path.display().to_string(), reason },
-            other => other,
-        })?;
-        // the file's bytes go before the weights are decoded into tensors: peak memory
-        drop(bytes);
+        // Decoding from `Bytes` leaves each initializer's raw_data a view of this one buffer
+        // instead of a copy, so the file is in memory once until its weights are tensors.
+        let model = ModelProto::decode(prost::bytes::Bytes::from(bytes))
+            .map_err(|e| LoadError::Decode { path: path.display().to_string(), reason: e.to_string() })?;
         Self::from_model(model, &options.device)
     }
 
@@ -122,7 +120,8 @@ mod tests {
     fn packed_weights_replace_the_originals() {
         let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/models/mnist_cnn/1/model.onnx")).expect("model");
         let model = ModelProto::decode(bytes.as_slice()).expect("decode");
-        let weights: usize = model.graph.as_ref().expect("graph").initializer.iter().map(|t| t.raw_data.len() + 4 * t.float_data.len()).sum();
+        let weights: usize =
+            model.graph.as_ref().expect("graph").initializer.iter().map(|t| t.raw_data.len() + 4 * t.float_data.len()).sum();
         let session = OnnxSession::from_bytes(&bytes).expect("load");
         let kept = session.plan.constant_bytes();
         assert!(weights > 100_000, "the model has {weights} bytes of weights");

@@ -30,7 +30,7 @@ pub(super) fn tensor(name: &str, tensor: &HostTensor) -> OnnxTensor {
         name: name.to_string(),
         dims: tensor.shape().iter().map(|&d| d as i64).collect(),
         data_type: onnx_type(tensor.dtype()) as i32,
-        raw_data: le_bytes::encode(tensor.data()),
+        raw_data: le_bytes::encode(tensor.data()).into(),
         ..Default::default()
     }
 }

@@ -53,6 +53,9 @@ impl Op for Concat {
         let parts: Vec<&Tensor> = inputs.iter().flatten().copied().collect();
         let first = parts.first().ok_or_else(|| OpError::Invalid("Concat needs at least one input".into()))?;
         let a = axis(self.0, first.rank())?;
+        if let Some(joined) = crate::engine::kernels::custom::concat(&parts, a)? {
+            return Ok(vec![joined]);
+        }
         Ok(vec![Tensor::cat(&parts, a)?])
     }
 }

@@ -104,7 +104,7 @@ pub(super) fn put_float_initializer(graph: &mut GraphProto, name: &str, dims: &[
         name: name.to_string(),
         dims: dims.iter().map(|&d| d as i64).collect(),
         data_type: DataType::Float as i32,
-        raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into(),
         ..Default::default()
     });
 }
