@@ -102,6 +102,21 @@ impl Conv2d {
         };
         let threads = if pixels * patch * self.out_c >= PARALLEL_MACS { threads } else { 1 };
         if self.is_pointwise() {
+            if self.groups > 1 && threads > 1 && pixels >= 2 * threads {
+                // Grouped 1x1 convs (ShuffleNet) have small GEMMs per group: splitting each one
+                // would cost a fork and join per group, so the pixels split once instead and
+                // each task runs every group on its rows.
+                let rows_per_task = pixels.div_ceil(threads);
+                output.par_chunks_mut(rows_per_task * self.out_c).enumerate().for_each(|(task, out)| {
+                    let first = task * rows_per_task;
+                    let rows = out.len() / self.out_c;
+                    for (g, p) in packed.iter().enumerate() {
+                        let a = &input[first * self.in_c + g * in_g..];
+                        gemm(a, self.in_c, rows, p, &mut out[g * out_g..], self.out_c, &epilogue(g, first));
+                    }
+                });
+                return output;
+            }
             for (g, p) in packed.iter().enumerate() {
                 gemm_parallel(&input[g * in_g..], self.in_c, pixels, p, &mut output[g * out_g..], self.out_c, &epilogue(g, 0), threads);
             }
@@ -231,6 +246,7 @@ mod tests {
             (2, 8, 9, 2, 5, [3, 3], [1, 3], [2, 2], [2, 2], 1), // tap-major, dilated, wide stride
             (3, 7, 7, 32, 8, [3, 3], [1, 1], [1, 1], [1, 1], 1), // pixel-major, whole kernel rows
             (2, 7, 7, 32, 4, [3, 3], [2, 2], [1, 2], [1, 0], 2), // pixel-major, per tap
+            (4, 28, 27, 48, 96, [1, 1], [1, 1], [1, 1], [0, 0], 3), // grouped 1x1, pixels split across threads
         ];
         for (batch, in_h, in_w, in_c, out_c, kernel, strides, dilations, pad_begin, groups) in cases {
             let out_h = (in_h + 2 * pad_begin[0] - (dilations[0] * (kernel[0] - 1) + 1)) / strides[0] + 1;

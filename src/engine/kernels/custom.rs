@@ -12,9 +12,7 @@ use super::conv::{Conv2d, pack_hwio};
 use super::packed::{Epilogue, PackedB, gemm_parallel};
 use super::pool::{Pool2d, Reduce};
 use super::threads::intra_op_threads;
-
-/// Elementwise kernels split across threads from this many values up.
-const PARALLEL_ELEMENTS: usize = 1 << 16;
+use super::movement::PARALLEL_ELEMENTS;
 
 fn f32s<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
@@ -218,7 +216,7 @@ impl CustomOp1 for NhwcPool {
     }
 }
 
-/// Concat along `axis` as one parallel copy ([`super::concat`]) when every part is a contiguous
+/// Concat along `axis` as one parallel copy ([`super::movement`]) when every part is a contiguous
 /// f32 CPU tensor of the same rank whose dims agree off the axis; `None` otherwise, for candle's
 /// `cat` to do (and to word the error when the shapes disagree).
 pub(crate) fn concat(parts: &[&Tensor], axis: usize) -> Result<Option<Tensor>> {
@@ -239,10 +237,21 @@ pub(crate) fn concat(parts: &[&Tensor], axis: usize) -> Result<Option<Tensor>> {
     let borrowed: Vec<Borrowed<'_>> = parts.iter().map(|t| Borrowed::new(t)).collect();
     let views = borrowed.iter().map(|b| b.f32s("concat input")).collect::<Result<Vec<_>>>()?;
     let widths: Vec<usize> = parts.iter().map(|t| t.dims()[axis] * inner).collect();
-    let out = super::concat::concat_rows(&views, &widths, rows, intra_op_threads());
+    let out = super::movement::concat_rows(&views, &widths, rows, intra_op_threads());
     let mut dims = first.dims().to_vec();
     dims[axis] = parts.iter().map(|t| t.dims()[axis]).sum();
     Tensor::from_vec(out, dims, &Device::Cpu).map(Some)
+}
+
+/// ShuffleNet's channel shuffle over the last axis of a contiguous f32 CPU tensor, as one parallel
+/// copy; `None` for other tensors, which candle's reshape-transpose handles.
+pub(crate) fn shuffle_last_axis(x: &Tensor, group: usize) -> Result<Option<Tensor>> {
+    let channels = x.dims().last().copied().unwrap_or(0);
+    if !x.device().is_cpu() || x.dtype() != candle_core::DType::F32 || !x.is_contiguous() || group == 0 || channels % group != 0 {
+        return Ok(None);
+    }
+    let out = super::movement::shuffle_channels(Borrowed::new(x).f32s("shuffle input")?, channels, group, intra_op_threads());
+    Tensor::from_vec(out, x.dims(), &Device::Cpu).map(Some)
 }
 
 /// A dense layer `y = act(x · W + b)` over the last axis of `x`, with `W` `[K, N]` and `b` `[N]`:

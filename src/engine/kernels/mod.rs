@@ -9,10 +9,10 @@
 //! plan still passes `Tensor`s around; on other devices the importer keeps candle's own ops.
 
 pub(crate) mod activation;
-pub(crate) mod concat;
 pub(crate) mod conv;
 pub(crate) mod custom;
 pub(crate) mod depthwise;
+pub(crate) mod movement;
 pub(crate) mod packed;
 pub(crate) mod pool;
 pub(crate) mod simd;

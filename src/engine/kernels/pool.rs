@@ -47,7 +47,7 @@ impl Pool2d {
                 self.window(input, n, oh, ow, reduce, dst);
             }
         };
-        if threads > 1 && rows * row_len >= 16 * 1024 {
+        if threads > 1 && rows * row_len >= super::movement::PARALLEL_ELEMENTS {
             output.par_chunks_mut(row_len).enumerate().for_each(run_row);
         } else {
             output.chunks_mut(row_len).enumerate().for_each(run_row);

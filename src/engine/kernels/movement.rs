@@ -1,4 +1,5 @@
-//! Concatenation along an axis of contiguous values, as one parallel copy.
+//! Data movement as one parallel copy: concatenation along an axis, and ShuffleNet's channel
+//! shuffle over NHWC pixels. candle does both on the calling thread.
 //!
 //! DenseNet concatenates every layer's features onto all that came before, so its Concats copy
 //! about as many bytes as its convs read; candle's `cat` does that on the calling thread, which
@@ -8,8 +9,10 @@
 
 use rayon::prelude::*;
 
-/// Below this many elements one thread copies faster than two can be started.
-const PARALLEL_ELEMENTS: usize = 1 << 16;
+/// Elementwise and copy kernels split across threads from this many values (4 MiB of f32) up.
+/// A fork and join costs tens of microseconds on a VM, as long as copying a few hundred KiB:
+/// below this, ShuffleNet's many small ops at batch 1 ran slower on two threads than on one.
+pub(crate) const PARALLEL_ELEMENTS: usize = 1 << 20;
 
 /// Joins `parts[i]` (`rows` runs of `widths[i]` elements each) row by row.
 pub(crate) fn concat_rows<T: Copy + Default + Send + Sync>(parts: &[&[T]], widths: &[usize], rows: usize, threads: usize) -> Vec<T> {
@@ -38,9 +41,55 @@ pub(crate) fn concat_rows<T: Copy + Default + Send + Sync>(parts: &[&[T]], width
     out
 }
 
+/// ShuffleNet's channel shuffle over `x` as pixels of `channels` values: within each pixel,
+/// channel `i * (channels / group) + j` moves to `j * group + i`.
+pub(crate) fn shuffle_channels<T: Copy + Default + Send + Sync>(x: &[T], channels: usize, group: usize, threads: usize) -> Vec<T> {
+    assert!(group > 0 && channels % group == 0 && x.len() % channels.max(1) == 0, "shuffle of {channels} channels into {group} groups");
+    let mut out = vec![T::default(); x.len()];
+    if channels == 0 {
+        return out;
+    }
+    let per_group = channels / group;
+    let shuffle = |src: &[T], dst: &mut [T]| {
+        for (s, d) in src.chunks_exact(channels).zip(dst.chunks_exact_mut(channels)) {
+            for (i, run) in s.chunks_exact(per_group).enumerate() {
+                for (j, &v) in run.iter().enumerate() {
+                    d[j * group + i] = v;
+                }
+            }
+        }
+    };
+    let pixels = x.len() / channels;
+    if threads > 1 && x.len() >= PARALLEL_ELEMENTS && pixels > 1 {
+        let block = pixels.div_ceil(threads * 4) * channels;
+        out.par_chunks_mut(block).zip(x.par_chunks(block)).for_each(|(d, s)| shuffle(s, d));
+    } else {
+        shuffle(x, &mut out);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn channel_shuffle_moves_channel_i_j_to_j_i() {
+        for &(pixels, channels, group) in &[(1, 6, 2), (5, 12, 3), (3000, 48, 4), (4, 0, 1)] {
+            let x: Vec<u32> = (0..(pixels * channels) as u32).collect();
+            for threads in [1, 2] {
+                let got = shuffle_channels(&x, channels, group, threads);
+                for p in 0..pixels {
+                    for i in 0..group {
+                        for j in 0..channels / group {
+                            let (from, to) = (p * channels + i * (channels / group) + j, p * channels + j * group + i);
+                            assert_eq!(got[to], x[from], "pixels {pixels}, channels {channels}, group {group}, threads {threads}");
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     /// Every shape class (one row, wide rows, a zero-width part, the parallel path) against the
     /// definition, element by element.
