@@ -23,8 +23,9 @@ pub(crate) struct Imported {
     pub(crate) outputs: Vec<TensorSpec>,
 }
 
-/// Takes the model by value: its initializers are decoded one at a time and each proto copy is
-/// freed as its tensor is made, so a load holds about one copy of the weights, not two or three.
+/// Takes the model by value: the graph is rewritten in place rather than cloned, and its
+/// initializers are drained into tensors, so the protos (views of the file's buffer when loaded
+/// from a file) go once the weights are tensors.
 pub(crate) fn import(model: ModelProto, device: &Device) -> Result<Imported, LoadError> {
     let target = if device.is_cpu() { passes::Target::Cpu } else { passes::Target::Other };
     import_for(model, device, target)

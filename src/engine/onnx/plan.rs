@@ -99,7 +99,8 @@ pub(crate) struct PlanBuilder {
 impl PlanBuilder {
     /// Declares how many nodes will read each value (over-counting is safe). A constant whose
     /// last reader consumed it at load (folded it, or absorbed it in `Op::prepare`) is then
-    /// dropped at once, so loading never holds a model's weights in two forms at the same time.
+    /// dropped at once: a weight's exported form goes as soon as its packed or folded form exists,
+    /// instead of when the whole plan is built.
     pub(crate) fn expect_reads(&mut self, reads: HashMap<String, usize>) {
         self.pending_reads = reads;
     }
