@@ -39,20 +39,8 @@ pub fn load_servable(
     compute: ComputePool,
     batching: Option<(BatchingOptions, Arc<Metrics>)>,
 ) -> Result<Servable, VersionLoadError> {
-    let loaded = load(model, version, dir, options, compute, batching);
-    // what the load freed (file buffer, weights' exported forms) goes back to the OS, loaded or not
-    super::release::release_free_memory();
-    loaded
-}
-
-fn load(
-    model: &ModelConfig,
-    version: i64,
-    dir: &Path,
-    options: &EngineOptions,
-    compute: ComputePool,
-    batching: Option<(BatchingOptions, Arc<Metrics>)>,
-) -> Result<Servable, VersionLoadError> {
+    // what the load frees (file buffer, weights' exported forms) goes back to the OS, loaded or not
+    let _release = super::release::ReleaseAfterLoad;
     let (name, base, platform) = (model.name.as_str(), model.base_path.as_path(), model.platform);
     confined(base, dir)?;
     let file = dir.join(MODEL_FILE);

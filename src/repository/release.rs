@@ -16,8 +16,14 @@ pub fn set_release_hook(release: fn()) {
     let _ = RELEASE.set(release);
 }
 
-pub(crate) fn release_free_memory() {
-    if let Some(release) = RELEASE.get() {
-        release();
+/// Calls the registered hook when dropped: held for the whole of a load, so it runs after
+/// everything the load freed, whichever way the load returns.
+pub(crate) struct ReleaseAfterLoad;
+
+impl Drop for ReleaseAfterLoad {
+    fn drop(&mut self) {
+        if let Some(release) = RELEASE.get() {
+            release();
+        }
     }
 }

@@ -3,8 +3,6 @@
 //! to these ops only when the session runs on the CPU.
 
 use candle_core::backend::BackendStorage;
-use rayon::prelude::*;
-
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Device, Layout, Result, Shape, Storage, StorageRef, Tensor};
 
 use super::activation::Activation;
@@ -12,7 +10,7 @@ use super::conv::{Conv2d, pack_hwio};
 use super::packed::{Epilogue, PackedB, gemm_parallel};
 use super::pool::{Pool2d, Reduce};
 use super::threads::intra_op_threads;
-use super::movement::PARALLEL_ELEMENTS;
+use super::movement::map_pixels;
 
 fn f32s<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
@@ -44,6 +42,11 @@ impl<'t> Borrowed<'t> {
     }
 }
 
+/// Whether `Borrowed::f32s` can read `t` as it is: a contiguous f32 tensor on the CPU.
+fn host_f32(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == candle_core::DType::F32 && t.is_contiguous()
+}
+
 fn nhwc(layout: &Layout, what: &str) -> Result<[usize; 4]> {
     match layout.dims() {
         &[n, h, w, c] => Ok([n, h, w, c]),
@@ -72,6 +75,16 @@ pub(crate) enum ConvWeights<'a> {
     Packed { dims: [usize; 4], panels: &'a [PackedB] },
 }
 
+impl ConvWeights<'_> {
+    /// `[kh, kw, in_c / groups, out_c]`.
+    pub(crate) fn dims(&self) -> Result<[usize; 4]> {
+        match self {
+            Self::Hwio(w) => nhwc(w.layout(), "conv weights"),
+            Self::Packed { dims, .. } => Ok(*dims),
+        }
+    }
+}
+
 /// A dense layer's `[K, N]` weights: the tensor itself, or packed at load (see [`ConvWeights`]).
 #[derive(Clone, Copy)]
 pub(crate) enum DenseWeights<'a> {
@@ -92,10 +105,7 @@ impl NhwcConv {
     /// HWIO tensor itself, so the op never packs theirs.
     pub(crate) fn forward(&self, x: &Tensor, weights: ConvWeights<'_>, b: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
         let [batch, in_h, in_w, in_c] = nhwc(x.layout(), "conv input")?;
-        let [kh, kw, in_g, out_c] = match weights {
-            ConvWeights::Hwio(w) => nhwc(w.layout(), "conv weights")?,
-            ConvWeights::Packed { dims, .. } => dims,
-        };
+        let [kh, kw, in_g, out_c] = weights.dims()?;
         if [kh, kw] != self.window.kernel || in_g * self.groups != in_c || out_c % self.groups != 0 {
             candle_core::bail!(
                 "conv input has {in_c} channels, weights are {kh}x{kw}x{in_g}x{out_c} with {} groups",
@@ -170,17 +180,10 @@ impl CustomOp3 for NhwcScaleShift {
         }
         let x = f32s(s1, l1, "scale-shift input")?;
         let (scale, shift) = (f32s(s2, l2, "scale")?, f32s(s3, l3, "shift")?);
-        let mut out = vec![0.0f32; x.len()];
-        let threads = intra_op_threads();
-        if threads > 1 && x.len() >= PARALLEL_ELEMENTS && channels > 0 {
-            // whole pixels per task: each task starts at channel 0
-            let block = (x.len() / channels).div_ceil(threads * 4) * channels;
-            out.par_chunks_mut(block).zip(x.par_chunks(block)).for_each(|(o, x)| {
-                super::activation::scale_shift_then(self.activation, scale, shift, x, o)
-            });
-        } else {
-            super::activation::scale_shift_then(self.activation, scale, shift, x, &mut out);
-        }
+        // whole pixels per call: each starts at channel 0
+        let out = map_pixels(x, channels, intra_op_threads(), |x, out| {
+            super::activation::scale_shift_then(self.activation, scale, shift, x, out)
+        });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
@@ -222,13 +225,7 @@ impl CustomOp1 for NhwcPool {
 pub(crate) fn concat(parts: &[&Tensor], axis: usize) -> Result<Option<Tensor>> {
     let Some(first) = parts.first() else { return Ok(None) };
     let rank = first.rank();
-    let fits = |t: &&Tensor| {
-        t.device().is_cpu()
-            && t.dtype() == candle_core::DType::F32
-            && t.is_contiguous()
-            && t.rank() == rank
-            && (0..rank).all(|d| d == axis || t.dims()[d] == first.dims()[d])
-    };
+    let fits = |t: &&Tensor| host_f32(t) && t.rank() == rank && (0..rank).all(|d| d == axis || t.dims()[d] == first.dims()[d]);
     if axis >= rank || !parts.iter().all(fits) {
         return Ok(None);
     }
@@ -247,7 +244,7 @@ pub(crate) fn concat(parts: &[&Tensor], axis: usize) -> Result<Option<Tensor>> {
 /// copy; `None` for other tensors, which candle's reshape-transpose handles.
 pub(crate) fn shuffle_last_axis(x: &Tensor, group: usize) -> Result<Option<Tensor>> {
     let channels = x.dims().last().copied().unwrap_or(0);
-    if !x.device().is_cpu() || x.dtype() != candle_core::DType::F32 || !x.is_contiguous() || group == 0 || channels % group != 0 {
+    if !host_f32(x) || group == 0 || channels % group != 0 {
         return Ok(None);
     }
     let out = super::movement::shuffle_channels(Borrowed::new(x).f32s("shuffle input")?, channels, group, intra_op_threads());

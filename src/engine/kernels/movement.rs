@@ -41,16 +41,30 @@ pub(crate) fn concat_rows<T: Copy + Default + Send + Sync>(parts: &[&[T]], width
     out
 }
 
+/// A fresh output of `x`'s length written by `f(src, dst)` over runs of whole pixels of
+/// `channels` values each: one call on one thread, or blocks of pixels across the threads from
+/// [`PARALLEL_ELEMENTS`] values up.
+pub(crate) fn map_pixels<T: Sync, U: Copy + Default + Send>(x: &[T], channels: usize, threads: usize, f: impl Fn(&[T], &mut [U]) + Sync) -> Vec<U> {
+    let mut out = vec![U::default(); x.len()];
+    let pixels = x.len().checked_div(channels).unwrap_or(0);
+    if threads > 1 && x.len() >= PARALLEL_ELEMENTS && pixels > 1 {
+        let block = pixels.div_ceil(threads * 4) * channels;
+        out.par_chunks_mut(block).zip(x.par_chunks(block)).for_each(|(dst, src)| f(src, dst));
+    } else {
+        f(x, &mut out);
+    }
+    out
+}
+
 /// ShuffleNet's channel shuffle over `x` as pixels of `channels` values: within each pixel,
 /// channel `i * (channels / group) + j` moves to `j * group + i`.
 pub(crate) fn shuffle_channels<T: Copy + Default + Send + Sync>(x: &[T], channels: usize, group: usize, threads: usize) -> Vec<T> {
     assert!(group > 0 && channels % group == 0 && x.len() % channels.max(1) == 0, "shuffle of {channels} channels into {group} groups");
-    let mut out = vec![T::default(); x.len()];
     if channels == 0 {
-        return out;
+        return vec![T::default(); x.len()];
     }
     let per_group = channels / group;
-    let shuffle = |src: &[T], dst: &mut [T]| {
+    map_pixels(x, channels, threads, |src, dst| {
         for (s, d) in src.chunks_exact(channels).zip(dst.chunks_exact_mut(channels)) {
             for (i, run) in s.chunks_exact(per_group).enumerate() {
                 for (j, &v) in run.iter().enumerate() {
@@ -58,15 +72,7 @@ pub(crate) fn shuffle_channels<T: Copy + Default + Send + Sync>(x: &[T], channel
                 }
             }
         }
-    };
-    let pixels = x.len() / channels;
-    if threads > 1 && x.len() >= PARALLEL_ELEMENTS && pixels > 1 {
-        let block = pixels.div_ceil(threads * 4) * channels;
-        out.par_chunks_mut(block).zip(x.par_chunks(block)).for_each(|(d, s)| shuffle(s, d));
-    } else {
-        shuffle(x, &mut out);
-    }
-    out
+    })
 }
 
 #[cfg(test)]

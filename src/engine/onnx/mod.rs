@@ -32,8 +32,7 @@ impl OnnxSession {
         let bytes = std::fs::read(path).map_err(|source| LoadError::Io { path: path.display().to_string(), source })?;
         // Decoding from `Bytes` leaves each initializer's raw_data a view of this one buffer
         // instead of a copy, so the file is in memory once until its weights are tensors.
-        let model = ModelProto::decode(prost::bytes::Bytes::from(bytes))
-            .map_err(|e| LoadError::Decode { path: path.display().to_string(), reason: e.to_string() })?;
+        let model = decode(prost::bytes::Bytes::from(bytes), &path.display().to_string())?;
         Self::from_model(model, &options.device)
     }
 
@@ -43,26 +42,28 @@ impl OnnxSession {
     }
 
     pub fn from_bytes_on(bytes: &[u8], device: &Device) -> Result<Self, LoadError> {
-        Self::from_model(decode(bytes)?, device)
+        Self::from_model(decode(bytes, "")?, device)
     }
 
     /// Loads onto the CPU without the CPU graph rewrites (layout, folding, fusion): the graph
     /// runs as the exporter wrote it. The conformance suite runs every case both ways, so a
     /// rewrite that changes a result shows up against the same case unrewritten.
     pub fn from_bytes_as_written(bytes: &[u8]) -> Result<Self, LoadError> {
-        let imported = import::import_for(decode(bytes)?, &Device::Cpu, passes::Target::Other)?;
-        Ok(Self { plan: imported.plan, inputs: imported.inputs, outputs: imported.outputs, device: Device::Cpu })
+        Ok(Self::new(import::import_for(decode(bytes, "")?, &Device::Cpu, passes::Target::Other)?, Device::Cpu))
     }
 
     fn from_model(model: ModelProto, device: &Device) -> Result<Self, LoadError> {
-        let device = device.clone();
-        let imported = import::import(model, &device)?;
-        Ok(Self { plan: imported.plan, inputs: imported.inputs, outputs: imported.outputs, device })
+        Ok(Self::new(import::import(model, device)?, device.clone()))
+    }
+
+    fn new(imported: import::Imported, device: Device) -> Self {
+        Self { plan: imported.plan, inputs: imported.inputs, outputs: imported.outputs, device }
     }
 }
 
-fn decode(bytes: &[u8]) -> Result<ModelProto, LoadError> {
-    ModelProto::decode(bytes).map_err(|e| LoadError::Decode { path: String::new(), reason: e.to_string() })
+/// `path` names the file in the error; empty for bytes that came from elsewhere.
+fn decode(bytes: impl prost::bytes::Buf, path: &str) -> Result<ModelProto, LoadError> {
+    ModelProto::decode(bytes).map_err(|e| LoadError::Decode { path: path.to_string(), reason: e.to_string() })
 }
 
 impl Session for OnnxSession {

@@ -105,8 +105,9 @@ impl PlanBuilder {
         self.pending_reads = reads;
     }
 
-    /// Counts one read of `name` that happened at load, and drops the constant if it was the last.
-    fn consumed_at_load(&mut self, name: &str) {
+    /// Counts one read of `name`, and drops it from the template if that was the last and no
+    /// step reads it per request (every read consumed it at load).
+    fn count_read(&mut self, name: &str) {
         let Some(count) = self.pending_reads.get_mut(name) else { return };
         *count = count.saturating_sub(1);
         if *count == 0 {
@@ -175,7 +176,7 @@ impl PlanBuilder {
                 }
             }
             for name in input_names.iter().filter(|n| !n.is_empty()) {
-                self.consumed_at_load(name);
+                self.count_read(name);
             }
             return Ok(());
         }
@@ -185,13 +186,10 @@ impl PlanBuilder {
             let Some(slot) = inputs[index] else { continue };
             if self.template[slot].is_some() && op.absorbed(index) {
                 inputs[index] = None;
-                self.consumed_at_load(name);
             } else {
                 self.read_per_request.insert(slot);
-                if let Some(count) = self.pending_reads.get_mut(name.as_str()) {
-                    *count = count.saturating_sub(1);
-                }
             }
+            self.count_read(name);
         }
         let outputs = output_names
             .iter()

@@ -159,14 +159,10 @@ impl Op for Conv {
             Some((dims, panels)) => ConvWeights::Packed { dims: *dims, panels },
             None => ConvWeights::Hwio(required(inputs, 1, "W")?),
         };
-        let out_c = match w {
-            ConvWeights::Packed { dims, .. } => dims[3],
-            ConvWeights::Hwio(w) => w.dims().last().copied().unwrap_or(0),
-        };
         let b = required(inputs, 2, "B")?;
         let residual = inputs.get(3).copied().flatten();
         let window = self.attrs.resolve(&x)?;
-        let out_dims = [x.dim(0)?, window.out[0], window.out[1], out_c];
+        let out_dims = [x.dim(0)?, window.out[0], window.out[1], w.dims()?[3]];
         let kernel = NhwcConv { window, groups: self.groups, activation: self.activation };
         let y = match residual {
             Some(r) if r.dims() != out_dims => {
