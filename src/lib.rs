@@ -23,3 +23,8 @@ pub mod transport;
 mod startup;
 
 pub use startup::{Listeners, ServeError, serve};
+
+/// The unit tests' allocator is the server's (main.rs), so `profile_plan` times what a pod runs.
+#[cfg(test)]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

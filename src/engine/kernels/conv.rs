@@ -31,8 +31,15 @@ pub(crate) struct Conv2d {
     pub(crate) groups: usize,
 }
 
-/// Floats of im2col buffer per chunk: about 128 KiB, well inside L2.
-const CHUNK_FLOATS: usize = 32 * 1024;
+/// Floats of im2col rows per chunk: 1 MiB, the L2 of a Zen 4 core (Intel's are larger), so a
+/// chunk written by im2col is still cached when the GEMM reads it back, block by block.
+const CHUNK_FLOATS: usize = 256 * 1024;
+
+/// Fewest output pixels per chunk. Every chunk streams all of the packed weights once, so a
+/// chunk must be tall enough to pay for that read: ResNet50's 3x3 convs at 7x7 and 14x14 have
+/// 2.4-9.4 MB of weights, and 16-row chunks (what a 128 KiB chunk allowed there) spent most of
+/// their time waiting for weights from memory (43 GFLOP/s against 80 in the kernel's timing).
+const MIN_CHUNK_ROWS: usize = 96;
 
 /// Multiply-adds below which a conv runs on the calling thread (batch-1 MNIST conv2 is 2.2M).
 const PARALLEL_MACS: usize = 4 << 20;
@@ -42,6 +49,19 @@ const PARALLEL_MACS: usize = 4 << 20;
 pub(crate) fn pack_hwio(weights: &[f32], [kh, kw, in_g, out_c]: [usize; 4], groups: usize) -> Vec<PackedB> {
     let out_g = out_c / groups.max(1);
     (0..groups).map(|g| PackedB::pack(&weights[g * out_g..], kh * kw * in_g, out_g, out_c)).collect()
+}
+
+/// Output pixels per im2col chunk: chunks of about [`CHUNK_FLOATS`] but no fewer than
+/// [`MIN_CHUNK_ROWS`] pixels, of equal size, in whole 12-row multiples (two 6-row AVX2 tiles),
+/// and as many chunks as a multiple of `threads` when there are at least `threads`, so no thread
+/// waits on another's extra chunk.
+fn chunk_rows(pixels: usize, patch: usize, threads: usize) -> usize {
+    let target = (CHUNK_FLOATS / patch.max(1)).clamp(MIN_CHUNK_ROWS, 4096);
+    let mut chunks = pixels.div_ceil(target).max(1);
+    if threads > 1 && chunks >= threads {
+        chunks = chunks.next_multiple_of(threads);
+    }
+    pixels.div_ceil(chunks).next_multiple_of(12).min(pixels).max(1)
 }
 
 impl Conv2d {
@@ -122,11 +142,12 @@ impl Conv2d {
             }
             return output;
         }
-        let rows_per_chunk = (CHUNK_FLOATS / patch.max(1)).clamp(16, 4096).min(pixels);
+        let rows_per_chunk = chunk_rows(pixels, patch, threads);
         let chunk_len = rows_per_chunk * self.out_c;
         let chunks = pixels.div_ceil(rows_per_chunk);
-        // enough chunks: one per task; too few (batch 1): the GEMM splits its own work
-        let (outer, inner) = if threads > 1 && chunks >= 2 * threads { (threads, 1) } else { (1, threads) };
+        // a chunk per thread or more: chunks are the tasks; fewer (batch 1 at 7x7 or 14x14): the
+        // GEMM splits its own rows or weight panels
+        let (outer, inner) = if threads > 1 && chunks >= threads { (threads, 1) } else { (1, threads) };
         let run_chunk = |col: &mut Vec<f32>, (index, out): (usize, &mut [f32])| {
             let first = index * rows_per_chunk;
             let rows = out.len() / self.out_c;
@@ -233,6 +254,24 @@ mod tests {
     }
 
     #[test]
+    fn chunks_cover_every_pixel_in_whole_tiles_and_even_shares() {
+        for (pixels, patch) in [(1, 27), (49, 4608), (196, 2304), (3136, 576), (50176, 576), (1152, 576), (12544, 147)] {
+            for threads in [1, 2, 3] {
+                let rows = chunk_rows(pixels, patch, threads);
+                let chunks = pixels.div_ceil(rows);
+                assert!(rows == pixels || rows % 12 == 0, "{pixels} px, patch {patch}: {rows} rows");
+                assert!(rows >= MIN_CHUNK_ROWS.min(pixels), "{pixels} px, patch {patch}: {rows} rows");
+                assert!(chunks == 1 || rows * patch <= 2 * CHUNK_FLOATS, "{pixels} px, patch {patch}: {rows} rows");
+                if threads > 1 && chunks >= threads && pixels % rows == 0 {
+                    assert_eq!(chunks % threads, 0, "{pixels} px, patch {patch}, {threads} threads: {chunks} chunks");
+                }
+            }
+        }
+        // the 7x7 stage of ResNet50 is one chunk: its 9.4 MB of weights are read once
+        assert_eq!(chunk_rows(49, 4608, 2), 49);
+    }
+
+    #[test]
     fn gemm_formulation_matches_the_definition() {
         let cases = [
             // batch, in_h, in_w, in_c, out_c, kernel, strides, dilations, pad, groups
@@ -240,7 +279,8 @@ mod tests {
             (3, 9, 9, 4, 6, [3, 2], [2, 1], [1, 2], [0, 1], 2),
             (1, 5, 5, 4, 4, [3, 3], [1, 1], [1, 1], [1, 1], 4), // depthwise
             (4, 6, 5, 8, 5, [1, 1], [1, 1], [1, 1], [0, 0], 1), // pointwise
-            (70, 6, 6, 1, 3, [3, 3], [1, 1], [1, 1], [0, 0], 1), // several chunks
+            (70, 6, 6, 1, 3, [3, 3], [1, 1], [1, 1], [0, 0], 1), // many images in one chunk
+            (2, 24, 24, 64, 8, [3, 3], [1, 1], [1, 1], [1, 1], 1), // several chunks, a ragged last one
             (2, 8, 9, 3, 5, [3, 3], [2, 2], [1, 1], [1, 1], 1), // tap-major, strided and padded
             (8, 20, 20, 16, 32, [3, 3], [1, 1], [1, 1], [1, 1], 1), // large enough to split across threads
             (2, 8, 9, 2, 5, [3, 3], [1, 3], [2, 2], [2, 2], 1), // tap-major, dilated, wide stride

@@ -91,7 +91,7 @@ impl Session for OnnxSession {
                     .map_err(|e| EngineError::Input { name: spec.key.clone(), reason: e.to_string() })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let results = self.plan.run(bound)?;
+        let results = crate::engine::kernels::threads::on_pool(|| self.plan.run(bound))?;
         results
             .iter()
             .zip(&self.outputs)

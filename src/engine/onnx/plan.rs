@@ -45,6 +45,17 @@ impl Plan {
     }
 
     pub(crate) fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
+        self.run_observed(inputs, None)
+    }
+
+    /// [`Self::run`], telling `observe` each step's op type and wall time: the per-op profile
+    /// behind the README's notes on where a model's time goes (`profile_plan` in the tests).
+    #[cfg(test)]
+    pub(crate) fn run_profiled(&self, inputs: Vec<Tensor>, observe: &mut dyn FnMut(&str, &[Option<&Tensor>], &[Tensor], std::time::Duration)) -> Result<Vec<Tensor>, EngineError> {
+        self.run_observed(inputs, Some(observe))
+    }
+
+    fn run_observed(&self, inputs: Vec<Tensor>, mut observe: Option<&mut dyn FnMut(&str, &[Option<&Tensor>], &[Tensor], std::time::Duration)>) -> Result<Vec<Tensor>, EngineError> {
         let mut slots = self.template.clone();
         for (&slot, tensor) in self.inputs.iter().zip(inputs) {
             slots[slot] = Some(tensor);
@@ -52,6 +63,7 @@ impl Plan {
         for step in &self.steps {
             let args: Vec<Option<&Tensor>> =
                 step.inputs.iter().map(|i| i.and_then(|i| slots[i].as_ref())).collect();
+            let started = observe.is_some().then(std::time::Instant::now);
             let results = step.op.run(&args).map_err(|e| EngineError::Node {
                 node: step.node.clone(),
                 op: step.op_type.clone(),
@@ -65,6 +77,9 @@ impl Plan {
                     results.len(),
                     step.outputs.len()
                 )));
+            }
+            if let (Some(observe), Some(started)) = (observe.as_mut(), started) {
+                observe(&step.op_type, &args, &results, started.elapsed());
             }
             for (&slot, tensor) in step.outputs.iter().zip(results) {
                 slots[slot] = Some(tensor);

@@ -166,6 +166,67 @@ fn print_plan() {
     println!("{path}: {counts:?}");
 }
 
+/// `PLAN_MODEL=<model.onnx> [PLAN_BATCH=1] [PLAN_THREADS=2] cargo test --release --lib
+/// profile_plan -- --ignored --nocapture`: wall time per op type over 10 runs of a random input
+/// (unknown dims become the batch), slowest first. Where the README says why a model is slow,
+/// this is the profile it read.
+#[test]
+#[ignore]
+fn profile_plan() {
+    let path = std::env::var("PLAN_MODEL").expect("PLAN_MODEL=<path to model.onnx>");
+    let env = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let (batch, threads) = (env("PLAN_BATCH", 1), env("PLAN_THREADS", 2));
+    crate::engine::set_intra_op_threads(threads);
+    let bytes = std::fs::read(&path).expect("read the model");
+    let model = <ModelProto as prost::Message>::decode(bytes.as_slice()).expect("decode");
+    let input = model.graph.as_ref().expect("graph").input.first().expect("an input").clone();
+    let dims: Vec<usize> = match input.r#type.and_then(|t| t.value) {
+        Some(crate::proto::onnx::type_proto::Value::TensorType(t)) => t
+            .shape
+            .map(|s| s.dim.iter().map(|d| match d.value {
+                Some(crate::proto::onnx::tensor_shape_proto::dimension::Value::DimValue(v)) if v > 0 => v as usize,
+                _ => batch,
+            }).collect())
+            .unwrap_or_default(),
+        _ => panic!("the first input is not a tensor"),
+    };
+    let imported = crate::engine::onnx::import::import(model, &Device::Cpu).expect("load");
+    let x = Tensor::rand(0f32, 1f32, dims.as_slice(), &Device::Cpu).expect("input");
+    let mut per_op: std::collections::HashMap<String, (std::time::Duration, usize)> = Default::default();
+    let mut per_node: std::collections::HashMap<String, std::time::Duration> = Default::default();
+    let runs = 10;
+    crate::engine::kernels::threads::on_pool(|| imported.plan.run(vec![x.clone()])).expect("warm-up run");
+    let started = std::time::Instant::now();
+    for _ in 0..runs {
+        let plan = &imported.plan;
+        let (per_op, per_node) = (&mut per_op, &mut per_node);
+        crate::engine::kernels::threads::on_pool(|| plan
+            .run_profiled(vec![x.clone()], &mut |op, args, results, t| {
+                let e = per_op.entry(op.to_string()).or_default();
+                e.0 += t;
+                e.1 += 1;
+                let dims = |t: &Tensor| format!("{:?}", t.dims());
+                let ins: Vec<String> = args.iter().flatten().map(|t| dims(t)).collect();
+                let key = format!("{op} {} -> {}", ins.join(" "), results.first().map(dims).unwrap_or_default());
+                *per_node.entry(key).or_default() += t;
+            }))
+            .expect("run");
+    }
+    let total = started.elapsed() / runs as u32;
+    let mut rows: Vec<_> = per_op.into_iter().collect();
+    rows.sort_by(|a, b| b.1.0.cmp(&a.1.0));
+    let in_ops: std::time::Duration = rows.iter().map(|r| r.1.0).sum::<std::time::Duration>() / runs as u32;
+    println!("{path}: input {dims:?}, {threads} threads, {total:?} per run, {in_ops:?} in ops");
+    for (op, (t, n)) in rows {
+        println!("{op:>28} {:>10.3} ms {:>5.1}% x{}", t.as_secs_f64() * 1e3 / runs as f64, 100.0 * t.as_secs_f64() / runs as f64 / total.as_secs_f64(), n / runs);
+    }
+    let mut nodes: Vec<_> = per_node.into_iter().collect();
+    nodes.sort_by(|a, b| b.1.cmp(&a.1));
+    for (key, t) in nodes.into_iter().take(env("PLAN_TOP", 25)) {
+        println!("{:>10.3} ms  {key}", t.as_secs_f64() * 1e3 / runs as f64);
+    }
+}
+
 #[test]
 fn a_channel_shuffle_between_grouped_convs_stays_in_nhwc() {
     let nodes = vec![
