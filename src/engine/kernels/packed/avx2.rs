@@ -18,8 +18,8 @@
 
 use std::arch::x86_64::*;
 
+use super::raw_finish::{self, InRegisters, RawFinish as Finish, decode};
 use super::{NR, Strip};
-use crate::engine::kernels::Activation;
 
 pub(super) const MR: usize = 6;
 
@@ -33,46 +33,9 @@ impl Avx2Fma {
     }
 }
 
-/// The part of the epilogue done in registers; sigmoid and tanh run on the stored tile
-/// afterwards, through the scalar activation code (they are rare behind a GEMM and need exp).
-#[derive(Clone, Copy)]
-enum InRegisters {
-    None,
-    Relu,
-    LeakyRelu(f32),
-    Clip(f32, f32),
-}
-
-/// Epilogue inputs as the kernel reads them: null pointers for absent operands.
-#[derive(Clone, Copy)]
-struct Finish {
-    bias: *const f32,
-    residual: *const f32,
-    ldr: usize,
-    act: InRegisters,
-}
-
 pub(super) fn strip(_proof: Avx2Fma, s: Strip<'_>) {
     s.check();
-    let mut after = None;
-    let finish = s.finish.map(|f| {
-        let act = match f.activation {
-            None => InRegisters::None,
-            Some(Activation::Relu) => InRegisters::Relu,
-            Some(Activation::LeakyRelu(alpha)) => InRegisters::LeakyRelu(alpha),
-            Some(Activation::Clip(lo, hi)) => InRegisters::Clip(lo, hi),
-            Some(other @ (Activation::Sigmoid | Activation::Tanh)) => {
-                after = Some(other);
-                InRegisters::None
-            }
-        };
-        Finish {
-            bias: f.bias.map_or(std::ptr::null(), <[f32]>::as_ptr),
-            residual: f.residual.map_or(std::ptr::null(), <[f32]>::as_ptr),
-            ldr: f.ldr,
-            act,
-        }
-    });
+    let (finish, after) = decode(&s);
     let next_b = s.next_b.map_or(std::ptr::null(), <[f32]>::as_ptr);
     // SAFETY: `Avx2Fma` exists only where the CPU reported AVX2 and FMA. `check` proved that
     // rows x kc of A (stride lda), kc x NR of B and of the next B slice, rows x cols of C (stride
@@ -80,11 +43,7 @@ pub(super) fn strip(_proof: Avx2Fma, s: Strip<'_>) {
     // inside their slices, and `tiles` touches no other element. `c` is a unique borrow, so
     // nothing else aliases it.
     unsafe { tiles(s.rows, s.kc, s.a.as_ptr(), s.lda, s.b.as_ptr(), next_b, s.c.as_mut_ptr(), s.ldc, s.cols, s.accumulate, finish) };
-    if let Some(act) = after {
-        for row in s.c.chunks_mut(s.ldc.max(1)).take(s.rows) {
-            act.apply(&mut row[..s.cols]);
-        }
-    }
+    raw_finish::after(s, after);
 }
 
 /// The strip's micro-tiles, top to bottom: full 6-row tiles in one kernel call, so the setup
@@ -117,7 +76,7 @@ unsafe fn tiles(
         if rest > 0 {
             let i = full * MR;
             let (a, c) = (a.add(i * lda), c.add(i * ldc));
-            let finish = finish.map(|f| Finish { residual: if f.residual.is_null() { f.residual } else { f.residual.add(i * f.ldr) }, ..f });
+            let finish = finish.map(|f| f.down(i));
             let next_b = if full == 0 { next_b } else { std::ptr::null() };
             match rest {
                 1 => kernel::<1>(1, kc, a, lda, b, next_b, c, ldc, cols, accumulate, finish),

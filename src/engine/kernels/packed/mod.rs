@@ -32,7 +32,11 @@ use super::activation::{self, Activation};
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod portable;
+#[cfg(target_arch = "x86_64")]
+mod raw_finish;
 
 /// Columns per B panel: two AVX2 vectors, four SSE or NEON vectors in the portable tile.
 const NR: usize = 16;
@@ -44,7 +48,9 @@ const KC: usize = 256;
 
 /// Rows of A per M block: `MC x KC` floats is 138 KiB, a quarter of a Zen 2/3 L2, so the block
 /// survives the B panels streaming through beside it (A is not packed, so its rows sit `lda`
-/// apart and use more sets than a packed block would).
+/// apart and use more sets than a packed block would). Rounded down to whole micro-tiles of
+/// the kernel that runs (132 rows for AVX-512's 12, 138 for AVX2's 6), so no M block but the
+/// last ends in a ragged tile.
 const MC: usize = 138;
 
 /// Multiply-adds below which [`gemm_parallel`] stays on the calling thread: waking the pool costs
@@ -139,6 +145,8 @@ pub(crate) fn gemm_parallel(a: &[f32], lda: usize, m: usize, b: &PackedB, c: &mu
 #[derive(Debug, Clone, Copy)]
 enum Isa {
     #[cfg(target_arch = "x86_64")]
+    Avx512(avx512::Avx512),
+    #[cfg(target_arch = "x86_64")]
     Avx2Fma(avx2::Avx2Fma),
     Portable,
 }
@@ -147,17 +155,37 @@ impl Isa {
     fn detect() -> Self {
         static DETECTED: OnceLock<Isa> = OnceLock::new();
         *DETECTED.get_or_init(|| {
+            // CANDLE_SERVING_ISA=avx2 or portable caps the choice, for side-by-side timings
+            let cap = std::env::var("CANDLE_SERVING_ISA").unwrap_or_default();
             #[cfg(target_arch = "x86_64")]
-            if let Some(token) = avx2::Avx2Fma::new() {
+            if let Some(token) = avx512::Avx512::new().filter(|_| cap.is_empty() || cap == "avx512") {
+                return Self::Avx512(token);
+            }
+            #[cfg(target_arch = "x86_64")]
+            if let Some(token) = avx2::Avx2Fma::new().filter(|_| cap != "portable") {
                 return Self::Avx2Fma(token);
             }
             Self::Portable
         })
     }
 
+    /// Every kernel this CPU can run, best last: the tests check each one.
+    #[cfg(test)]
+    fn available() -> Vec<Self> {
+        let mut isas = vec![Self::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            isas.extend(avx2::Avx2Fma::new().map(Self::Avx2Fma));
+            isas.extend(avx512::Avx512::new().map(Self::Avx512));
+        }
+        isas
+    }
+
     /// Rows per micro-tile.
     fn mr(self) -> usize {
         match self {
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512(_) => avx512::MR,
             #[cfg(target_arch = "x86_64")]
             Self::Avx2Fma(_) => avx2::MR,
             Self::Portable => portable::MR,
@@ -166,6 +194,8 @@ impl Isa {
 
     fn strip(self, strip: Strip<'_>) {
         match self {
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512(token) => avx512::strip(token, strip),
             #[cfg(target_arch = "x86_64")]
             Self::Avx2Fma(token) => avx2::strip(token, strip),
             Self::Portable => portable::strip(strip),
@@ -310,12 +340,29 @@ fn run(isa: Isa, a: &[f32], lda: usize, m: usize, panels: &[f32], k: usize, n: u
     let kc_max = k.div_ceil(blocks);
     let npanels = n.div_ceil(NR);
     let slice = |p: usize, k0: usize, kc: usize| &panels[p * k * NR + k0 * NR..][..kc * NR];
-    for i0 in (0..m).step_by(MC) {
-        let rows = MC.min(m - i0);
+    let mc = MC / isa.mr() * isa.mr();
+    // A rows a multiple of 2 KiB apart (1x1 convs over 512, 1024 or 2048 channels) put a
+    // tile's rows in the same few L1 sets: twelve of them overflow its eight ways, and the
+    // AVX-512 kernel lost a quarter of its speed at lda = 1024. Such blocks are copied, once per
+    // M and K block, into rows one cache line longer than the block, which every panel then
+    // reads.
+    let copy_a = lda % 512 == 0 && npanels > 1 && m > isa.mr();
+    let ldp = kc_max + 16;
+    let mut a_block = if copy_a { vec![0.0f32; mc.min(m) * ldp] } else { Vec::new() };
+    for i0 in (0..m).step_by(mc) {
+        let rows = mc.min(m - i0);
         for kb in 0..blocks {
             let k0 = kb * kc_max;
             let kc = kc_max.min(k - k0);
             let last = kb + 1 == blocks;
+            let (a_strip, a_stride) = if copy_a {
+                for (r, dst) in a_block.chunks_exact_mut(ldp).take(rows).enumerate() {
+                    dst[..kc].copy_from_slice(&a[(i0 + r) * lda + k0..][..kc]);
+                }
+                (&a_block[..], ldp)
+            } else {
+                (&a[i0 * lda + k0..], lda)
+            };
             for p in 0..npanels {
                 let j0 = p * NR;
                 let next_b = if p + 1 < npanels {
@@ -331,8 +378,8 @@ fn run(isa: Isa, a: &[f32], lda: usize, m: usize, panels: &[f32], k: usize, n: u
                     ..finish
                 });
                 isa.strip(Strip {
-                    a: &a[i0 * lda + k0..],
-                    lda,
+                    a: a_strip,
+                    lda: a_stride,
                     rows,
                     kc,
                     b: slice(p, k0, kc),
