@@ -177,10 +177,8 @@ async fn add_remove_and_corrupt_versions_keep_serving() {
     std::fs::write(base.join("3/model.onnx"), b"this is not an onnx file").expect("write corrupt");
     let error = loop {
         let now = states(&server, "m").await;
-        if let Some((_, state, message)) = now.iter().find(|(v, ..)| *v == 3) {
-            if *state == State::End as i32 && !message.is_empty() {
-                break message.clone();
-            }
+        if let Some((_, state, message)) = now.iter().find(|(v, ..)| *v == 3) && *state == State::End as i32 && !message.is_empty() {
+            break message.clone();
         }
         assert!(written.elapsed() < Duration::from_secs(10), "corrupt v3 never reported: {now:?}");
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -99,7 +99,7 @@ fn values<T: Clone, const N: usize>(raw: &[u8], typed: &[T], from_le: fn([u8; N]
     if raw.is_empty() {
         return Ok(typed.to_vec());
     }
-    if raw.len() % N != 0 {
+    if !raw.len().is_multiple_of(N) {
         return Err(format!("raw_data length {} is not a multiple of {N}", raw.len()));
     }
     Ok(raw.chunks_exact(N).map(|c| from_le(c.try_into().expect("chunks_exact gives N bytes"))).collect())

@@ -56,10 +56,8 @@ async fn health_goes_not_serving_serving_not_serving_across_load_and_sigterm() {
     let mut http_seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
-        if let Some(code) = http_ready(rest).await {
-            if http_seen.last() != Some(&code) {
-                http_seen.push(code);
-            }
+        if let Some(code) = http_ready(rest).await && http_seen.last() != Some(&code) {
+            http_seen.push(code);
         }
         if let Some(status) = health(port, "").await {
             if seen.last() != Some(&status) {

@@ -164,10 +164,8 @@ async fn open(client: Arc<Client>, plan: &Plan, rate: f64, max_outstanding: usiz
         tokio::spawn(async move {
             let outcome = client.call(seq, timeout).await;
             let done = Instant::now();
-            if measured {
-                if let Ok(mut r) = shared.lock() {
-                    r.record(outcome, done.saturating_duration_since(scheduled), done);
-                }
+            if measured && let Ok(mut r) = shared.lock() {
+                r.record(outcome, done.saturating_duration_since(scheduled), done);
             }
             outstanding.fetch_sub(1, Ordering::Relaxed);
         });

@@ -41,10 +41,8 @@ impl RestClient {
             }
             Err(e) => return Err(Failure::new("io", &e.to_string())),
         };
-        if response.keep_alive {
-            if let Ok(mut idle) = self.idle.lock() {
-                idle.push(conn);
-            }
+        if response.keep_alive && let Ok(mut idle) = self.idle.lock() {
+            idle.push(conn);
         }
         if response.status == 200 {
             Ok(())

@@ -259,7 +259,7 @@ mod tests {
             for threads in [1, 2, 3] {
                 let rows = chunk_rows(pixels, patch, threads);
                 let chunks = pixels.div_ceil(rows);
-                assert!(rows == pixels || rows % 12 == 0, "{pixels} px, patch {patch}: {rows} rows");
+                assert!(rows == pixels || rows.is_multiple_of(12), "{pixels} px, patch {patch}: {rows} rows");
                 assert!(rows >= MIN_CHUNK_ROWS.min(pixels), "{pixels} px, patch {patch}: {rows} rows");
                 assert!(chunks == 1 || rows * patch <= 2 * CHUNK_FLOATS, "{pixels} px, patch {patch}: {rows} rows");
                 if threads > 1 && chunks >= threads && pixels % rows == 0 {

@@ -59,7 +59,7 @@ pub(crate) fn map_pixels<T: Sync, U: Copy + Default + Send>(x: &[T], channels: u
 /// ShuffleNet's channel shuffle over `x` as pixels of `channels` values: within each pixel,
 /// channel `i * (channels / group) + j` moves to `j * group + i`.
 pub(crate) fn shuffle_channels<T: Copy + Default + Send + Sync>(x: &[T], channels: usize, group: usize, threads: usize) -> Vec<T> {
-    assert!(group > 0 && channels % group == 0 && x.len() % channels.max(1) == 0, "shuffle of {channels} channels into {group} groups");
+    assert!(group > 0 && channels.is_multiple_of(group) && x.len().is_multiple_of(channels.max(1)), "shuffle of {channels} channels into {group} groups");
     if channels == 0 {
         return vec![T::default(); x.len()];
     }

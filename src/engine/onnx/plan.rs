@@ -125,10 +125,8 @@ impl PlanBuilder {
     fn count_read(&mut self, name: &str) {
         let Some(count) = self.pending_reads.get_mut(name) else { return };
         *count = count.saturating_sub(1);
-        if *count == 0 {
-            if let Some(slot) = self.slot(name).filter(|s| !self.read_per_request.contains(s)) {
-                self.template[slot] = None;
-            }
+        if *count == 0 && let Some(slot) = self.slot(name).filter(|s| !self.read_per_request.contains(s)) {
+            self.template[slot] = None;
         }
     }
 

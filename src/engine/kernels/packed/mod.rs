@@ -346,7 +346,7 @@ fn run(isa: Isa, a: &[f32], lda: usize, m: usize, panels: &[f32], k: usize, n: u
     // AVX-512 kernel lost a quarter of its speed at lda = 1024. Such blocks are copied, once per
     // M and K block, into rows one cache line longer than the block, which every panel then
     // reads.
-    let copy_a = lda % 512 == 0 && npanels > 1 && m > isa.mr();
+    let copy_a = lda.is_multiple_of(512) && npanels > 1 && m > isa.mr();
     let ldp = kc_max + 16;
     let mut a_block = if copy_a { vec![0.0f32; mc.min(m) * ldp] } else { Vec::new() };
     for i0 in (0..m).step_by(mc) {

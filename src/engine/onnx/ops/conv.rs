@@ -45,7 +45,7 @@ pub(super) fn check_shapes(
     let (w0, w1) = (w.dims()[0], w.dims()[1]);
     let ok = if transposed {
         // W is [C, M/group, k...]
-        w0 == channels && channels % group == 0
+        w0 == channels && channels.is_multiple_of(group)
     } else {
         // W is [M, C/group, k...]
         w1 * group == channels && w0 % group == 0
@@ -61,10 +61,8 @@ pub(super) fn check_shapes(
     if kernel.contains(&0) {
         return Err(OpError::Invalid(format!("W {:?} has an empty kernel axis", w.dims())));
     }
-    if let Some(k) = kernel_shape {
-        if k != kernel.as_slice() {
-            return Err(OpError::Invalid(format!("attribute 'kernel_shape' {k:?} does not match W's spatial dims {kernel:?}")));
-        }
+    if let Some(k) = kernel_shape && k != kernel.as_slice() {
+        return Err(OpError::Invalid(format!("attribute 'kernel_shape' {k:?} does not match W's spatial dims {kernel:?}")));
     }
     Ok((x.rank() - 2, kernel))
 }

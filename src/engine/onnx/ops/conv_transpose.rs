@@ -41,10 +41,8 @@ impl ConvTranspose {
     fn crops(&self, input: &[usize], kernel: &[usize], strides: &[usize], dilations: &[usize]) -> Result<Vec<Crop>, OpError> {
         let n = input.len();
         let out_pad = per_axis(self.output_padding.as_deref(), n, 0, "output_padding")?;
-        if let Some(p) = &self.pads {
-            if p.len() != 2 * n {
-                return Err(OpError::Invalid(format!("attribute 'pads' has {} values, expected {}", p.len(), 2 * n)));
-            }
+        if let Some(p) = &self.pads && p.len() != 2 * n {
+            return Err(OpError::Invalid(format!("attribute 'pads' has {} values, expected {}", p.len(), 2 * n)));
         }
         // output_shape may list only the spatial dims or, as some exporters do, N and C too.
         let target = match &self.output_shape {
@@ -90,7 +88,7 @@ impl ConvTranspose {
 /// W `[C, M/G, K...]` -> `[G, M/G * K, C/G]`, so each group's columns come from one matmul.
 fn reorder(w: &Tensor, g: usize) -> Result<Tensor, OpError> {
     let dims = w.dims();
-    if dims.len() < 3 || g == 0 || dims[0] % g != 0 {
+    if dims.len() < 3 || g == 0 || !dims[0].is_multiple_of(g) {
         return Err(OpError::Invalid(format!("W {dims:?} does not fit group {g}")));
     }
     let (channels, per_group, taps) = (dims[0], dims[1], dims[2..].iter().product::<usize>());

@@ -37,10 +37,8 @@ impl Op for ChannelShuffle {
         if channels % g != 0 {
             return Err(OpError::Invalid(format!("channel shuffle of {channels} channels into {g} groups")));
         }
-        if self.channels_last {
-            if let Some(y) = crate::engine::kernels::custom::shuffle_last_axis(x, g)? {
-                return Ok(vec![y]);
-            }
+        if self.channels_last && let Some(y) = crate::engine::kernels::custom::shuffle_last_axis(x, g)? {
+            return Ok(vec![y]);
         }
         let y = if self.channels_last {
             x.reshape((n * a * b, g, c / g))?.transpose(1, 2)?.contiguous()?.reshape((n, a, b, c))?

@@ -27,10 +27,8 @@ impl BatchNorm {
 impl Op for BatchNorm {
     /// Constant statistics (the usual case) fold once here instead of on every request.
     fn prepare(&mut self, constants: &[Option<&Tensor>]) -> Result<(), OpError> {
-        if let [_, Some(scale), Some(bias), Some(mean), Some(var), ..] = constants {
-            if [bias, mean, var].iter().all(|p| p.dims() == scale.dims()) {
-                self.folded = self.fold(scale, bias, mean, var).ok();
-            }
+        if let [_, Some(scale), Some(bias), Some(mean), Some(var), ..] = constants && [bias, mean, var].iter().all(|p| p.dims() == scale.dims()) {
+            self.folded = self.fold(scale, bias, mean, var).ok();
         }
         Ok(())
     }

@@ -278,10 +278,8 @@ impl Op for Resize {
             }
             (None, None) => return Err(OpError::Invalid("Resize needs either scales or sizes".into())),
         };
-        if let Some(r) = &roi {
-            if self.coordinates == Coordinates::TfCropAndResize {
-                check("roi", r.len(), 2 * count)?;
-            }
+        if let Some(r) = &roi && self.coordinates == Coordinates::TfCropAndResize {
+            check("roi", r.len(), 2 * count)?;
         }
         let mut y = x.clone();
         for (i, &a) in axes.iter().enumerate() {

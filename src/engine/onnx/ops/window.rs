@@ -39,10 +39,8 @@ impl AutoPad {
 /// Strides and dilations must be positive; a zero would divide by zero or collapse the window.
 pub(super) fn positive(ctx: &NodeCtx<'_>, name: &str) -> Result<Option<Vec<usize>>, LoadError> {
     let v = ctx.sizes(name)?;
-    if let Some(v) = &v {
-        if v.contains(&0) {
-            return Err(LoadError::Invalid(format!("attribute '{name}' must be positive, got {v:?}")));
-        }
+    if let Some(v) = &v && v.contains(&0) {
+        return Err(LoadError::Invalid(format!("attribute '{name}' must be positive, got {v:?}")));
     }
     Ok(v)
 }
@@ -93,10 +91,8 @@ pub(super) struct Window<'a> {
 impl Window<'_> {
     pub(super) fn resolve(&self, input: &[usize]) -> Result<Vec<Axis>, OpError> {
         let n = input.len();
-        if let Some(p) = self.pads {
-            if p.len() != 2 * n {
-                return Err(OpError::Invalid(format!("attribute 'pads' has {} values, expected {}", p.len(), 2 * n)));
-            }
+        if let Some(p) = self.pads && p.len() != 2 * n {
+            return Err(OpError::Invalid(format!("attribute 'pads' has {} values, expected {}", p.len(), 2 * n)));
         }
         (0..n)
             .map(|i| {

@@ -57,7 +57,7 @@ const LOG2E: f32 = std::f32::consts::LOG2_E;
 const ROUNDER: f32 = 12_582_912.0;
 /// ln 2 split in two (Cody and Waite): the high part has few enough bits that `n * LN2_HI` is
 /// exact for every exponent used here, even without a fused multiply-add.
-const LN2_HI: f32 = 0.693_359_375;
+const LN2_HI: f32 = 0.693_359_4;
 const LN2_LO: f32 = -2.121_944_4e-4;
 /// Below this, e^x is subnormal; those results flush to zero.
 const EXP_FLOOR: f32 = -87.3;
