@@ -19,6 +19,9 @@ struct Step {
     free: Vec<usize>,
 }
 
+/// Called after each step with its op type, inputs, outputs and wall time.
+type StepObserver<'a> = dyn FnMut(&str, &[Option<&Tensor>], &[Tensor], std::time::Duration) + 'a;
+
 pub(crate) struct Plan {
     /// Initial slot contents: folded constants, `None` for values computed per request.
     template: Vec<Option<Tensor>>,
@@ -51,11 +54,11 @@ impl Plan {
     /// [`Self::run`], telling `observe` each step's op type and wall time: the per-op profile
     /// behind the README's notes on where a model's time goes (`profile_plan` in the tests).
     #[cfg(test)]
-    pub(crate) fn run_profiled(&self, inputs: Vec<Tensor>, observe: &mut dyn FnMut(&str, &[Option<&Tensor>], &[Tensor], std::time::Duration)) -> Result<Vec<Tensor>, EngineError> {
+    pub(crate) fn run_profiled(&self, inputs: Vec<Tensor>, observe: &mut StepObserver<'_>) -> Result<Vec<Tensor>, EngineError> {
         self.run_observed(inputs, Some(observe))
     }
 
-    fn run_observed(&self, inputs: Vec<Tensor>, mut observe: Option<&mut dyn FnMut(&str, &[Option<&Tensor>], &[Tensor], std::time::Duration)>) -> Result<Vec<Tensor>, EngineError> {
+    fn run_observed(&self, inputs: Vec<Tensor>, mut observe: Option<&mut StepObserver<'_>>) -> Result<Vec<Tensor>, EngineError> {
         let mut slots = self.template.clone();
         for (&slot, tensor) in self.inputs.iter().zip(inputs) {
             slots[slot] = Some(tensor);
