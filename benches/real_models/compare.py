@@ -166,10 +166,15 @@ def cpu_model():
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return "unknown CPU"
+    model, flags = "unknown CPU", set()
     for line in lscpu.splitlines():
         if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
+            model = line.split(":", 1)[1].strip()
+        elif line.startswith("Flags:"):
+            flags = set(line.split(":", 1)[1].split())
+    # "AMD EPYC" names several generations; the vector width decides both sides' kernels
+    widest = next((isa for isa in ("avx512f", "avx2") if isa in flags), "no AVX2")
+    return f"{model} ({widest.upper() if widest.startswith('avx') else widest})"
 
 
 def main():
