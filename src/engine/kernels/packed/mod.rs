@@ -6,7 +6,8 @@
 //! m = 49, k = 2048, n = 512) that packing costs as much as the arithmetic. Here B is packed
 //! once, into the column panels the micro-kernel streams (what onnxruntime does at session
 //! creation), and A is read in place: the kernel broadcasts A elements straight from its
-//! row-major rows (NHWC pixels, im2col rows, a batch of dense inputs), so a call copies nothing.
+//! row-major rows (NHWC pixels, im2col rows, a batch of dense inputs), so a call copies nothing,
+//! except where A's rows lie a multiple of 2 KiB apart and alias in L1 (see `run`).
 //!
 //! Blocking, outermost first:
 //! - `MC` rows of A, so their `KC`-wide slice (at most ~140 KiB) stays in L2 while every B panel
