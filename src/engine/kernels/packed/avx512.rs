@@ -24,7 +24,7 @@
 
 use std::arch::x86_64::*;
 
-use super::raw_finish::{self, InRegisters, RawFinish as Finish, decode};
+use super::raw::{self, InRegisters, RawStrip};
 use super::{NR, Strip};
 
 pub(super) const MR: usize = 12;
@@ -39,17 +39,12 @@ impl Avx512 {
     }
 }
 
-pub(super) fn strip(_proof: Avx512, s: Strip<'_>) {
-    s.check();
-    let (finish, after) = decode(&s);
-    let next_b = s.next_b.map_or(std::ptr::null(), <[f32]>::as_ptr);
-    // SAFETY: `Avx512` exists only where the CPU reported AVX-512F. `check` proved that rows x kc
-    // of A (stride lda), kc x NR of B and of the next B slice, rows x cols of C (stride ldc) and,
-    // when present, cols of bias and rows x cols of the residual (stride ldr) lie inside their
-    // slices, and `tiles` touches no other element. `c` is a unique borrow, so nothing else
-    // aliases it.
-    unsafe { tiles(s.rows, s.kc, s.a.as_ptr(), s.lda, s.b.as_ptr(), next_b, s.c.as_mut_ptr(), s.ldc, s.cols, s.accumulate, finish) };
-    raw_finish::after(s, after);
+pub(super) fn strip(_proof: Avx512, mut s: Strip<'_>) {
+    let (raw, after) = RawStrip::new(&mut s);
+    // SAFETY: `Avx512` exists only where the CPU reported AVX-512F. `RawStrip::new` checked that
+    // every view of the strip lies inside its slice, and `tiles` touches no other element.
+    unsafe { tiles(raw) };
+    raw::after(s, after);
 }
 
 /// The strip's micro-tiles, top to bottom: full 12-row tiles in one kernel call, then the
@@ -58,36 +53,20 @@ pub(super) fn strip(_proof: Avx512, s: Strip<'_>) {
 /// # Safety
 /// As for [`kernel`], over `rows` rows.
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tiles(
-    rows: usize,
-    kc: usize,
-    a: *const f32,
-    lda: usize,
-    b: *const f32,
-    next_b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    cols: usize,
-    accumulate: bool,
-    finish: Option<Finish>,
-) {
-    let (full, rest) = (rows / MR, rows % MR);
+unsafe fn tiles(s: RawStrip) {
+    let (full, rest) = (s.rows / MR, s.rows % MR);
     // SAFETY: the caller's contract; the full tiles cover rows 0..full*MR, the last one the
     // rows after, so each call's rows are inside the caller's views.
     unsafe {
         if full > 0 {
-            kernel::<MR>(full, kc, a, lda, b, next_b, c, ldc, cols, accumulate, finish);
+            kernel::<MR>(full, s);
         }
         if rest > 0 {
-            let i = full * MR;
-            let (a, c) = (a.add(i * lda), c.add(i * ldc));
-            let finish = finish.map(|f| f.down(i));
-            let next_b = if full == 0 { next_b } else { std::ptr::null() };
+            let s = s.down(full * MR);
             macro_rules! ragged {
                 ($($r:literal)*) => {
                     match rest {
-                        $($r => kernel::<$r>(1, kc, a, lda, b, next_b, c, ldc, cols, accumulate, finish),)*
+                        $($r => kernel::<$r>(1, s),)*
                         _ => unreachable!("a ragged tile has fewer than MR rows"),
                     }
                 };
@@ -106,20 +85,8 @@ unsafe fn tiles(
 /// residual (stride `ldr`) where not null; `count * R x cols` of C (stride `ldc`) is writable
 /// and aliases none of them.
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn kernel<const R: usize>(
-    count: usize,
-    kc: usize,
-    a: *const f32,
-    lda: usize,
-    b: *const f32,
-    next_b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    cols: usize,
-    accumulate: bool,
-    finish: Option<Finish>,
-) {
+unsafe fn kernel<const R: usize>(count: usize, s: RawStrip) {
+    let RawStrip { kc, a, lda, b, next_b, c, ldc, cols, accumulate, finish, .. } = s;
     // SAFETY: the caller's contract: A reads stay in each tile's rows 0..R, columns 0..kc
     // (stride lda), B and prefetch addresses in 0..kc*NR, and every C/bias/residual access is
     // masked to the columns below `cols`.

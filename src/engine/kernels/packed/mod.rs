@@ -37,7 +37,7 @@ mod avx2;
 mod avx512;
 mod portable;
 #[cfg(target_arch = "x86_64")]
-mod raw_finish;
+mod raw;
 
 /// Columns per B panel: two AVX2 vectors, four SSE or NEON vectors in the portable tile.
 const NR: usize = 16;
