@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use candle_core::Tensor;
 use candle_serving::engine::onnx::OnnxSession;
-use candle_serving::engine::{Session, set_intra_op_threads};
+use candle_serving::engine::{Session, keep_candle_on_the_calling_thread, set_intra_op_threads};
 use candle_serving::tensor::{HostTensor, TensorData};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
@@ -68,7 +68,10 @@ fn batch_input(path: &Path, batch: usize) -> HostTensor {
     HostTensor::new(shape, TensorData::F32(data)).expect("input tensor")
 }
 
+#[allow(unsafe_code)]
 fn engine(c: &mut Criterion) {
+    // SAFETY: criterion has started no thread yet; see the function's comment
+    unsafe { keep_candle_on_the_calling_thread() };
     // the kernel pool is sized once, to the largest count; each case then splits across `t`
     set_intra_op_threads(THREADS[THREADS.len() - 1]);
     let mut group = c.benchmark_group("engine");

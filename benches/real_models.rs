@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use candle_core::{DType, Tensor};
 use candle_serving::engine::onnx::OnnxSession;
-use candle_serving::engine::{Session, set_intra_op_threads};
+use candle_serving::engine::{Session, keep_candle_on_the_calling_thread, set_intra_op_threads};
 use candle_serving::tensor::{HostTensor, TensorData};
 use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main};
 
@@ -153,7 +153,10 @@ fn check(name: &str, dir: &Path, session: &dyn Session, input: &HostTensor, batc
     Ok(())
 }
 
+#[allow(unsafe_code)]
 fn real(c: &mut Criterion) {
+    // SAFETY: criterion has started no thread yet; see the function's comment
+    unsafe { keep_candle_on_the_calling_thread() };
     // the kernel pool is sized once, to the largest count; each case then splits across `t`
     set_intra_op_threads(THREADS[THREADS.len() - 1]);
     let filter = plain_filter();

@@ -24,7 +24,10 @@ fn release_to_os() {
     unsafe { mi_collect(true) }
 }
 
+#[allow(unsafe_code)]
 fn main() -> ExitCode {
+    // SAFETY: first thing in main, before the runtime, the pools or logging start a thread
+    unsafe { candle_serving::engine::keep_candle_on_the_calling_thread() };
     let config = match parse_args(std::env::args().skip(1)) {
         Ok(ParseOutcome::Serve(config)) => *config,
         Ok(ParseOutcome::Help) => {

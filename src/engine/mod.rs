@@ -12,6 +12,6 @@ mod worker;
 
 pub use device::DeviceSpec;
 pub use error::{EngineError, LoadError};
-pub use kernels::threads::{available_cores, set_intra_op_threads};
+pub use kernels::threads::{available_cores, keep_candle_on_the_calling_thread, set_intra_op_threads};
 pub use session::{EngineOptions, Session};
 pub use worker::{ComputeError, ComputePool, InlineSlot, Timing};

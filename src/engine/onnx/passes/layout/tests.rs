@@ -172,7 +172,10 @@ fn print_plan() {
 /// this is the profile it read.
 #[test]
 #[ignore]
+#[allow(unsafe_code)]
 fn profile_plan() {
+    // SAFETY: run alone (`profile_plan --ignored`), before this test starts a thread
+    unsafe { crate::engine::keep_candle_on_the_calling_thread() };
     let path = std::env::var("PLAN_MODEL").expect("PLAN_MODEL=<path to model.onnx>");
     let env = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let (batch, threads) = (env("PLAN_BATCH", 1), env("PLAN_THREADS", 2));
@@ -214,14 +217,14 @@ fn profile_plan() {
     }
     let total = started.elapsed() / runs as u32;
     let mut rows: Vec<_> = per_op.into_iter().collect();
-    rows.sort_by(|a, b| b.1.0.cmp(&a.1.0));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1.0));
     let in_ops: std::time::Duration = rows.iter().map(|r| r.1.0).sum::<std::time::Duration>() / runs as u32;
     println!("{path}: input {dims:?}, {threads} threads, {total:?} per run, {in_ops:?} in ops");
     for (op, (t, n)) in rows {
         println!("{op:>28} {:>10.3} ms {:>5.1}% x{}", t.as_secs_f64() * 1e3 / runs as f64, 100.0 * t.as_secs_f64() / runs as f64 / total.as_secs_f64(), n / runs);
     }
     let mut nodes: Vec<_> = per_node.into_iter().collect();
-    nodes.sort_by(|a, b| b.1.cmp(&a.1));
+    nodes.sort_by_key(|n| std::cmp::Reverse(n.1));
     for (key, t) in nodes.into_iter().take(env("PLAN_TOP", 25)) {
         println!("{:>10.3} ms  {key}", t.as_secs_f64() * 1e3 / runs as f64);
     }
