@@ -188,6 +188,21 @@ impl CustomOp3 for NhwcScaleShift {
     }
 }
 
+/// LRN across the last axis (channels) of NHWC input.
+pub(crate) struct NhwcLrn(pub(crate) super::lrn::Lrn);
+
+impl CustomOp1 for NhwcLrn {
+    fn name(&self) -> &'static str {
+        "nhwc-lrn"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let [_, _, _, channels] = nhwc(layout, "LRN input")?;
+        let out = self.0.run(f32s(storage, layout, "LRN input")?, channels, intra_op_threads());
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+}
+
 /// Max or average pooling over NHWC input.
 pub(crate) struct NhwcPool {
     pub(crate) window: Window2d,

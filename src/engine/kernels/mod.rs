@@ -12,6 +12,7 @@ pub(crate) mod activation;
 pub(crate) mod conv;
 pub(crate) mod custom;
 pub(crate) mod depthwise;
+pub(crate) mod lrn;
 pub(crate) mod movement;
 pub(crate) mod packed;
 pub(crate) mod pool;

@@ -7,7 +7,7 @@ use crate::engine::LoadError;
 use crate::engine::kernels::Activation;
 use crate::engine::kernels::conv::pack_hwio;
 use crate::engine::kernels::packed::PackedB;
-use crate::engine::kernels::custom::{ConvWeights, Dense, DenseWeights, NhwcConv, NhwcPool, NhwcScaleShift, Window2d};
+use crate::engine::kernels::custom::{ConvWeights, Dense, DenseWeights, NhwcConv, NhwcLrn, NhwcPool, NhwcScaleShift, Window2d};
 use crate::engine::kernels::pool::Reduce;
 use crate::engine::onnx::attrs::NodeCtx;
 
@@ -23,7 +23,17 @@ pub(super) const OPS: &[(&str, Builder)] = &[
     ("_NhwcGlobalMaxPool", |_| Ok(Box::new(GlobalPool { max: true }))),
     ("_Dense", |ctx| Ok(Box::new(DenseOp { dense: Dense { activation: from_node(ctx)? }, packed: None }))),
     ("_NhwcScaleShift", |ctx| Ok(Box::new(ScaleShiftOp(NhwcScaleShift { activation: from_node(ctx)? })))),
+    ("_NhwcLrn", |ctx| Ok(Box::new(LrnOp(NhwcLrn(super::norm::lrn_params(ctx)?))))),
 ];
+
+struct LrnOp(NhwcLrn);
+
+impl Op for LrnOp {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> OpResult {
+        let x = required(inputs, 0, "X")?.contiguous()?;
+        Ok(vec![x.apply_op1_no_bwd(&self.0)?])
+    }
+}
 
 struct ScaleShiftOp(NhwcScaleShift);
 

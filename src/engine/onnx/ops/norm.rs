@@ -3,6 +3,7 @@
 use candle_core::Tensor;
 
 use crate::engine::LoadError;
+use crate::engine::kernels;
 use crate::engine::onnx::attrs::NodeCtx;
 
 use super::{Builder, Op, OpError, OpResult, required};
@@ -84,12 +85,7 @@ fn batch_norm(ctx: &NodeCtx<'_>) -> Result<Box<dyn Op>, LoadError> {
     Ok(Box::new(BatchNorm { epsilon: f64::from(ctx.float("epsilon", 1e-5)), folded: None }))
 }
 
-struct Lrn {
-    alpha: f64,
-    beta: f64,
-    bias: f64,
-    size: usize,
-}
+struct Lrn(kernels::lrn::Lrn);
 
 impl Op for Lrn {
     /// y = x / (bias + alpha / size * sum of x^2 over the `size` channels around c)^beta, the
@@ -100,29 +96,30 @@ impl Op for Lrn {
             return Err(OpError::Invalid(format!("LRN needs X as [N, C, spatial...], got {:?}", x.dims())));
         }
         let c = x.dims()[1];
-        let before = (self.size - 1) / 2;
-        let after = self.size - 1 - before;
+        let kernels::lrn::Lrn { alpha, beta, bias, size } = self.0;
+        let before = (size - 1) / 2;
+        let after = size - 1 - before;
         let squares = x.sqr()?.pad_with_zeros(1, before, after)?;
         let mut sum = squares.narrow(1, 0, c)?;
-        for j in 1..self.size {
+        for j in 1..size {
             sum = (sum + squares.narrow(1, j, c)?)?;
         }
-        let denominator = sum.affine(self.alpha / self.size as f64, self.bias)?.powf(self.beta)?;
+        let denominator = sum.affine(f64::from(alpha) / size as f64, f64::from(bias))?.powf(f64::from(beta))?;
         Ok(vec![x.div(&denominator)?])
     }
 }
 
 fn lrn(ctx: &NodeCtx<'_>) -> Result<Box<dyn Op>, LoadError> {
+    Ok(Box::new(Lrn(lrn_params(ctx)?)))
+}
+
+/// LRN's attributes, shared with the NHWC op the layout pass makes of it.
+pub(super) fn lrn_params(ctx: &NodeCtx<'_>) -> Result<kernels::lrn::Lrn, LoadError> {
     let size = ctx.int("size", 0);
     if size < 1 {
         return Err(LoadError::Invalid(format!("attribute 'size' is required and must be >= 1, got {size}")));
     }
-    Ok(Box::new(Lrn {
-        alpha: f64::from(ctx.float("alpha", 1e-4)),
-        beta: f64::from(ctx.float("beta", 0.75)),
-        bias: f64::from(ctx.float("bias", 1.0)),
-        size: size as usize,
-    }))
+    Ok(kernels::lrn::Lrn { alpha: ctx.float("alpha", 1e-4), beta: ctx.float("beta", 0.75), bias: ctx.float("bias", 1.0), size: size as usize })
 }
 
 #[cfg(test)]

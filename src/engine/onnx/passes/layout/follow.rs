@@ -3,8 +3,9 @@
 //! Every op here either computes the same thing in any axis order (elementwise ops), or names
 //! axes that are easy to renumber (Concat, Pad, reductions), or is a per-channel affine map
 //! that becomes one fused NHWC scale-and-shift (inference BatchNormalization that no conv
-//! absorbed, such as DenseNet's BN-ReLU before each conv). Keeping them in NHWC is what removes
-//! the transposes a whole network would otherwise pay around each of them.
+//! absorbed, such as DenseNet's BN-ReLU before each conv), or normalises across channels (LRN,
+//! which has an NHWC kernel). Keeping them in NHWC is what removes the transposes a whole
+//! network would otherwise pay around each of them.
 
 use std::collections::HashMap;
 
@@ -17,6 +18,9 @@ use super::super::graph::{attr, constant_ints, float_initializer, initializer, i
 /// `y = x * scale[c] + shift[c]` over NHWC `x`, with an optional fused activation: the form
 /// an unfolded BatchNormalization takes, and where following per-channel Mul/Add fold in.
 pub(crate) const NHWC_SCALE_SHIFT: &str = "_NhwcScaleShift";
+
+/// ONNX's LRN over the channels of an NHWC value (the last axis rather than axis 1).
+pub(crate) const NHWC_LRN: &str = "_NhwcLrn";
 
 /// Where NCHW axis `a` sits in NHWC.
 const NHWC_POSITION: [usize; 4] = [0, 3, 1, 2];
@@ -41,6 +45,7 @@ pub(super) enum Rewrite {
     /// `keep_dims == false` gives a value whose axis order is the same in both layouts.
     Reduce { keep_dims: bool },
     BatchNorm,
+    Lrn,
 }
 
 impl Rewrite {
@@ -88,6 +93,7 @@ pub(super) fn rule(graph: &GraphProto, node: &NodeProto, nhwc: &HashMap<String, 
             let order_agrees = axes.contains(&1) || (axes.contains(&2) && axes.contains(&3));
             (keep_dims || order_agrees).then_some(Rewrite::Reduce { keep_dims })
         }
+        "LRN" if is_nhwc(&node.input[0]) => Some(Rewrite::Lrn),
         "BatchNormalization" if is_nhwc(&node.input[0]) && node.input.len() == 5 => {
             inference_affine(graph, node).map(|_| Rewrite::BatchNorm)
         }
@@ -108,6 +114,7 @@ pub(super) fn apply(graph: &mut GraphProto, node: &mut NodeProto, rewrite: Rewri
         }
         Rewrite::Concat => set_int(node, "axis", 3),
         Rewrite::ChannelShuffle => node.attribute.push(int_attr("channels_last", 1)),
+        Rewrite::Lrn => node.op_type = NHWC_LRN.into(),
         Rewrite::Pad => {
             let Some(p) = pads(graph, node) else { return };
             let permuted: Vec<i64> = [0, 2, 3, 1, 4, 6, 7, 5].iter().map(|&i| p[i]).collect();

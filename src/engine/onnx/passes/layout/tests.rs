@@ -114,6 +114,23 @@ fn densenet_style_bn_relu_concat_pad_and_reduce_stay_in_nhwc() {
     assert_eq!(ops, ["Transpose", "_NhwcConv", "_NhwcConv", "Concat", "_NhwcScaleShift", "Pad", "_NhwcConv", "ReduceMean"]);
 }
 
+/// GoogLeNet's conv -> max pool -> LRN -> conv: the LRN runs over the NHWC channels, so the
+/// only transpose left is the one at the input.
+#[test]
+fn lrn_between_convs_stays_in_nhwc() {
+    let real = |name: &str, v: f32| AttributeProto { name: name.into(), r#type: AttributeType::Float as i32, f: v, ..Default::default() };
+    let nodes = vec![
+        node("Conv", &["x", "w1"], "c1", vec![ints("pads", &[1, 1, 1, 1])]),
+        node("MaxPool", &["c1"], "p1", vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])]),
+        // a large alpha so the window sums matter at this scale
+        node("LRN", &["p1"], "n1", vec![int("size", 5), real("alpha", 0.5), real("beta", 0.75), real("bias", 2.0)]),
+        node("Conv", &["n1", "w2"], "y", vec![]),
+    ];
+    let init = vec![floats("w1", &[9, 3, 3, 3], 1), floats("w2", &[4, 9, 1, 1], 2)];
+    let ops = agree(&model(nodes, init, "y"), &[2, 3, 8, 6]);
+    assert_eq!(ops, ["Transpose", "_NhwcConv", "_NhwcMaxPool", "_NhwcLrn", "_NhwcConv", "Transpose"]);
+}
+
 #[test]
 fn residual_sum_and_channel_broadcasts_stay_in_nhwc_and_keepdims_reductions_stay_nhwc() {
     let nodes = vec![
