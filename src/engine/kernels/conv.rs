@@ -51,17 +51,31 @@ pub(crate) fn pack_hwio(weights: &[f32], [kh, kw, in_g, out_c]: [usize; 4], grou
     (0..groups).map(|g| PackedB::pack(&weights[g * out_g..], kh * kw * in_g, out_g, out_c)).collect()
 }
 
-/// Output pixels per im2col chunk: chunks of about [`CHUNK_FLOATS`] but no fewer than
-/// [`MIN_CHUNK_ROWS`] pixels, of equal size, in whole 12-row multiples (two 6-row AVX2 tiles),
-/// and as many chunks as a multiple of `threads` when there are at least `threads`, so no thread
-/// waits on another's extra chunk.
-fn chunk_rows(pixels: usize, patch: usize, threads: usize) -> usize {
-    let target = (CHUNK_FLOATS / patch.max(1)).clamp(MIN_CHUNK_ROWS, 4096);
-    let mut chunks = pixels.div_ceil(target).max(1);
-    if threads > 1 && chunks >= threads {
-        chunks = chunks.next_multiple_of(threads);
-    }
-    pixels.div_ceil(chunks).next_multiple_of(12).min(pixels).max(1)
+/// Rows of the GEMM tiles that chunk and share boundaries fall on: two 6-row AVX2 tiles, one
+/// 12-row AVX-512 tile.
+const TILE_ROWS: usize = 12;
+
+/// Output pixels per im2col chunk for a conv whose patches are `patch` floats: about
+/// [`CHUNK_FLOATS`], but no fewer than [`MIN_CHUNK_ROWS`].
+fn chunk_target(patch: usize) -> usize {
+    (CHUNK_FLOATS / patch.max(1)).clamp(MIN_CHUNK_ROWS, 4096)
+}
+
+/// Rows per chunk when `rows` are cut into chunks of at most about `target`: equal chunks, in
+/// whole tiles, so no chunk but the last ends in a ragged tile.
+fn even_chunks(rows: usize, target: usize) -> usize {
+    rows.div_ceil(rows.div_ceil(target).max(1)).next_multiple_of(TILE_ROWS).min(rows).max(1)
+}
+
+/// Where each thread's contiguous share of `pixels` starts, plus `pixels` at the end: the
+/// boundaries nearest to equal shares that fall on whole tiles. Cutting the pixels into chunks
+/// first and handing the chunks out left threads unequal work when the chunks did not divide
+/// evenly (ResNet50's and VGG's 14x14 stages: 196 pixels as chunks of 60, 60, 60 and 16, so 120
+/// rows against 76); here 196 pixels split 96 / 100, and each share is then chunked on its own.
+fn thread_shares(pixels: usize, threads: usize) -> Vec<usize> {
+    let mut bounds: Vec<usize> = (0..threads).map(|t| ((t * pixels / threads + TILE_ROWS / 2) / TILE_ROWS * TILE_ROWS).min(pixels)).collect();
+    bounds.push(pixels);
+    bounds
 }
 
 impl Conv2d {
@@ -142,14 +156,9 @@ impl Conv2d {
             }
             return output;
         }
-        let rows_per_chunk = chunk_rows(pixels, patch, threads);
-        let chunk_len = rows_per_chunk * self.out_c;
-        let chunks = pixels.div_ceil(rows_per_chunk);
-        // a chunk per thread or more: chunks are the tasks; fewer (batch 1 at 7x7 or 14x14): the
-        // GEMM splits its own rows or weight panels
-        let (outer, inner) = if threads > 1 && chunks >= threads { (threads, 1) } else { (1, threads) };
-        let run_chunk = |col: &mut Vec<f32>, (index, out): (usize, &mut [f32])| {
-            let first = index * rows_per_chunk;
+        let target = chunk_target(patch);
+        // `first` is the chunk's first pixel, `out` its output rows
+        let run_chunk = |col: &mut Vec<f32>, first: usize, out: &mut [f32], inner: usize| {
             let rows = out.len() / self.out_c;
             col.resize(rows * patch, 0.0);
             for (g, p) in packed.iter().enumerate() {
@@ -162,11 +171,28 @@ impl Conv2d {
                 }
             }
         };
-        if outer > 1 {
-            output.par_chunks_mut(chunk_len).enumerate().for_each_init(Vec::new, |col, c| run_chunk(col, c));
+        // each share (the whole output on one thread) in equal chunks of about `target` rows
+        let run_share = |col: &mut Vec<f32>, first: usize, share: &mut [f32], inner: usize| {
+            let rows = even_chunks(share.len() / self.out_c, target);
+            for (i, out) in share.chunks_mut(rows * self.out_c).enumerate() {
+                run_chunk(col, first + i * rows, out, inner);
+            }
+        };
+        if threads > 1 && pixels.div_ceil(target) >= threads {
+            // a chunk per thread or more: each thread takes one contiguous share of the pixels
+            let bounds = thread_shares(pixels, threads);
+            let mut shares = Vec::with_capacity(threads);
+            let mut rest = &mut output[..];
+            for pair in bounds.windows(2) {
+                let (share, tail) = rest.split_at_mut((pair[1] - pair[0]) * self.out_c);
+                shares.push((pair[0], share));
+                rest = tail;
+            }
+            shares.into_par_iter().for_each_init(Vec::new, |col, (first, share)| run_share(col, first, share, 1));
         } else {
-            let mut col = Vec::new();
-            output.chunks_mut(chunk_len).enumerate().for_each(|c| run_chunk(&mut col, c));
+            // fewer chunks than threads (batch 1 at 7x7 or 14x14): the GEMM splits its own rows
+            // or weight panels
+            run_share(&mut Vec::new(), 0, &mut output, threads);
         }
         output
     }
@@ -255,20 +281,27 @@ mod tests {
 
     #[test]
     fn chunks_cover_every_pixel_in_whole_tiles_and_even_shares() {
-        for (pixels, patch) in [(1, 27), (49, 4608), (196, 2304), (3136, 576), (50176, 576), (1152, 576), (12544, 147)] {
+        for (pixels, patch) in [(1, 27), (49, 4608), (196, 2304), (3136, 576), (50176, 576), (1152, 576), (12544, 147), (784, 4608)] {
+            let target = chunk_target(patch);
+            assert!(target >= MIN_CHUNK_ROWS && (target == MIN_CHUNK_ROWS || target * patch <= CHUNK_FLOATS), "patch {patch}: {target} rows");
+            let rows = even_chunks(pixels, target);
+            assert!(rows == pixels || rows.is_multiple_of(TILE_ROWS), "{pixels} px, patch {patch}: {rows} rows");
+            assert!(rows >= MIN_CHUNK_ROWS.min(pixels) && rows <= target + TILE_ROWS, "{pixels} px, patch {patch}: {rows} rows");
             for threads in [1, 2, 3] {
-                let rows = chunk_rows(pixels, patch, threads);
-                let chunks = pixels.div_ceil(rows);
-                assert!(rows == pixels || rows.is_multiple_of(12), "{pixels} px, patch {patch}: {rows} rows");
-                assert!(rows >= MIN_CHUNK_ROWS.min(pixels), "{pixels} px, patch {patch}: {rows} rows");
-                assert!(chunks == 1 || rows * patch <= 2 * CHUNK_FLOATS, "{pixels} px, patch {patch}: {rows} rows");
-                if threads > 1 && chunks >= threads && pixels % rows == 0 {
-                    assert_eq!(chunks % threads, 0, "{pixels} px, patch {patch}, {threads} threads: {chunks} chunks");
+                let bounds = thread_shares(pixels, threads);
+                assert_eq!((bounds.len(), bounds[0], bounds[threads]), (threads + 1, 0, pixels));
+                for pair in bounds.windows(2) {
+                    let share = pair[1] - pair[0];
+                    assert!(pair[0].is_multiple_of(TILE_ROWS) || pair[0] == pixels, "{pixels} px / {threads}: a share starts mid-tile at {}", pair[0]);
+                    // each end is within half a tile of an equal share's
+                    assert!(share.abs_diff(pixels / threads) <= TILE_ROWS, "{pixels} px / {threads}: {bounds:?}");
                 }
             }
         }
         // the 7x7 stage of ResNet50 is one chunk: its 9.4 MB of weights are read once
-        assert_eq!(chunk_rows(49, 4608, 2), 49);
+        assert_eq!(even_chunks(49, chunk_target(4608)), 49);
+        // and the 14x14 stage splits 96 / 100, not 120 / 76
+        assert_eq!(thread_shares(196, 2), [0, 96, 196]);
     }
 
     #[test]
