@@ -63,16 +63,39 @@ pub(crate) fn shuffle_channels<T: Copy + Default + Send + Sync>(x: &[T], channel
     if channels == 0 {
         return vec![T::default(); x.len()];
     }
-    let per_group = channels / group;
     map_pixels(x, channels, threads, |src, dst| {
-        for (s, d) in src.chunks_exact(channels).zip(dst.chunks_exact_mut(channels)) {
-            for (i, run) in s.chunks_exact(per_group).enumerate() {
-                for (j, &v) in run.iter().enumerate() {
-                    d[j * group + i] = v;
+        let pixels = src.chunks_exact(channels).zip(dst.chunks_exact_mut(channels));
+        match group {
+            2 => pixels.for_each(|(s, d)| shuffle_pixel::<T, 2>(s, d)),
+            3 => pixels.for_each(|(s, d)| shuffle_pixel::<T, 3>(s, d)),
+            4 => pixels.for_each(|(s, d)| shuffle_pixel::<T, 4>(s, d)),
+            8 => pixels.for_each(|(s, d)| shuffle_pixel::<T, 8>(s, d)),
+            _ => {
+                let per_group = channels / group;
+                for (s, d) in pixels {
+                    for (i, run) in s.chunks_exact(per_group).enumerate() {
+                        for (j, &v) in run.iter().enumerate() {
+                            d[j * group + i] = v;
+                        }
+                    }
                 }
             }
         }
     })
+}
+
+/// One pixel's shuffle with the group count known when compiling (ShuffleNet uses 2, 3, 4 and
+/// 8): the destination is written in order, `G` values at a time, each from its own source run,
+/// with no index to check per value. The scattered stores of the general loop, one bounds check
+/// each, ran at about 1 ns per value (0.4 ms for a 56x56x112 shuffle).
+fn shuffle_pixel<T: Copy, const G: usize>(s: &[T], d: &mut [T]) {
+    let per = s.len() / G;
+    let runs: [&[T]; G] = std::array::from_fn(|i| &s[i * per..][..per]);
+    for (j, out) in d.chunks_exact_mut(G).take(per).enumerate() {
+        for (o, run) in out.iter_mut().zip(&runs) {
+            *o = run[j];
+        }
+    }
 }
 
 #[cfg(test)]
@@ -81,7 +104,7 @@ mod tests {
 
     #[test]
     fn channel_shuffle_moves_channel_i_j_to_j_i() {
-        for &(pixels, channels, group) in &[(1, 6, 2), (5, 12, 3), (3000, 48, 4), (4, 0, 1)] {
+        for &(pixels, channels, group) in &[(1, 6, 2), (5, 12, 3), (3000, 48, 4), (4, 0, 1), (7, 40, 8), (9, 30, 5), (2, 8, 8)] {
             let x: Vec<u32> = (0..(pixels * channels) as u32).collect();
             for threads in [1, 2] {
                 let got = shuffle_channels(&x, channels, group, threads);
