@@ -12,7 +12,8 @@
 //! op, steals the second.
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 static INTRA_OP: AtomicUsize = AtomicUsize::new(1);
 
@@ -73,6 +74,36 @@ pub(crate) fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     })
 }
 
+/// Runs shorter than this stay on the caller's thread next time (see [`RunLengths`]).
+const SHORT_RUN: Duration = Duration::from_millis(1);
+
+/// How long a session's last run took at each batch size, so that short runs skip the pool.
+/// Handing a run to the pool and back costs two thread wake-ups: 30 µs measured on the
+/// 2-vCPU VM, which made the 210 µs batch-1 Conv1D + GRU slower on two threads than on one. A
+/// run that short has no kernel large enough to split, so it loses nothing by staying where it
+/// is; a run that grows past [`SHORT_RUN`] (longer sequences at the same batch) goes back to
+/// the pool on the next call.
+pub(crate) struct RunLengths([AtomicU64; 65]);
+
+impl Default for RunLengths {
+    fn default() -> Self {
+        Self([const { AtomicU64::new(0) }; 65])
+    }
+}
+
+impl RunLengths {
+    /// [`on_pool`], unless the last run at this batch size (batches over 64 share one slot)
+    /// was short.
+    pub(crate) fn run<R: Send>(&self, batch: usize, f: impl FnOnce() -> R + Send) -> R {
+        let slot = &self.0[batch.min(64)];
+        let last = slot.load(Ordering::Relaxed);
+        let started = Instant::now();
+        let result = if last != 0 && last < SHORT_RUN.as_nanos() as u64 { f() } else { on_pool(f) };
+        slot.store((started.elapsed().as_nanos() as u64).max(1), Ordering::Relaxed);
+        result
+    }
+}
+
 struct Stop<'a>(&'a AtomicBool);
 
 impl Drop for Stop<'_> {
@@ -122,6 +153,22 @@ pub fn available_cores() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The first run at a batch size goes onto the pool; once a run was short, the next one
+    /// at that size stays on the caller's thread, and other sizes still start on the pool.
+    #[test]
+    fn short_runs_stay_on_the_calling_thread() {
+        set_intra_op_threads(2);
+        let lengths = RunLengths::default();
+        let on_pool_thread = |batch: usize| lengths.run(batch, || rayon::current_thread_index().is_some());
+        assert!(on_pool_thread(1));
+        // a busy test machine can hold up a pool hand-off past SHORT_RUN; some run soon is short
+        assert!((0..20).any(|_| !on_pool_thread(1)), "batch-1 runs never left the pool");
+        assert!(on_pool_thread(2));
+        // a long run at batch 3 keeps the next one on the pool
+        lengths.run(3, || std::thread::sleep(SHORT_RUN * 2));
+        assert!(on_pool_thread(3));
+    }
 
     /// A model run that panics (the compute pool catches it and answers with an error) must
     /// release the helpers spinning beside it, or the pool would hang on the next request.

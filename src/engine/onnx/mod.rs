@@ -17,6 +17,7 @@ use crate::proto::onnx::ModelProto;
 use crate::tensor::{HostTensor, TensorSpec};
 
 use super::convert::{from_candle, to_candle};
+use super::kernels::threads::RunLengths;
 use super::{EngineError, EngineOptions, LoadError, Session};
 
 /// A loaded ONNX model.
@@ -25,6 +26,7 @@ pub struct OnnxSession {
     inputs: Vec<TensorSpec>,
     outputs: Vec<TensorSpec>,
     device: Device,
+    run_lengths: RunLengths,
 }
 
 impl OnnxSession {
@@ -57,7 +59,7 @@ impl OnnxSession {
     }
 
     fn new(imported: import::Imported, device: Device) -> Self {
-        Self { plan: imported.plan, inputs: imported.inputs, outputs: imported.outputs, device }
+        Self { plan: imported.plan, inputs: imported.inputs, outputs: imported.outputs, device, run_lengths: RunLengths::default() }
     }
 }
 
@@ -91,7 +93,8 @@ impl Session for OnnxSession {
                     .map_err(|e| EngineError::Input { name: spec.key.clone(), reason: e.to_string() })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let results = crate::engine::kernels::threads::on_pool(|| self.plan.run(bound))?;
+        let batch = bound.first().and_then(|t| t.dims().first().copied()).unwrap_or(1);
+        let results = self.run_lengths.run(batch, || self.plan.run(bound))?;
         results
             .iter()
             .zip(&self.outputs)
