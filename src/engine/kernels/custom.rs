@@ -203,6 +203,21 @@ impl CustomOp1 for NhwcLrn {
     }
 }
 
+/// Global max or average pooling of NHWC input to `[n, 1, 1, c]`.
+pub(crate) struct NhwcGlobalPool(pub(crate) Reduce);
+
+impl CustomOp1 for NhwcGlobalPool {
+    fn name(&self) -> &'static str {
+        "nhwc-global-pool"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let [n, h, w, c] = nhwc(layout, "global pool input")?;
+        let out = super::pool::global_pool(f32s(storage, layout, "global pool input")?, n, h * w, c, self.0);
+        Ok((CpuStorage::F32(out), Shape::from((n, 1, 1, c))))
+    }
+}
+
 /// Max or average pooling over NHWC input.
 pub(crate) struct NhwcPool {
     pub(crate) window: Window2d,

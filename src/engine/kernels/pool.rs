@@ -107,6 +107,39 @@ impl Pool2d {
     }
 }
 
+/// Global average or max pooling of NHWC `input` (`batch` images of `pixels` pixels of
+/// `channels` values) to `batch x channels`. Each pixel's channels are one run, so the reduction
+/// is a vector add or max of every run into one accumulator row, in pixel order. candle's
+/// reduction over the middle axis of `[n, h*w, c]` walked it with strided indices: 0.6 ms for
+/// SqueezeNet's 13x13x1000 head, a twentieth of the network.
+pub(crate) fn global_pool(input: &[f32], batch: usize, pixels: usize, channels: usize, reduce: Reduce) -> Vec<f32> {
+    assert_eq!(input.len(), batch * pixels * channels, "global pool input is not {batch} x {pixels} x {channels}");
+    let mut out = vec![0.0f32; batch * channels];
+    if channels == 0 {
+        return out;
+    }
+    for (n, acc) in out.chunks_exact_mut(channels).enumerate() {
+        let image = &input[n * pixels * channels..(n + 1) * pixels * channels];
+        let mut rows = image.chunks_exact(channels);
+        match rows.next() {
+            Some(first) => acc.copy_from_slice(first),
+            // no pixels: the max of nothing is the lowest float; the average is 0 / 0
+            None if reduce == Reduce::Max => acc.fill(f32::NEG_INFINITY),
+            None => {}
+        }
+        match reduce {
+            Reduce::Max => rows.for_each(|px| acc.iter_mut().zip(px).for_each(|(a, &v)| *a = if v > *a { v } else { *a })),
+            Reduce::Average { .. } => {
+                rows.for_each(|px| acc.iter_mut().zip(px).for_each(|(a, &v)| *a += v));
+                // candle's and onnxruntime's order: the sum, then times 1 / count
+                let scale = (1.0 / pixels as f64) as f32;
+                acc.iter_mut().for_each(|a| *a *= scale);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,5 +162,15 @@ mod tests {
         assert_eq!(excl[0], (0.0 + 1.0 + 3.0 + 4.0) / 4.0);
         assert_eq!(incl[0], (0.0 + 1.0 + 3.0 + 4.0) / 9.0);
         assert_eq!(padded.run(&input, Reduce::Max, 1)[0], 4.0);
+    }
+
+    #[test]
+    fn global_pools_reduce_each_channel_over_the_pixels() {
+        // 2 images, 3 pixels, 2 channels: channel 1 = -channel 0
+        let input: Vec<f32> = (0..6).flat_map(|i| [i as f32, -(i as f32)]).collect();
+        assert_eq!(global_pool(&input, 2, 3, 2, Reduce::Max), vec![2.0, -0.0, 5.0, -3.0]);
+        assert_eq!(global_pool(&input, 2, 3, 2, Reduce::Average { count_include_pad: false }), vec![1.0, -1.0, 4.0, -4.0]);
+        assert_eq!(global_pool(&[], 1, 0, 2, Reduce::Max), vec![f32::NEG_INFINITY; 2]);
+        assert!(global_pool(&[], 1, 0, 2, Reduce::Average { count_include_pad: false }).iter().all(|v| v.is_nan()));
     }
 }

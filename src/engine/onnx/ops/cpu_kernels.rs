@@ -7,7 +7,7 @@ use crate::engine::LoadError;
 use crate::engine::kernels::Activation;
 use crate::engine::kernels::conv::pack_hwio;
 use crate::engine::kernels::packed::PackedB;
-use crate::engine::kernels::custom::{ConvWeights, Dense, DenseWeights, NhwcConv, NhwcLrn, NhwcPool, NhwcScaleShift, Window2d};
+use crate::engine::kernels::custom::{ConvWeights, Dense, DenseWeights, NhwcConv, NhwcGlobalPool, NhwcLrn, NhwcPool, NhwcScaleShift, Window2d};
 use crate::engine::kernels::pool::Reduce;
 use crate::engine::onnx::attrs::NodeCtx;
 
@@ -223,10 +223,8 @@ struct GlobalPool {
 
 impl Op for GlobalPool {
     fn run(&self, inputs: &[Option<&Tensor>]) -> OpResult {
-        let x = required(inputs, 0, "X")?;
-        let (n, h, w, c) = x.dims4()?;
-        let flat = x.reshape((n, h * w, c))?;
-        let reduced = if self.max { flat.max_keepdim(1)? } else { flat.mean_keepdim(1)? };
-        Ok(vec![reduced.reshape((n, 1, 1, c))?])
+        let x = required(inputs, 0, "X")?.contiguous()?;
+        let reduce = if self.max { Reduce::Max } else { Reduce::Average { count_include_pad: false } };
+        Ok(vec![x.apply_op1_no_bwd(&NhwcGlobalPool(reduce))?])
     }
 }

@@ -131,6 +131,17 @@ fn lrn_between_convs_stays_in_nhwc() {
     assert_eq!(ops, ["Transpose", "_NhwcConv", "_NhwcMaxPool", "_NhwcLrn", "_NhwcConv", "Transpose"]);
 }
 
+/// A classifier head: global average and max pools over NHWC conv outputs give what the NCHW
+/// ops give, per image.
+#[test]
+fn global_pools_after_a_conv_reduce_the_nhwc_pixels() {
+    for (op, internal) in [("GlobalAveragePool", "_NhwcGlobalAveragePool"), ("GlobalMaxPool", "_NhwcGlobalMaxPool")] {
+        let nodes = vec![node("Conv", &["x", "w1"], "c1", vec![ints("pads", &[1, 1, 1, 1])]), node(op, &["c1"], "y", vec![])];
+        let ops = agree(&model(nodes, vec![floats("w1", &[6, 3, 3, 3], 1)], "y"), &[3, 3, 7, 5]);
+        assert_eq!(ops, ["Transpose", "_NhwcConv", internal, "Transpose"]);
+    }
+}
+
 #[test]
 fn residual_sum_and_channel_broadcasts_stay_in_nhwc_and_keepdims_reductions_stay_nhwc() {
     let nodes = vec![
