@@ -222,7 +222,7 @@ impl Conv2d {
                 let row = &image[iy as usize * self.in_w * self.in_c..];
                 if whole_rows && inside_x {
                     let at = x0 as usize * self.in_c;
-                    taps.copy_from_slice(&row[at..at + kw * channels]);
+                    copy_run(taps, &row[at..at + kw * channels]);
                     continue;
                 }
                 for (kx, tap) in taps.chunks_exact_mut(channels).enumerate() {
@@ -231,11 +231,41 @@ impl Conv2d {
                         tap.fill(0.0);
                     } else {
                         let at = ix as usize * self.in_c + c0;
-                        tap.copy_from_slice(&row[at..at + channels]);
+                        copy_run(tap, &row[at..at + channels]);
                     }
                 }
             }
         }
+    }
+}
+
+/// `dst.copy_from_slice(src)` for the short runs of first layers: a 3x3 conv over one channel
+/// copies 3 floats per kernel row and pixel, and a `memcpy` call per run (the length is not
+/// known when compiling) made im2col take 2 of the MNIST CNN's 2.5 ms first conv at batch 64,
+/// against 0.4 ms for its GEMM. Under 32 floats the run goes as fixed-size moves the compiler
+/// inlines: 8 at a time, then 4, 2 and 1.
+fn copy_run(dst: &mut [f32], src: &[f32]) {
+    let n = dst.len();
+    if n >= 32 {
+        dst.copy_from_slice(src);
+        return;
+    }
+    let src = &src[..n];
+    let mut at = 0;
+    while n - at >= 8 {
+        dst[at..at + 8].copy_from_slice(&src[at..at + 8]);
+        at += 8;
+    }
+    if n - at >= 4 {
+        dst[at..at + 4].copy_from_slice(&src[at..at + 4]);
+        at += 4;
+    }
+    if n - at >= 2 {
+        dst[at..at + 2].copy_from_slice(&src[at..at + 2]);
+        at += 2;
+    }
+    if n - at == 1 {
+        dst[at] = src[at];
     }
 }
 
@@ -302,6 +332,16 @@ mod tests {
         assert_eq!(even_chunks(49, chunk_target(4608)), 49);
         // and the 14x14 stage splits 96 / 100, not 120 / 76
         assert_eq!(thread_shares(196, 2), [0, 96, 196]);
+    }
+
+    #[test]
+    fn short_runs_copy_every_value() {
+        let src: Vec<f32> = (0..40).map(|i| i as f32 + 0.5).collect();
+        for n in 0..40 {
+            let mut dst = vec![-1.0f32; n];
+            copy_run(&mut dst, &src[..n]);
+            assert_eq!(dst, src[..n], "{n} values");
+        }
     }
 
     #[test]
