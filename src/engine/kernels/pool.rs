@@ -81,10 +81,8 @@ impl Pool2d {
                 if first {
                     dst.copy_from_slice(src);
                     first = false;
-                } else if reduce == Reduce::Max {
-                    dst.iter_mut().zip(src).for_each(|(d, &s)| *d = if s > *d { s } else { *d });
                 } else {
-                    dst.iter_mut().zip(src).for_each(|(d, &s)| *d += s);
+                    fold_run(reduce, dst, src);
                 }
             }
         }
@@ -104,6 +102,16 @@ impl Pool2d {
                 dst.iter_mut().for_each(|d| *d *= scale);
             }
         }
+    }
+}
+
+/// Folds one run of channels into the accumulator row: elementwise max, or sum for averages
+/// (divided by the count once the window is done). The match is per run, outside the loop, so
+/// each arm vectorises.
+fn fold_run(reduce: Reduce, acc: &mut [f32], run: &[f32]) {
+    match reduce {
+        Reduce::Max => acc.iter_mut().zip(run).for_each(|(a, &v)| *a = if v > *a { v } else { *a }),
+        Reduce::Average { .. } => acc.iter_mut().zip(run).for_each(|(a, &v)| *a += v),
     }
 }
 
@@ -127,14 +135,11 @@ pub(crate) fn global_pool(input: &[f32], batch: usize, pixels: usize, channels: 
             None if reduce == Reduce::Max => acc.fill(f32::NEG_INFINITY),
             None => {}
         }
-        match reduce {
-            Reduce::Max => rows.for_each(|px| acc.iter_mut().zip(px).for_each(|(a, &v)| *a = if v > *a { v } else { *a })),
-            Reduce::Average { .. } => {
-                rows.for_each(|px| acc.iter_mut().zip(px).for_each(|(a, &v)| *a += v));
-                // candle's and onnxruntime's order: the sum, then times 1 / count
-                let scale = (1.0 / pixels as f64) as f32;
-                acc.iter_mut().for_each(|a| *a *= scale);
-            }
+        rows.for_each(|px| fold_run(reduce, acc, px));
+        if let Reduce::Average { .. } = reduce {
+            // candle's and onnxruntime's order: the sum, then times 1 / count
+            let scale = (1.0 / pixels as f64) as f32;
+            acc.iter_mut().for_each(|a| *a *= scale);
         }
     }
     out
