@@ -270,6 +270,17 @@ pub(crate) fn concat(parts: &[&Tensor], axis: usize) -> Result<Option<Tensor>> {
     Tensor::from_vec(out, dims, &Device::Cpu).map(Some)
 }
 
+/// A transpose that swaps two blocks of axes (NCHW <-> NHWC, see
+/// [`super::movement::batched_swap`]) of a contiguous f32 CPU tensor, as one tiled copy;
+/// `None` for other tensors and permutations, which candle's strided copy handles. candle's
+/// copy took 0.3 ms for a 224 x 224 RGB image on its way into the first conv.
+pub(crate) fn transpose(x: &Tensor, perm: &[usize]) -> Result<Option<Tensor>> {
+    let Some(view) = super::movement::batched_swap(x.dims(), perm).filter(|_| host_f32(x)) else { return Ok(None) };
+    let out = super::movement::transpose_batched(Borrowed::new(x).f32s("transpose input")?, view, intra_op_threads());
+    let dims: Vec<usize> = perm.iter().map(|&p| x.dims()[p]).collect();
+    Tensor::from_vec(out, dims, &Device::Cpu).map(Some)
+}
+
 /// ShuffleNet's channel shuffle over the last axis of a contiguous f32 CPU tensor, as one parallel
 /// copy; `None` for other tensors, which candle's reshape-transpose handles.
 pub(crate) fn shuffle_last_axis(x: &Tensor, group: usize) -> Result<Option<Tensor>> {

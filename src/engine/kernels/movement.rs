@@ -1,5 +1,6 @@
-//! Data movement as one parallel copy: concatenation along an axis, and ShuffleNet's channel
-//! shuffle over NHWC pixels. candle does both on the calling thread.
+//! Data movement as one parallel copy: concatenation along an axis, ShuffleNet's channel
+//! shuffle over NHWC pixels, and the NCHW <-> NHWC transposes at a network's edges. candle does
+//! all of them on the calling thread, the transposes through a general strided copy.
 //!
 //! DenseNet concatenates every layer's features onto all that came before, so its Concats copy
 //! about as many bytes as its convs read; candle's `cat` does that on the calling thread, which
@@ -98,6 +99,104 @@ fn shuffle_pixel<T: Copy, const G: usize>(s: &[T], d: &mut [T]) {
     }
 }
 
+/// The `[batch, rows, cols]` view under which the transpose of a contiguous `dims` by `perm` is
+/// `out[b][c][r] = in[b][r][c]`, if it has one. Axes of size 1 are dropped and axes that stay
+/// neighbours in the same order are merged: NCHW -> NHWC (`[0, 2, 3, 1]`) is
+/// `[N, C, H * W]`, NHWC -> NCHW `[N, H * W, C]`. `None` for other permutations and for those
+/// that move nothing.
+pub(crate) fn batched_swap(dims: &[usize], perm: &[usize]) -> Option<[usize; 3]> {
+    let mut seen = vec![false; dims.len()];
+    if perm.len() != dims.len() || !perm.iter().all(|&p| p < dims.len() && !std::mem::replace(&mut seen[p], true)) {
+        return None;
+    }
+    // the moved axes in output order, as runs of input axes that stay adjacent
+    let kept: Vec<usize> = perm.iter().copied().filter(|&p| dims[p] != 1).collect();
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for &axis in &kept {
+        match runs.last_mut() {
+            Some((_, end)) if (*end + 1..axis).all(|a| dims[a] == 1) && axis > *end => *end = axis,
+            _ => runs.push((axis, axis)),
+        }
+    }
+    let size = |&(first, last): &(usize, usize)| -> usize { dims[first..=last].iter().product() };
+    match runs[..] {
+        [first, second] if second.0 < first.0 => Some([1, size(&second), size(&first)]),
+        [outer, first, second] if outer.1 < second.0 && second.1 < first.0 => Some([size(&outer), size(&second), size(&first)]),
+        _ => None,
+    }
+}
+
+/// `out[b][c][r] = x[b][r][c]` for `x` of `batch` planes of `rows x cols`, in tiles that keep
+/// the lines they read in L1, or as `R`-way interleaves for 1-4 rows (an RGB image's channels
+/// into its pixels). Parallel over output lines from [`PARALLEL_ELEMENTS`] values up.
+pub(crate) fn transpose_batched<T: Copy + Default + Send + Sync>(x: &[T], [batch, rows, cols]: [usize; 3], threads: usize) -> Vec<T> {
+    assert_eq!(x.len(), batch * rows * cols, "transpose of {batch} x {rows} x {cols} values");
+    let mut out = vec![T::default(); x.len()];
+    if x.is_empty() {
+        return out;
+    }
+    let plane = rows * cols;
+    // output lines `first..` (line `b * cols + c` holds plane b's column c) into `block`
+    let write = |first: usize, block: &mut [T]| {
+        let mut line = first;
+        let mut rest = block;
+        while !rest.is_empty() {
+            let (b, c0) = (line / cols, line % cols);
+            let count = (cols - c0).min(rest.len() / rows);
+            let (here, tail) = rest.split_at_mut(count * rows);
+            transpose_plane(&x[b * plane..(b + 1) * plane], rows, cols, c0, here);
+            line += count;
+            rest = tail;
+        }
+    };
+    if threads > 1 && x.len() >= PARALLEL_ELEMENTS {
+        let lines = batch * cols;
+        let per_task = lines.div_ceil(threads * 4);
+        out.par_chunks_mut(per_task * rows).enumerate().for_each(|(i, block)| write(i * per_task, block));
+    } else {
+        write(0, &mut out);
+    }
+    out
+}
+
+/// Columns `c0..` of one `rows x cols` plane as rows of `out` (`out.len() / rows` of them).
+fn transpose_plane<T: Copy>(x: &[T], rows: usize, cols: usize, c0: usize, out: &mut [T]) {
+    match rows {
+        1 => out.copy_from_slice(&x[c0..c0 + out.len()]),
+        2 => interleave::<T, 2>(x, cols, c0, out),
+        3 => interleave::<T, 3>(x, cols, c0, out),
+        4 => interleave::<T, 4>(x, cols, c0, out),
+        _ => {
+            /// A 32 x 32 f32 tile reads 32 lines of 128 bytes, 4 KiB that stay in L1 while
+            /// each is read 32 times over.
+            const TILE: usize = 32;
+            let width = out.len() / rows;
+            for r0 in (0..rows).step_by(TILE) {
+                let r1 = (r0 + TILE).min(rows);
+                for j0 in (0..width).step_by(TILE) {
+                    for j in j0..(j0 + TILE).min(width) {
+                        let dst = &mut out[j * rows + r0..j * rows + r1];
+                        for (r, d) in (r0..r1).zip(dst) {
+                            *d = x[r * cols + c0 + j];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `R` rows woven into one: output line `j` is `x[0][c0 + j], .., x[R - 1][c0 + j]`.
+fn interleave<T: Copy, const R: usize>(x: &[T], cols: usize, c0: usize, out: &mut [T]) {
+    let width = out.len() / R;
+    let lines: [&[T]; R] = std::array::from_fn(|r| &x[r * cols + c0..][..width]);
+    for (j, dst) in out.chunks_exact_mut(R).enumerate() {
+        for (d, line) in dst.iter_mut().zip(&lines) {
+            *d = line[j];
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +234,41 @@ mod tests {
                     .flat_map(|r| widths.iter().enumerate().flat_map(move |(p, &w)| (0..w).map(move |j| (p * 1_000_000 + r * w + j) as u32)))
                     .collect();
                 assert_eq!(got, want, "rows {rows}, widths {widths:?}, threads {threads}");
+            }
+        }
+    }
+
+    /// Every merged form the layout pass and exporters produce, and the ones that are not a
+    /// swap of two blocks.
+    #[test]
+    fn batched_swaps_merge_neighbouring_axes() {
+        assert_eq!(batched_swap(&[2, 3, 4, 5], &[0, 2, 3, 1]), Some([2, 3, 20]));
+        assert_eq!(batched_swap(&[2, 4, 5, 3], &[0, 3, 1, 2]), Some([2, 20, 3]));
+        assert_eq!(batched_swap(&[1, 3, 4, 5], &[0, 2, 3, 1]), Some([1, 3, 20]));
+        assert_eq!(batched_swap(&[6, 7], &[1, 0]), Some([1, 6, 7]));
+        assert_eq!(batched_swap(&[2, 1, 4, 5], &[0, 2, 3, 1]), None, "only a size-1 axis moves");
+        assert_eq!(batched_swap(&[2, 3, 4], &[0, 1, 2]), None);
+        assert_eq!(batched_swap(&[2, 3, 4], &[2, 0, 1]), Some([1, 6, 4]));
+        assert_eq!(batched_swap(&[2, 3, 4, 5], &[0, 2, 1, 3]), None, "the last axis stays: not a plane swap");
+        assert_eq!(batched_swap(&[2, 3, 4, 5], &[3, 2, 1, 0]), None);
+        assert_eq!(batched_swap(&[2, 3, 4], &[2, 2, 0]), None, "not a permutation");
+    }
+
+    /// Against the index definition, for 1-4 rows (the interleaves), tall tiles with ragged
+    /// edges, and the parallel path.
+    #[test]
+    fn transposes_swap_rows_and_columns_of_each_plane() {
+        for &(batch, rows, cols) in &[(1, 3, 7), (2, 1, 5), (2, 2, 33), (3, 4, 9), (2, 37, 70), (1, 64, 65), (2, 3, 300_000), (4, 300, 1000)] {
+            let x: Vec<u32> = (0..(batch * rows * cols) as u32).collect();
+            for threads in [1, 2] {
+                let got = transpose_batched(&x, [batch, rows, cols], threads);
+                for b in 0..batch {
+                    for r in 0..rows {
+                        for c in 0..cols {
+                            assert_eq!(got[(b * cols + c) * rows + r], x[(b * rows + r) * cols + c], "{batch} x {rows} x {cols}, threads {threads}");
+                        }
+                    }
+                }
             }
         }
     }
