@@ -13,6 +13,7 @@ mod bias;
 mod dense;
 mod fuse;
 mod graph;
+mod identity;
 mod layout;
 mod pad;
 mod residual;
@@ -35,6 +36,7 @@ pub(crate) enum Target {
 
 /// Rewrites `graph` in place. `graph.node` must already be in topological order.
 pub(crate) fn optimize(graph: &mut GraphProto, target: Target) -> Result<(), LoadError> {
+    identity::remove(graph);
     constants::fold_shape_ops(graph);
     batchnorm::fold_into_conv(graph)?;
     bias::into_conv(graph);
