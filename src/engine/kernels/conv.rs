@@ -41,8 +41,12 @@ const CHUNK_FLOATS: usize = 256 * 1024;
 /// their time waiting for weights from memory (43 GFLOP/s against 80 in the kernel's timing).
 const MIN_CHUNK_ROWS: usize = 96;
 
-/// Multiply-adds below which a conv runs on the calling thread (batch-1 MNIST conv2 is 2.2M).
-const PARALLEL_MACS: usize = 4 << 20;
+/// Multiply-adds below which a conv runs on the calling thread. Within a model run the pool's
+/// other threads spin between ops (`threads::on_pool`), so a fork costs a few microseconds, and
+/// batch-1 ShuffleNet's grouped 1x1 convs (3.6M each at 14x14), which stayed on one thread
+/// under the earlier 4M, ran 1.5x faster split. Runs short enough to stay off the pool (the
+/// MNIST CNN at batch 1) never split (`threads::intra_op_threads`).
+const PARALLEL_MACS: usize = 1 << 20;
 
 /// HWIO weights (`[kh, kw, in_c / groups, out_c]`) packed for the GEMM: one [`PackedB`] per
 /// group, `kh * kw * in_g` rows by `out_c / groups` columns. Done once at load.
@@ -341,6 +345,51 @@ mod tests {
             let mut dst = vec![-1.0f32; n];
             copy_run(&mut dst, &src[..n]);
             assert_eq!(dst, src[..n], "{n} values");
+        }
+    }
+
+    /// `CONV_SHAPES="batch,h,w,cin,cout,k,stride,pad;..." cargo test --release --lib
+    /// conv::tests::timing -- --ignored --nocapture`: GFLOP/s of the fastest call in half a
+    /// second, on 1 and 2 threads (run inside the intra-op pool, as a model's ops are). The
+    /// profile says how long a conv takes in a network; this says what the same conv does alone.
+    #[test]
+    #[ignore]
+    fn timing() {
+        fn best_seconds(mut f: impl FnMut()) -> f64 {
+            f();
+            let start = std::time::Instant::now();
+            let mut best = f64::INFINITY;
+            while start.elapsed().as_secs_f64() < 0.5 {
+                let t = std::time::Instant::now();
+                f();
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            best
+        }
+        crate::engine::set_intra_op_threads(2);
+        let shapes = std::env::var("CONV_SHAPES").unwrap_or_else(|_| "1,224,224,3,64,3,2,0;1,55,55,16,64,3,1,1;1,13,13,64,256,3,1,1;16,56,56,64,64,3,1,1".into());
+        for shape in shapes.split(';') {
+            let v: Vec<usize> = shape.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+            let [batch, in_h, in_w, in_c, out_c, k, s, pad] = v[..] else { panic!("batch,h,w,cin,cout,k,stride,pad: {shape}") };
+            let (out_h, out_w) = ((in_h + 2 * pad - k) / s + 1, (in_w + 2 * pad - k) / s + 1);
+            let c = Conv2d { batch, in_h, in_w, in_c, out_h, out_w, out_c, kernel: [k, k], strides: [s, s], dilations: [1, 1], pad_begin: [pad, pad], groups: 1 };
+            let input = values(batch * in_h * in_w * in_c, 1.0);
+            let w = values(k * k * in_c * out_c, 2.0);
+            let bias = values(out_c, 3.0);
+            let packed = pack_hwio(&w, [k, k, in_c, out_c], 1);
+            let flops = 2.0 * (batch * out_h * out_w * k * k * in_c * out_c) as f64;
+            let times: Vec<String> = [1, 2]
+                .iter()
+                .map(|&t| {
+                    let secs = crate::engine::kernels::threads::on_pool(|| best_seconds(|| drop(c.run_packed(&input, &packed, &bias, None, Some(Activation::Relu), t))));
+                    format!("t{t} {:8.1} us {:6.1} GF/s", secs * 1e6, flops / secs / 1e9)
+                })
+                .collect();
+            eprintln!("{shape:>28}: {}", times.join("  "));
+            if std::env::var("CONV_EACH").is_ok() {
+                let each: Vec<String> = (0..20).map(|_| { let t = std::time::Instant::now(); drop(c.run_packed(&input, &packed, &bias, None, Some(Activation::Relu), 1)); format!("{:.0}", t.elapsed().as_secs_f64() * 1e6) }).collect();
+                eprintln!("  each call, 1 thread, us: {}", each.join(" "));
+            }
         }
     }
 

@@ -19,10 +19,10 @@ use super::activation::{self, Activation};
 use super::conv::Conv2d;
 use super::simd::dispatch;
 
-/// Multiply-adds below which a call stays on the calling thread: waking the pool costs tens of
-/// microseconds, about what 1M depthwise MACs take on one core. Batch-1 MobileNetV2 layers are
-/// 0.4M to 3.6M.
-const PARALLEL_MACS: usize = 1 << 20;
+/// Multiply-adds below which a call stays on the calling thread. With the pool spinning between
+/// a run's ops a fork costs a few microseconds, about what 256K depthwise MACs take on one
+/// core. Batch-1 MobileNetV2 layers are 0.4M to 3.6M, ShuffleNet's 0.5M to 1M.
+const PARALLEL_MACS: usize = 256 << 10;
 
 /// The register tile is `PIXELS` output pixels x `VECTORS` vectors of channels (4 x 16
 /// channels with AVX2). Depthwise has no reuse inside a pixel, so a 1-pixel tile costs two

@@ -43,7 +43,7 @@ pub fn set_intra_op_threads(threads: usize) {
 /// `CANDLE_SERVING_SPIN=0` turns it off (onnxruntime's `allow_spinning`), for pods that share
 /// their cores with other work.
 pub(crate) fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    let threads = intra_op_threads();
+    let threads = configured_threads();
     let Some(pool) = POOL.get().filter(|pool| threads > 1 && pool.current_thread_index().is_none()) else { return f() };
     if !spinning() {
         return pool.install(f);
@@ -139,7 +139,16 @@ pub unsafe fn keep_candle_on_the_calling_thread() {
     }
 }
 
+/// How many threads a kernel called here may split across: the configured count on a thread
+/// of the intra-op pool, 1 anywhere else. Off the pool (a short run that stayed on the caller's
+/// thread, see [`RunLengths`]) a fork would queue its halves for sleeping workers and wait for
+/// their wake-ups, which costs more than the small convs of a short run save by splitting.
 pub(crate) fn intra_op_threads() -> usize {
+    let threads = configured_threads();
+    if threads > 1 && POOL.get().is_some_and(|pool| pool.current_thread_index().is_some()) { threads } else { 1 }
+}
+
+fn configured_threads() -> usize {
     INTRA_OP.load(Ordering::Relaxed)
 }
 
@@ -165,6 +174,8 @@ mod tests {
         // a busy test machine can hold up a pool hand-off past SHORT_RUN; some run soon is short
         assert!((0..20).any(|_| !on_pool_thread(1)), "batch-1 runs never left the pool");
         assert!(on_pool_thread(2));
+        assert_eq!(lengths.run(4, intra_op_threads), 2, "kernels on the pool split");
+        assert_eq!(intra_op_threads(), 1, "kernels off the pool stay on their thread");
         // a long run at batch 3 keeps the next one on the pool
         lengths.run(3, || std::thread::sleep(SHORT_RUN * 2));
         assert!(on_pool_thread(3));
@@ -175,7 +186,7 @@ mod tests {
     #[test]
     fn a_panicking_run_releases_the_spinning_helpers() {
         set_intra_op_threads(2);
-        let split = intra_op_threads();
+        let split = configured_threads();
         let caught = std::panic::catch_unwind(|| on_pool(|| -> usize { panic!("a kernel bug") }));
         assert!(caught.is_err());
         let (a, b) = on_pool(|| rayon::join(|| 20, || 22));

@@ -225,7 +225,7 @@ fn profile_plan() {
     let x = Tensor::rand(0f32, 1f32, dims.as_slice(), &Device::Cpu).expect("input");
     let mut per_op: std::collections::HashMap<String, (std::time::Duration, usize)> = Default::default();
     let mut per_node: std::collections::HashMap<String, std::time::Duration> = Default::default();
-    let runs = 10;
+    let runs = env("PLAN_RUNS", 10);
     crate::engine::kernels::threads::on_pool(|| imported.plan.run(vec![x.clone()])).expect("warm-up run");
     let started = std::time::Instant::now();
     for _ in 0..runs {
