@@ -386,6 +386,17 @@ mod tests {
                 })
                 .collect();
             eprintln!("{shape:>28}: {}", times.join("  "));
+            if k == 3 && s == 1 {
+                let wino = super::super::winograd::WinogradWeights::from_hwio(&w, in_c, out_c);
+                let times: Vec<String> = [1, 2]
+                    .iter()
+                    .map(|&t| {
+                        let secs = crate::engine::kernels::threads::on_pool(|| best_seconds(|| drop(c.run_winograd(&input, &wino, &bias, None, Some(Activation::Relu), t))));
+                        format!("t{t} {:8.1} us {:6.1} GF/s", secs * 1e6, flops / secs / 1e9)
+                    })
+                    .collect();
+                eprintln!("{:>28}  {} (winograd; direct-conv FLOPs)", "", times.join("  "));
+            }
             if std::env::var("CONV_EACH").is_ok() {
                 let each: Vec<String> = (0..20).map(|_| { let t = std::time::Instant::now(); drop(c.run_packed(&input, &packed, &bias, None, Some(Activation::Relu), 1)); format!("{:.0}", t.elapsed().as_secs_f64() * 1e6) }).collect();
                 eprintln!("  each call, 1 thread, us: {}", each.join(" "));

@@ -7,6 +7,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, Device, Layout, Result, Shap
 
 use super::activation::Activation;
 use super::conv::{Conv2d, pack_hwio};
+use super::winograd::WinogradWeights;
 use super::packed::{Epilogue, PackedB, gemm_parallel};
 use super::pool::{Pool2d, Reduce};
 use super::threads::intra_op_threads;
@@ -73,6 +74,8 @@ pub(crate) struct Window2d {
 pub(crate) enum ConvWeights<'a> {
     Hwio(&'a Tensor),
     Packed { dims: [usize; 4], panels: &'a [PackedB] },
+    /// A 3x3 stride-1 conv's weights transformed for [`super::winograd`].
+    Winograd(&'a WinogradWeights),
 }
 
 impl ConvWeights<'_> {
@@ -81,6 +84,7 @@ impl ConvWeights<'_> {
         match self {
             Self::Hwio(w) => nhwc(w.layout(), "conv weights"),
             Self::Packed { dims, .. } => Ok(*dims),
+            Self::Winograd(w) => Ok([3, 3, w.in_c(), w.out_c()]),
         }
     }
 }
@@ -157,6 +161,10 @@ impl NhwcConv {
                 conv.run_packed(x, &packed, b, residual, self.activation, threads)
             }
             ConvWeights::Packed { panels, .. } => conv.run_packed(x, panels, b, residual, self.activation, threads),
+            ConvWeights::Winograd(w) if conv.strides == [1, 1] && conv.dilations == [1, 1] && conv.groups == 1 => {
+                conv.run_winograd(x, w, b, residual, self.activation, threads)
+            }
+            ConvWeights::Winograd(_) => candle_core::bail!("a conv's weights were transformed for a 3x3 stride-1 conv, but it runs with {conv:?}"),
         };
         Tensor::from_vec(out, &dims, &Device::Cpu)
     }

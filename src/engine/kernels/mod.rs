@@ -18,5 +18,6 @@ pub(crate) mod packed;
 pub(crate) mod pool;
 pub(crate) mod simd;
 pub(crate) mod threads;
+pub(crate) mod winograd;
 
 pub(crate) use activation::Activation;

@@ -9,6 +9,7 @@ use crate::engine::kernels::conv::pack_hwio;
 use crate::engine::kernels::packed::PackedB;
 use crate::engine::kernels::custom::{ConvWeights, Dense, DenseWeights, NhwcConv, NhwcGlobalPool, NhwcLrn, NhwcPool, NhwcScaleShift, Window2d};
 use crate::engine::kernels::pool::Reduce;
+use crate::engine::kernels::winograd::{self, WinogradWeights};
 use crate::engine::onnx::attrs::NodeCtx;
 
 use super::fused::{activate, from_node};
@@ -139,9 +140,8 @@ struct Conv {
     attrs: Attrs,
     groups: usize,
     activation: Option<Activation>,
-    /// The weights packed for the GEMM once at load, when they are an initializer, with their
-    /// HWIO dims.
-    packed: Option<([usize; 4], Vec<PackedB>)>,
+    /// The weights prepared once at load, when they are an initializer.
+    packed: Option<Prepared>,
 }
 
 impl Op for Conv {
@@ -154,7 +154,12 @@ impl Op for Conv {
         if out_c % self.groups == 0 && !depthwise && w.dtype() == candle_core::DType::F32 {
             let values = w.flatten_all()?.to_vec1::<f32>()?;
             let dims = [kh, kw, in_g, out_c];
-            self.packed = Some((dims, pack_hwio(&values, dims, self.groups)));
+            let pair = |v: &[usize]| [v[0], v[1]];
+            self.packed = Some(if winograd::applies([kh, kw], pair(&self.attrs.strides), pair(&self.attrs.dilations), self.groups, in_g, out_c) {
+                Prepared::Winograd(WinogradWeights::from_hwio(&values, in_g, out_c))
+            } else {
+                Prepared::Gemm(dims, pack_hwio(&values, dims, self.groups))
+            });
         }
         Ok(())
     }
@@ -166,7 +171,8 @@ impl Op for Conv {
     fn run(&self, inputs: &[Option<&Tensor>]) -> OpResult {
         let x = required(inputs, 0, "X")?.contiguous()?;
         let w = match &self.packed {
-            Some((dims, panels)) => ConvWeights::Packed { dims: *dims, panels },
+            Some(Prepared::Gemm(dims, panels)) => ConvWeights::Packed { dims: *dims, panels },
+            Some(Prepared::Winograd(w)) => ConvWeights::Winograd(w),
             None => ConvWeights::Hwio(required(inputs, 1, "W")?),
         };
         let b = required(inputs, 2, "B")?;
@@ -185,6 +191,13 @@ impl Op for Conv {
         };
         Ok(vec![y])
     }
+}
+
+/// A conv's weights in the form its kernel reads: GEMM panels with their HWIO dims, or the
+/// Winograd transform of a 3x3 stride-1 conv's.
+enum Prepared {
+    Gemm([usize; 4], Vec<PackedB>),
+    Winograd(WinogradWeights),
 }
 
 fn conv(ctx: &NodeCtx<'_>) -> Result<Box<dyn Op>, LoadError> {
