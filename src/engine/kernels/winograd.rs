@@ -45,6 +45,13 @@ const CHUNK_FLOATS: usize = 1 << 20;
 /// enough to pay for that read (as `conv::MIN_CHUNK_ROWS` for the direct conv).
 const MIN_CHUNK_TILES: usize = 96;
 
+/// Weights (floats, all 16 positions) up to which a conv with few tiles still splits its tiles
+/// across threads rather than its positions: 1 MiB, half of an L2.
+const SMALL_WEIGHTS: usize = 256 * 1024;
+
+/// Fewest tiles per thread when few tiles split: two AVX-512 micro-tiles of GEMM rows.
+const MIN_SHARE_TILES: usize = 24;
+
 /// Input channels from which a 3x3 conv takes this path: below, the GEMMs' inner dimension is
 /// too short for them to run near peak and the transforms cost more than they save (the MNIST
 /// CNN's 32-channel conv stays direct).
@@ -200,7 +207,13 @@ impl Conv2d {
         // a run of whole tile rows writes one contiguous run of output rows
         let row_start = |tile_row: usize| (tile_row / th * self.out_h + (2 * (tile_row % th)).min(self.out_h)) * self.out_w * self.out_c;
         let tile_rows = self.batch * th;
-        if threads > 1 && tiles >= 2 * MIN_CHUNK_TILES && tile_rows >= threads {
+        // Few tiles (batch 1 at 14x14 or 7x7) split by positions inside each chunk, each thread
+        // reading half of the weights; but where the weights are small (DenseNet's 128 -> 32
+        // convs: 256 KiB) the transforms, which that leaves on one thread, cost more than
+        // reading all the weights twice, so the tiles split.
+        let small_weights = POSITIONS * self.in_c * self.out_c <= SMALL_WEIGHTS;
+        let split_tiles = tiles >= 2 * MIN_CHUNK_TILES || (small_weights && tiles >= 2 * MIN_SHARE_TILES);
+        if threads > 1 && split_tiles && tile_rows >= threads {
             // each thread one contiguous share of whole tile rows, chunked on its own
             let mut shares = Vec::with_capacity(threads);
             let mut rest = &mut output[..];
@@ -412,7 +425,8 @@ mod tests {
             (3, 5, 6, 65, 16, [2, 0], [0, 2], true),
             (1, 3, 3, 64, 16, [1, 1], [1, 1], false),
             (2, 30, 30, 64, 32, [1, 1], [1, 1], true), // several chunks, tiles shared by threads
-            (1, 14, 14, 96, 48, [1, 1], [1, 1], false), // positions shared by threads
+            (1, 14, 14, 96, 48, [1, 1], [1, 1], false), // few tiles, small weights: tiles shared
+            (1, 6, 6, 128, 160, [1, 1], [1, 1], true), // few tiles, large weights: positions shared
         ];
         for (batch, in_h, in_w, in_c, out_c, pad, extra, with_residual) in cases {
             let (out_h, out_w) = (in_h + pad[0] + extra[0] - 2, in_w + pad[1] + extra[1] - 2);
