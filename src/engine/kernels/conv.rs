@@ -420,6 +420,7 @@ mod tests {
             (3, 7, 7, 32, 8, [3, 3], [1, 1], [1, 1], [1, 1], 1), // pixel-major, whole kernel rows
             (2, 7, 7, 32, 4, [3, 3], [2, 2], [1, 2], [1, 0], 2), // pixel-major, per tap
             (4, 28, 27, 48, 96, [1, 1], [1, 1], [1, 1], [0, 0], 3), // grouped 1x1, pixels split across threads
+            (1, 14, 14, 64, 64, [3, 3], [2, 2], [1, 1], [1, 1], 1), // one chunk: the GEMM splits inside it
         ];
         for (batch, in_h, in_w, in_c, out_c, kernel, strides, dilations, pad_begin, groups) in cases {
             let out_h = (in_h + 2 * pad_begin[0] - (dilations[0] * (kernel[0] - 1) + 1)) / strides[0] + 1;
