@@ -355,17 +355,6 @@ mod tests {
     #[test]
     #[ignore]
     fn timing() {
-        fn best_seconds(mut f: impl FnMut()) -> f64 {
-            f();
-            let start = std::time::Instant::now();
-            let mut best = f64::INFINITY;
-            while start.elapsed().as_secs_f64() < 0.5 {
-                let t = std::time::Instant::now();
-                f();
-                best = best.min(t.elapsed().as_secs_f64());
-            }
-            best
-        }
         crate::engine::set_intra_op_threads(2);
         let shapes = std::env::var("CONV_SHAPES").unwrap_or_else(|_| "1,224,224,3,64,3,2,0;1,55,55,16,64,3,1,1;1,13,13,64,256,3,1,1;16,56,56,64,64,3,1,1".into());
         for shape in shapes.split(';') {
@@ -376,30 +365,24 @@ mod tests {
             let input = values(batch * in_h * in_w * in_c, 1.0);
             let w = values(k * k * in_c * out_c, 2.0);
             let bias = values(out_c, 3.0);
-            let packed = pack_hwio(&w, [k, k, in_c, out_c], 1);
             let flops = 2.0 * (batch * out_h * out_w * k * k * in_c * out_c) as f64;
-            let times: Vec<String> = [1, 2]
-                .iter()
-                .map(|&t| {
-                    let secs = crate::engine::kernels::threads::on_pool(|| best_seconds(|| drop(c.run_packed(&input, &packed, &bias, None, Some(Activation::Relu), t))));
-                    format!("t{t} {:8.1} us {:6.1} GF/s", secs * 1e6, flops / secs / 1e9)
-                })
-                .collect();
-            eprintln!("{shape:>28}: {}", times.join("  "));
-            if k == 3 && s == 1 {
-                let wino = super::super::winograd::WinogradWeights::from_hwio(&w, in_c, out_c);
-                let times: Vec<String> = [1, 2]
+            // `run(threads)` on 1 and 2 threads, inside the pool
+            let time = |run: &(dyn Fn(usize) + Sync)| -> String {
+                let cells: Vec<String> = [1, 2]
                     .iter()
                     .map(|&t| {
-                        let secs = crate::engine::kernels::threads::on_pool(|| best_seconds(|| drop(c.run_winograd(&input, &wino, &bias, None, Some(Activation::Relu), t))));
+                        let secs = crate::engine::kernels::threads::on_pool(|| crate::engine::kernels::best_seconds(|| run(t)));
                         format!("t{t} {:8.1} us {:6.1} GF/s", secs * 1e6, flops / secs / 1e9)
                     })
                     .collect();
-                eprintln!("{:>28}  {} (winograd; direct-conv FLOPs)", "", times.join("  "));
-            }
-            if std::env::var("CONV_EACH").is_ok() {
-                let each: Vec<String> = (0..20).map(|_| { let t = std::time::Instant::now(); drop(c.run_packed(&input, &packed, &bias, None, Some(Activation::Relu), 1)); format!("{:.0}", t.elapsed().as_secs_f64() * 1e6) }).collect();
-                eprintln!("  each call, 1 thread, us: {}", each.join(" "));
+                cells.join("  ")
+            };
+            let packed = pack_hwio(&w, [k, k, in_c, out_c], 1);
+            eprintln!("{shape:>28}: {}", time(&|t| drop(c.run_packed(&input, &packed, &bias, None, Some(Activation::Relu), t))));
+            if k == 3 && s == 1 {
+                let wino = super::super::winograd::WinogradWeights::from_hwio(&w, in_c, out_c);
+                let cells = time(&|t| drop(c.run_winograd(&input, &wino, &bias, None, Some(Activation::Relu), t)));
+                eprintln!("{:>28}  {cells} (winograd; direct-conv FLOPs)", "");
             }
         }
     }

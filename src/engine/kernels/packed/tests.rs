@@ -212,21 +212,7 @@ fn refuses_a_bias_of_the_wrong_length() {
 #[test]
 #[ignore]
 fn timing() {
-    /// The fastest single call over half a second: on a shared machine the minimum is the
-    /// run that was not preempted, where a mean would measure the neighbours.
-    fn best_seconds(mut f: impl FnMut()) -> f64 {
-        f();
-        let start = std::time::Instant::now();
-        let mut best = f64::INFINITY;
-        let mut calls = 0;
-        while calls < 5 || start.elapsed().as_secs_f64() < 0.5 {
-            let t = std::time::Instant::now();
-            f();
-            best = best.min(t.elapsed().as_secs_f64());
-            calls += 1;
-        }
-        best
-    }
+    use crate::engine::kernels::best_seconds;
     let mut shapes = vec![(3136, 64, 64), (3136, 576, 64), (784, 1152, 128), (49, 2048, 512), (49, 4608, 512), (1, 2048, 1000), (16, 2048, 1000)];
     if let Ok(only) = std::env::var("PACKED_SHAPES") {
         shapes = only
