@@ -11,7 +11,9 @@
 use rayon::prelude::*;
 
 use super::activation::Activation;
+use super::output::filled;
 use super::packed::{Epilogue, PackedB, gemm, gemm_parallel};
+use super::scratch::with_scratch;
 
 /// Geometry of one convolution call, resolved for a concrete input size.
 #[derive(Debug, Clone, Copy)]
@@ -125,13 +127,21 @@ impl Conv2d {
     pub(crate) fn run_packed(&self, input: &[f32], packed: &[PackedB], bias: &[f32], residual: Option<&[f32]>, act: Option<Activation>, threads: usize) -> Vec<f32> {
         let pixels = self.batch * self.out_h * self.out_w;
         let patch = self.patch_len();
-        let (in_g, out_g) = (self.in_c / self.groups, self.out_c / self.groups);
+        let out_g = self.out_c / self.groups;
         assert!(packed.len() == self.groups && packed.iter().all(|p| p.k() == patch && p.n() == out_g), "conv weights packed for another shape");
         assert!(residual.is_none_or(|r| r.len() == pixels * self.out_c), "conv residual has the wrong size");
-        // zeroed by the allocator (fresh pages for large outputs), overwritten by the GEMMs
-        let mut output = vec![0.0f32; pixels * self.out_c];
+        // every pixel's every group is written by a GEMM
+        filled(pixels * self.out_c, |output| self.write_packed(input, packed, bias, residual, act, threads, output))
+    }
+
+    /// [`Self::run_packed`] into `output`, every element of which it writes.
+    #[allow(clippy::too_many_arguments)]
+    fn write_packed(&self, input: &[f32], packed: &[PackedB], bias: &[f32], residual: Option<&[f32]>, act: Option<Activation>, threads: usize, output: &mut [f32]) {
+        let pixels = self.batch * self.out_h * self.out_w;
+        let patch = self.patch_len();
+        let (in_g, out_g) = (self.in_c / self.groups, self.out_c / self.groups);
         if pixels == 0 || self.out_c == 0 {
-            return output;
+            return;
         }
         let epilogue = |g: usize, first: usize| Epilogue {
             bias: Some(&bias[g * out_g..(g + 1) * out_g]),
@@ -153,18 +163,18 @@ impl Conv2d {
                         gemm(a, self.in_c, rows, p, &mut out[g * out_g..], self.out_c, &epilogue(g, first));
                     }
                 });
-                return output;
+                return;
             }
             for (g, p) in packed.iter().enumerate() {
                 gemm_parallel(&input[g * in_g..], self.in_c, pixels, p, &mut output[g * out_g..], self.out_c, &epilogue(g, 0), threads);
             }
-            return output;
+            return;
         }
         let target = chunk_target(patch);
-        // `first` is the chunk's first pixel, `out` its output rows
-        let run_chunk = |col: &mut Vec<f32>, first: usize, out: &mut [f32], inner: usize| {
+        // `first` is the chunk's first pixel, `out` its output rows, `col` at least their patches
+        let run_chunk = |col: &mut [f32], first: usize, out: &mut [f32], inner: usize| {
             let rows = out.len() / self.out_c;
-            col.resize(rows * patch, 0.0);
+            let col = &mut col[..rows * patch];
             for (g, p) in packed.iter().enumerate() {
                 self.im2col(input, first, rows, g * in_g, in_g, col);
                 let out_group = &mut out[g * out_g..];
@@ -175,12 +185,15 @@ impl Conv2d {
                 }
             }
         };
-        // each share (the whole output on one thread) in equal chunks of about `target` rows
-        let run_share = |col: &mut Vec<f32>, first: usize, share: &mut [f32], inner: usize| {
+        // each share (the whole output on one thread) in equal chunks of about `target` rows,
+        // built in this thread's scratch (im2col writes every element of its rows)
+        let run_share = |first: usize, share: &mut [f32], inner: usize| {
             let rows = even_chunks(share.len() / self.out_c, target);
-            for (i, out) in share.chunks_mut(rows * self.out_c).enumerate() {
-                run_chunk(col, first + i * rows, out, inner);
-            }
+            with_scratch(rows * patch, |col| {
+                for (i, out) in share.chunks_mut(rows * self.out_c).enumerate() {
+                    run_chunk(col, first + i * rows, out, inner);
+                }
+            });
         };
         if threads > 1 && pixels.div_ceil(target) >= threads {
             // a chunk per thread or more: each thread takes one contiguous share of the pixels
@@ -192,13 +205,12 @@ impl Conv2d {
                 shares.push((pair[0], share));
                 rest = tail;
             }
-            shares.into_par_iter().for_each_init(Vec::new, |col, (first, share)| run_share(col, first, share, 1));
+            shares.into_par_iter().for_each(|(first, share)| run_share(first, share, 1));
         } else {
             // fewer chunks than threads (batch 1 at 7x7 or 14x14): the GEMM splits its own rows
             // or weight panels
-            run_share(&mut Vec::new(), 0, &mut output, threads);
+            run_share(0, output, threads);
         }
-        output
     }
 
     /// Writes im2col rows for output pixels `first..first + rows` (flattened over N, OH, OW),

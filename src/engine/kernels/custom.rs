@@ -334,9 +334,10 @@ impl Dense {
             }
         };
         let (x, b) = (Borrowed::new(x), Borrowed::new(b));
-        let mut out = vec![0.0f32; rows * n];
         let epilogue = Epilogue { bias: Some(b.f32s("dense bias")?), activation: self.activation, residual: None };
-        gemm_parallel(x.f32s("dense input")?, k, rows, packed, &mut out, n, &epilogue, intra_op_threads());
+        let x = x.f32s("dense input")?;
+        // the GEMM writes every row and column
+        let out = super::output::filled(rows * n, |out| gemm_parallel(x, k, rows, packed, out, n, &epilogue, intra_op_threads()));
         let mut dims = lead.to_vec();
         dims.push(n);
         Tensor::from_vec(out, dims, &Device::Cpu)

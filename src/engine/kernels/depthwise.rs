@@ -17,6 +17,7 @@ use rayon::prelude::*;
 
 use super::activation::{self, Activation};
 use super::conv::Conv2d;
+use super::output::filled;
 use super::simd::dispatch;
 
 /// Multiply-adds below which a call stays on the calling thread. With the pool spinning between
@@ -45,9 +46,8 @@ pub(crate) fn depthwise(conv: &Conv2d, input: &[f32], weights: &[f32], bias: &[f
 fn run(conv: &Conv2d, input: &[f32], weights: &[f32], bias: &[f32], act: Option<Activation>, threads: usize, exec: &(dyn Fn(Rows<'_>) + Sync)) -> Vec<f32> {
     let rows = conv.batch * conv.out_h;
     let row_len = conv.out_w * conv.out_c;
-    let mut output = vec![0.0f32; rows * row_len];
-    if output.is_empty() {
-        return output;
+    if rows * row_len == 0 {
+        return Vec::new();
     }
     // A multiplier above 1 is rare (no common model has one): repeating each input value
     // `multiplier` times makes output channel m read input channel m, the multiplier-1 case.
@@ -63,12 +63,14 @@ fn run(conv: &Conv2d, input: &[f32], weights: &[f32], bias: &[f32], act: Option<
     // a few blocks per thread, so one slow core does not hold up the rest
     let per_block = if threads > 1 { rows.div_ceil(threads * 4) } else { rows };
     let job = |(index, out): (usize, &mut [f32])| exec(Rows { geo: &geo, input, weights, bias, act, first: index * per_block, out });
-    if per_block < rows {
-        output.par_chunks_mut(per_block * row_len).enumerate().for_each(job);
-    } else {
-        job((0, &mut output));
-    }
-    output
+    // every output row is written by one block
+    filled(rows * row_len, |output| {
+        if per_block < rows {
+            output.par_chunks_mut(per_block * row_len).enumerate().for_each(job);
+        } else {
+            job((0, output));
+        }
+    })
 }
 
 /// The conv with its input channels already expanded to `out_c`, and the output columns whose

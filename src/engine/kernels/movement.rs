@@ -10,19 +10,24 @@
 
 use rayon::prelude::*;
 
-/// Elementwise and copy kernels split across threads from this many values (4 MiB of f32) up.
-/// A fork and join costs tens of microseconds on a VM, as long as copying a few hundred KiB:
-/// below this, ShuffleNet's many small ops at batch 1 ran slower on two threads than on one.
-pub(crate) const PARALLEL_ELEMENTS: usize = 1 << 20;
+use super::output::{Number, filled};
+
+/// Elementwise and copy kernels split across threads from this many values (512 KiB of f32)
+/// up. Handed from a sleeping pool, a fork and join cost tens of microseconds on a VM, as
+/// long as copying a few hundred KiB, and ShuffleNet's small ops at batch 1 ran slower split.
+/// Within a model run the pool's other thread now spins between ops (`threads::on_pool`) and
+/// picks a fork up in a few microseconds, and at 4 MiB (the earlier threshold) every one of
+/// DenseNet121's Concats and BN-ReLU scale-shifts at batch 1 stayed on one thread: 6.6 of its
+/// 41 ms, with the second thread idle.
+pub(crate) const PARALLEL_ELEMENTS: usize = 1 << 17;
 
 /// Joins `parts[i]` (`rows` runs of `widths[i]` elements each) row by row.
-pub(crate) fn concat_rows<T: Copy + Default + Send + Sync>(parts: &[&[T]], widths: &[usize], rows: usize, threads: usize) -> Vec<T> {
+pub(crate) fn concat_rows<T: Number>(parts: &[&[T]], widths: &[usize], rows: usize, threads: usize) -> Vec<T> {
     assert_eq!(parts.len(), widths.len(), "one width per part");
     assert!(parts.iter().zip(widths).all(|(p, &w)| p.len() == rows * w), "a part's length is not rows x width");
     let width: usize = widths.iter().sum();
-    let mut out = vec![T::default(); rows * width];
     if width == 0 {
-        return out;
+        return Vec::new();
     }
     let copy_rows = |first: usize, block: &mut [T]| {
         for (r, row) in block.chunks_exact_mut(width).enumerate() {
@@ -33,36 +38,38 @@ pub(crate) fn concat_rows<T: Copy + Default + Send + Sync>(parts: &[&[T]], width
             }
         }
     };
-    if threads > 1 && out.len() >= PARALLEL_ELEMENTS && rows > 1 {
-        let rows_per_task = rows.div_ceil(threads * 4);
-        out.par_chunks_mut(rows_per_task * width).enumerate().for_each(|(i, block)| copy_rows(i * rows_per_task, block));
-    } else {
-        copy_rows(0, &mut out);
-    }
-    out
+    // every row is written whole, part after part
+    filled(rows * width, |out| {
+        if threads > 1 && out.len() >= PARALLEL_ELEMENTS && rows > 1 {
+            let rows_per_task = rows.div_ceil(threads * 4);
+            out.par_chunks_mut(rows_per_task * width).enumerate().for_each(|(i, block)| copy_rows(i * rows_per_task, block));
+        } else {
+            copy_rows(0, out);
+        }
+    })
 }
 
 /// A fresh output of `x`'s length written by `f(src, dst)` over runs of whole pixels of
 /// `channels` values each: one call on one thread, or blocks of pixels across the threads from
-/// [`PARALLEL_ELEMENTS`] values up.
-pub(crate) fn map_pixels<T: Sync, U: Copy + Default + Send>(x: &[T], channels: usize, threads: usize, f: impl Fn(&[T], &mut [U]) + Sync) -> Vec<U> {
-    let mut out = vec![U::default(); x.len()];
+/// [`PARALLEL_ELEMENTS`] values up. `f` writes every value of `dst` (it is not zeroed first).
+pub(crate) fn map_pixels<T: Sync, U: Number>(x: &[T], channels: usize, threads: usize, f: impl Fn(&[T], &mut [U]) + Sync) -> Vec<U> {
     let pixels = x.len().checked_div(channels).unwrap_or(0);
-    if threads > 1 && x.len() >= PARALLEL_ELEMENTS && pixels > 1 {
-        let block = pixels.div_ceil(threads * 4) * channels;
-        out.par_chunks_mut(block).zip(x.par_chunks(block)).for_each(|(dst, src)| f(src, dst));
-    } else {
-        f(x, &mut out);
-    }
-    out
+    filled(x.len(), |out| {
+        if threads > 1 && x.len() >= PARALLEL_ELEMENTS && pixels > 1 {
+            let block = pixels.div_ceil(threads * 4) * channels;
+            out.par_chunks_mut(block).zip(x.par_chunks(block)).for_each(|(dst, src)| f(src, dst));
+        } else {
+            f(x, out);
+        }
+    })
 }
 
 /// ShuffleNet's channel shuffle over `x` as pixels of `channels` values: within each pixel,
 /// channel `i * (channels / group) + j` moves to `j * group + i`.
-pub(crate) fn shuffle_channels<T: Copy + Default + Send + Sync>(x: &[T], channels: usize, group: usize, threads: usize) -> Vec<T> {
+pub(crate) fn shuffle_channels<T: Number>(x: &[T], channels: usize, group: usize, threads: usize) -> Vec<T> {
     assert!(group > 0 && channels.is_multiple_of(group) && x.len().is_multiple_of(channels.max(1)), "shuffle of {channels} channels into {group} groups");
     if channels == 0 {
-        return vec![T::default(); x.len()];
+        return Vec::new();
     }
     map_pixels(x, channels, threads, |src, dst| {
         let pixels = src.chunks_exact(channels).zip(dst.chunks_exact_mut(channels));
@@ -119,11 +126,10 @@ pub(crate) fn batched_swap(dims: &[usize], perm: &[usize]) -> Option<[usize; 3]>
 /// `out[b][c][r] = x[b][r][c]` for `x` of `batch` planes of `rows x cols`, in tiles that keep
 /// the lines they read in L1, or as `R`-way interleaves for 1-4 rows (an RGB image's channels
 /// into its pixels). Parallel over output lines from [`PARALLEL_ELEMENTS`] values up.
-pub(crate) fn transpose_batched<T: Copy + Default + Send + Sync>(x: &[T], [batch, rows, cols]: [usize; 3], threads: usize) -> Vec<T> {
+pub(crate) fn transpose_batched<T: Number>(x: &[T], [batch, rows, cols]: [usize; 3], threads: usize) -> Vec<T> {
     assert_eq!(x.len(), batch * rows * cols, "transpose of {batch} x {rows} x {cols} values");
-    let mut out = vec![T::default(); x.len()];
     if x.is_empty() {
-        return out;
+        return Vec::new();
     }
     let plane = rows * cols;
     // output lines `first..` (line `b * cols + c` holds plane b's column c) into `block`
@@ -139,14 +145,16 @@ pub(crate) fn transpose_batched<T: Copy + Default + Send + Sync>(x: &[T], [batch
             rest = tail;
         }
     };
-    if threads > 1 && x.len() >= PARALLEL_ELEMENTS {
-        let lines = batch * cols;
-        let per_task = lines.div_ceil(threads * 4);
-        out.par_chunks_mut(per_task * rows).enumerate().for_each(|(i, block)| write(i * per_task, block));
-    } else {
-        write(0, &mut out);
-    }
-    out
+    // every output line is one input column
+    filled(x.len(), |out| {
+        if threads > 1 && x.len() >= PARALLEL_ELEMENTS {
+            let lines = batch * cols;
+            let per_task = lines.div_ceil(threads * 4);
+            out.par_chunks_mut(per_task * rows).enumerate().for_each(|(i, block)| write(i * per_task, block));
+        } else {
+            write(0, out);
+        }
+    })
 }
 
 /// Columns `c0..` of one `rows x cols` plane as rows of `out` (`out.len() / rows` of them).

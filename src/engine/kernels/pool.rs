@@ -36,9 +36,8 @@ impl Pool2d {
 
     pub(crate) fn run(&self, input: &[f32], reduce: Reduce, threads: usize) -> Vec<f32> {
         let row_len = self.out_w * self.channels;
-        let mut output = vec![0.0f32; self.output_len()];
         if row_len == 0 {
-            return output;
+            return vec![0.0; self.output_len()];
         }
         let rows = self.batch * self.out_h;
         let run_row = |(index, out): (usize, &mut [f32])| {
@@ -50,12 +49,14 @@ impl Pool2d {
         // the work is the taps read, not the values written: SqueezeNet's first 3x3 max pool
         // writes 194K values but reads 1.7M, half of a millisecond on one thread
         let taps = rows * row_len * self.kernel[0] * self.kernel[1];
-        if threads > 1 && taps >= super::movement::PARALLEL_ELEMENTS {
-            output.par_chunks_mut(row_len).enumerate().for_each(run_row);
-        } else {
-            output.chunks_mut(row_len).enumerate().for_each(run_row);
-        }
-        output
+        // `window` writes every pixel's channels, padding-only windows included
+        super::output::filled(self.output_len(), |output| {
+            if threads > 1 && taps >= super::movement::PARALLEL_ELEMENTS {
+                output.par_chunks_mut(row_len).enumerate().for_each(run_row);
+            } else {
+                output.chunks_mut(row_len).enumerate().for_each(run_row);
+            }
+        })
     }
 
     /// Kernel offsets `lo..hi` along axis `a` whose input index lands inside the image.

@@ -25,7 +25,9 @@ use rayon::prelude::*;
 
 use super::activation::{self, Activation};
 use super::conv::Conv2d;
+use super::output::filled;
 use super::packed::{Epilogue, PackedB, gemm};
+use super::scratch::with_scratch;
 
 /// Transformed positions per tile.
 const POSITIONS: usize = 16;
@@ -196,11 +198,17 @@ impl Conv2d {
         assert_eq!(bias.len(), self.out_c, "winograd conv: bias size");
         let out_len = self.batch * self.out_h * self.out_w * self.out_c;
         assert!(residual.is_none_or(|r| r.len() == out_len), "winograd conv: residual size");
-        let mut output = vec![0.0f32; out_len];
+        // each output pixel lies in exactly one tile, which stores it
+        filled(out_len, |output| self.write_winograd(input, weights, bias, residual, act, threads, output))
+    }
+
+    /// [`Self::run_winograd`] into `output`, every element of which it writes.
+    #[allow(clippy::too_many_arguments)]
+    fn write_winograd(&self, input: &[f32], weights: &WinogradWeights, bias: &[f32], residual: Option<&[f32]>, act: Option<Activation>, threads: usize, output: &mut [f32]) {
         let [th, tw] = self.tiles();
         let tiles = self.batch * th * tw;
         if tiles == 0 || self.out_c == 0 {
-            return output;
+            return;
         }
         let target = (CHUNK_FLOATS / (POSITIONS * (self.in_c + self.out_c))).max(MIN_CHUNK_TILES);
         let job = Job { conv: self, input, weights, bias, residual, act };
@@ -227,16 +235,9 @@ impl Conv2d {
             }
             shares.into_par_iter().for_each(|(first, end, base, share)| job.share(first, end, target, 1, share, base));
         } else {
-            job.share(0, tiles, target, threads, &mut output, 0);
+            job.share(0, tiles, target, threads, output, 0);
         }
-        output
     }
-}
-
-#[derive(Default)]
-struct Buffers {
-    v: Vec<f32>,
-    m: Vec<f32>,
 }
 
 struct Job<'a> {
@@ -252,42 +253,45 @@ impl Job<'_> {
     /// Tiles `first..end` in chunks of about `target`, writing `out`, the output from element
     /// `base` on.
     fn share(&self, first: usize, end: usize, target: usize, threads: usize, out: &mut [f32], base: usize) {
-        let mut buffers = Buffers::default();
         // equal chunks, so the last is not a sliver that pays a full weight read
         let rows = (end - first).div_ceil((end - first).div_ceil(target).max(1)).max(1);
-        let mut at = first;
-        while at < end {
-            let count = rows.min(end - at);
-            self.chunk(at, count, &mut buffers, threads, out, base);
-            at += count;
-        }
+        let (in_c, out_c) = (self.conv.in_c, self.conv.out_c);
+        with_scratch(POSITIONS * rows * (in_c + out_c), |scratch| {
+            let mut at = first;
+            while at < end {
+                let count = rows.min(end - at);
+                let (v, rest) = scratch.split_at_mut(POSITIONS * count * in_c);
+                self.chunk(at, count, v, &mut rest[..POSITIONS * count * out_c], threads, out, base);
+                at += count;
+            }
+        });
     }
 
-    /// Tiles `first..first + rows`: transform, 16 GEMMs (split across `threads` by position
-    /// when the caller could not split the tiles), transform back.
-    fn chunk(&self, first: usize, rows: usize, buffers: &mut Buffers, threads: usize, out: &mut [f32], base: usize) {
+    /// Tiles `first..first + rows`: transform into `v`, 16 GEMMs into `m` (split across
+    /// `threads` by position when the caller could not split the tiles), transform back. `v`
+    /// and `m` are scratch: every element is written before it is read.
+    #[allow(clippy::too_many_arguments)]
+    fn chunk(&self, first: usize, rows: usize, v: &mut [f32], m: &mut [f32], threads: usize, out: &mut [f32], base: usize) {
         let (in_c, out_c) = (self.conv.in_c, self.conv.out_c);
-        buffers.v.resize(POSITIONS * rows * in_c, 0.0);
-        buffers.m.resize(POSITIONS * rows * out_c, 0.0);
         for r in 0..rows {
-            self.load(first + r, r, rows, &mut buffers.v);
+            self.load(first + r, r, rows, v);
         }
-        let v = &buffers.v;
+        let v = &*v;
         let product = |xi: usize, m: &mut [f32]| gemm(&v[xi * rows * in_c..], in_c, rows, &self.weights.positions[xi], m, out_c, &Epilogue::default());
         if threads > 1 {
             let per = POSITIONS.div_ceil(threads);
-            buffers.m.par_chunks_mut(per * rows * out_c).enumerate().for_each(|(t, ms)| {
+            m.par_chunks_mut(per * rows * out_c).enumerate().for_each(|(t, ms)| {
                 for (i, m) in ms.chunks_exact_mut(rows * out_c).enumerate() {
                     product(t * per + i, m);
                 }
             });
         } else {
-            for (xi, m) in buffers.m.chunks_exact_mut(rows * out_c).enumerate() {
+            for (xi, m) in m.chunks_exact_mut(rows * out_c).enumerate() {
                 product(xi, m);
             }
         }
         for r in 0..rows {
-            self.store(first + r, r, rows, &buffers.m, out, base);
+            self.store(first + r, r, rows, m, out, base);
         }
     }
 
@@ -310,9 +314,12 @@ impl Job<'_> {
         };
         let pixels: [Option<&[f32]>; 16] = std::array::from_fn(pixel);
         let stride = rows * c.in_c;
+        // zeroed once per tile, not per channel block (that memset was 7% of DenseNet's
+        // batch-1 run): the padding pixels are never written, and lanes past a short last
+        // block's `width` hold the block before's values, which are never stored
+        let mut d = [[0.0f32; LANES]; 16];
         for c0 in (0..c.in_c).step_by(LANES) {
             let width = LANES.min(c.in_c - c0);
-            let mut d = [[0.0f32; LANES]; 16];
             for (lanes, p) in d.iter_mut().zip(&pixels) {
                 if let Some(p) = p {
                     copy_lanes(lanes, &p[c0..], width);
@@ -334,9 +341,10 @@ impl Job<'_> {
         // the block's pixels inside the output (an odd size leaves the last tiles half empty)
         let inside = |k: usize| 2 * ty + k / 2 < c.out_h && 2 * tx + k % 2 < c.out_w;
         let offset = |k: usize| ((n * c.out_h + 2 * ty + k / 2) * c.out_w + 2 * tx + k % 2) * c.out_c;
+        // every block overwrites the lanes it stores (as in `load`)
+        let mut p = [[0.0f32; LANES]; 16];
         for c0 in (0..c.out_c).step_by(LANES) {
             let width = LANES.min(c.out_c - c0);
-            let mut p = [[0.0f32; LANES]; 16];
             for (xi, lanes) in p.iter_mut().enumerate() {
                 copy_lanes(lanes, &m[xi * stride + r * c.out_c + c0..], width);
             }

@@ -30,6 +30,7 @@ use std::sync::OnceLock;
 use rayon::prelude::*;
 
 use super::activation::{self, Activation};
+use super::scratch::with_scratch;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -349,54 +350,56 @@ fn run(isa: Isa, a: &[f32], lda: usize, m: usize, panels: &[f32], k: usize, n: u
     // reads.
     let copy_a = lda.is_multiple_of(512) && npanels > 1 && m > isa.mr();
     let ldp = kc_max + 16;
-    let mut a_block = if copy_a { vec![0.0f32; mc.min(m) * ldp] } else { Vec::new() };
-    for i0 in (0..m).step_by(mc) {
-        let rows = mc.min(m - i0);
-        for kb in 0..blocks {
-            let k0 = kb * kc_max;
-            let kc = kc_max.min(k - k0);
-            let last = kb + 1 == blocks;
-            let (a_strip, a_stride) = if copy_a {
-                for (r, dst) in a_block.chunks_exact_mut(ldp).take(rows).enumerate() {
-                    dst[..kc].copy_from_slice(&a[(i0 + r) * lda + k0..][..kc]);
-                }
-                (&a_block[..], ldp)
-            } else {
-                (&a[i0 * lda + k0..], lda)
-            };
-            for p in 0..npanels {
-                let j0 = p * NR;
-                let next_b = if p + 1 < npanels {
-                    Some(slice(p + 1, k0, kc))
-                } else if !last {
-                    Some(slice(0, k0 + kc, kc_max.min(k - k0 - kc)))
+    // the copied rows' first kc floats are written before every read (scratch, not zeroed)
+    with_scratch(if copy_a { mc.min(m) * ldp } else { 0 }, |a_block| {
+        for i0 in (0..m).step_by(mc) {
+            let rows = mc.min(m - i0);
+            for kb in 0..blocks {
+                let k0 = kb * kc_max;
+                let kc = kc_max.min(k - k0);
+                let last = kb + 1 == blocks;
+                let (a_strip, a_stride) = if copy_a {
+                    for (r, dst) in a_block.chunks_exact_mut(ldp).take(rows).enumerate() {
+                        dst[..kc].copy_from_slice(&a[(i0 + r) * lda + k0..][..kc]);
+                    }
+                    (&a_block[..], ldp)
                 } else {
-                    None
+                    (&a[i0 * lda + k0..], lda)
                 };
-                let finish = last.then(|| Finish {
-                    bias: finish.bias.map(|bias| &bias[j0..]),
-                    residual: finish.residual.map(|r| &r[i0 * finish.ldr + j0..]),
-                    ..finish
-                });
-                isa.strip(Strip {
-                    a: a_strip,
-                    lda: a_stride,
-                    rows,
-                    kc,
-                    b: slice(p, k0, kc),
-                    c: &mut c[i0 * ldc + j0..],
-                    ldc,
-                    cols: NR.min(n - j0),
-                    accumulate: kb > 0,
-                    finish,
-                    // Shorter than this strip's kc at the last K block of uneven splits: skip it.
-                    // Unblocked (m <= MR), the panels are read back to back, one sequential stream
-                    // the hardware prefetcher already follows, and a whole slice would not fit L1.
-                    next_b: next_b.filter(|next| blocks > 1 && next.len() >= kc * NR),
-                });
+                for p in 0..npanels {
+                    let j0 = p * NR;
+                    let next_b = if p + 1 < npanels {
+                        Some(slice(p + 1, k0, kc))
+                    } else if !last {
+                        Some(slice(0, k0 + kc, kc_max.min(k - k0 - kc)))
+                    } else {
+                        None
+                    };
+                    let finish = last.then(|| Finish {
+                        bias: finish.bias.map(|bias| &bias[j0..]),
+                        residual: finish.residual.map(|r| &r[i0 * finish.ldr + j0..]),
+                        ..finish
+                    });
+                    isa.strip(Strip {
+                        a: a_strip,
+                        lda: a_stride,
+                        rows,
+                        kc,
+                        b: slice(p, k0, kc),
+                        c: &mut c[i0 * ldc + j0..],
+                        ldc,
+                        cols: NR.min(n - j0),
+                        accumulate: kb > 0,
+                        finish,
+                        // Shorter than this strip's kc at the last K block of uneven splits: skip it.
+                        // Unblocked (m <= MR), the panels are read back to back, one sequential stream
+                        // the hardware prefetcher already follows, and a whole slice would not fit L1.
+                        next_b: next_b.filter(|next| blocks > 1 && next.len() >= kc * NR),
+                    });
+                }
             }
         }
-    }
+    });
 }
 
 /// `k == 0`: the product is zero, so C is the epilogue of nothing.
