@@ -5,6 +5,7 @@
 //! against its signature, `tensor` conversion, direct or `batching` execution) -> `engine` ->
 //! response.
 
+pub mod allocator;
 pub mod batching;
 pub mod config;
 pub mod engine;

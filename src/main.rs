@@ -9,21 +9,6 @@ use tokio::net::TcpListener;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-// The one foreign call of the binary, allowed here alone: the crate denies unsafe code.
-#[allow(unsafe_code)]
-unsafe extern "C" {
-    /// mimalloc's own call (linked in with the allocator above): frees this thread's empty
-    /// pages and, with `force`, returns the freed memory to the OS.
-    fn mi_collect(force: bool);
-}
-
-/// Run after each model load (candle_serving::repository::set_release_hook).
-#[allow(unsafe_code)]
-fn release_to_os() {
-    // SAFETY: mi_collect takes no pointers; it only walks mimalloc's own heap.
-    unsafe { mi_collect(true) }
-}
-
 #[allow(unsafe_code)]
 fn main() -> ExitCode {
     // SAFETY: first thing in main, before the runtime, the pools or logging start a thread
@@ -44,7 +29,8 @@ fn main() -> ExitCode {
         }
     };
     init_logging(config.log_format);
-    candle_serving::repository::set_release_hook(release_to_os);
+    candle_serving::allocator::keep_freed_memory_warm();
+    candle_serving::repository::set_release_hook(candle_serving::allocator::release_to_os);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {

@@ -19,6 +19,11 @@ impl Number for u8 {}
 impl Number for u16 {}
 impl Number for u32 {}
 
+/// Whether [`written`] fills its memory with 0xFF bytes first in unit tests; `profile_plan`
+/// turns it off to time what a pod runs.
+#[cfg(test)]
+pub(crate) static FILL_UNWRITTEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
 /// A vector of `len` values, every one written by `write` before the vector exists: `write`
 /// gets the vector's memory as it came from the allocator and must write each element, and
 /// read none it has not written.
@@ -30,10 +35,10 @@ pub(crate) fn written<T: Number, R>(len: usize, write: impl FnOnce(&mut [T]) -> 
     let mut out = Vec::<T>::with_capacity(len);
     let spare = &mut out.spare_capacity_mut()[..len];
     #[cfg(test)]
-    // SAFETY: `spare` is `len` writable values, and 0xFF bytes make a valid value of every
-    // `Number` type.
-    unsafe {
-        std::ptr::write_bytes(spare.as_mut_ptr(), 0xFF, len);
+    if FILL_UNWRITTEN.load(std::sync::atomic::Ordering::Relaxed) {
+        // SAFETY: `spare` is `len` writable values, and 0xFF bytes make a valid value of every
+        // `Number` type.
+        unsafe { std::ptr::write_bytes(spare.as_mut_ptr(), 0xFF, len) };
     }
     // SAFETY: `MaybeUninit<T>` has `T`'s layout, and the slice covers exactly `spare`. Values
     // not yet written are only ever written through it (the caller's contract), never read.

@@ -205,6 +205,8 @@ fn print_plan() {
 fn profile_plan() {
     // SAFETY: run alone (`profile_plan --ignored`), before this test starts a thread
     unsafe { crate::engine::keep_candle_on_the_calling_thread() };
+    crate::allocator::keep_freed_memory_warm();
+    crate::engine::kernels::output::FILL_UNWRITTEN.store(false, std::sync::atomic::Ordering::Relaxed);
     let path = std::env::var("PLAN_MODEL").expect("PLAN_MODEL=<path to model.onnx>");
     let env = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let (batch, threads) = (env("PLAN_BATCH", 1), env("PLAN_THREADS", 2));
