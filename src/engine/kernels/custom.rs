@@ -278,6 +278,17 @@ pub(crate) fn concat(parts: &[&Tensor], axis: usize) -> Result<Option<Tensor>> {
     Tensor::from_vec(out, dims, &Device::Cpu).map(Some)
 }
 
+/// Constant padding of a contiguous f32 CPU tensor as one parallel copy
+/// ([`super::movement::pad_constant`]); `None` for other tensors, for candle's `cat` to do.
+pub(crate) fn pad_constant(x: &Tensor, pads: &[(usize, usize)], value: f32) -> Result<Option<Tensor>> {
+    if !host_f32(x) || pads.len() != x.rank() {
+        return Ok(None);
+    }
+    let out = super::movement::pad_constant(Borrowed::new(x).f32s("pad input")?, x.dims(), pads, value, intra_op_threads());
+    let dims: Vec<usize> = x.dims().iter().zip(pads).map(|(&d, &(b, e))| d + b + e).collect();
+    Tensor::from_vec(out, dims, &Device::Cpu).map(Some)
+}
+
 /// A transpose that swaps two blocks of axes (NCHW <-> NHWC, see
 /// [`super::movement::batched_swap`]) of a contiguous f32 CPU tensor, as one tiled copy;
 /// `None` for other tensors and permutations, which candle's strided copy handles. candle's

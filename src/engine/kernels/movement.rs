@@ -49,6 +49,63 @@ pub(crate) fn concat_rows<T: Number>(parts: &[&[T]], widths: &[usize], rows: usi
     })
 }
 
+/// Constant padding of a contiguous `dims` tensor by `pads[d] = (before, after)` cells per
+/// axis, filled with `value`. The axes after the last padded one are one block: an NHWC
+/// feature map padded in H and W copies whole pixels, one output row (a padded image row) at
+/// a time. Keras' `ZeroPadding2D` before a pool went through candle's `cat`, once per padded
+/// axis: 0.7-1.3 ms for DenseNet121's 112 x 112 x 64 map, against a single copy here.
+pub(crate) fn pad_constant<T: Number>(x: &[T], dims: &[usize], pads: &[(usize, usize)], value: T, threads: usize) -> Vec<T> {
+    assert_eq!(dims.len(), pads.len(), "one (before, after) pair per axis");
+    assert_eq!(x.len(), dims.iter().product::<usize>(), "pad input is not {dims:?}");
+    let out_dims: Vec<usize> = dims.iter().zip(pads).map(|(&d, &(b, e))| d + b + e).collect();
+    let len: usize = out_dims.iter().product();
+    let Some(last) = pads.iter().rposition(|&(b, e)| b + e > 0) else { return x.to_vec() };
+    if len == 0 {
+        return Vec::new();
+    }
+    let block: usize = dims[last + 1..].iter().product();
+    let (before, after) = pads[last];
+    let (in_row, out_row) = (dims[last] * block, out_dims[last] * block);
+    // output row `r`: its coordinates on the axes before `last`, and the input row they read,
+    // or None where one of them lies in the padding
+    let source = |mut r: usize| -> Option<usize> {
+        let (mut src, mut stride) = (0, 1);
+        for d in (0..last).rev() {
+            let (o, (b, _)) = (r % out_dims[d], pads[d]);
+            r /= out_dims[d];
+            let i = o.checked_sub(b).filter(|&i| i < dims[d])?;
+            src += i * stride;
+            stride *= dims[d];
+        }
+        Some(src)
+    };
+    let write = |first: usize, rows: &mut [T]| {
+        for (i, row) in rows.chunks_exact_mut(out_row).enumerate() {
+            match source(first + i) {
+                None => row.fill(value),
+                Some(src) => {
+                    let (head, rest) = row.split_at_mut(before * block);
+                    let (middle, tail) = rest.split_at_mut(in_row);
+                    head.fill(value);
+                    middle.copy_from_slice(&x[src * in_row..(src + 1) * in_row]);
+                    tail.fill(value);
+                }
+            }
+        }
+        debug_assert_eq!(after * block, out_row - in_row - before * block);
+    };
+    let rows = len / out_row;
+    // every output row is written whole: filled, or padding around an input row
+    filled(len, |out| {
+        if threads > 1 && len >= PARALLEL_ELEMENTS && rows > 1 {
+            let per_task = rows.div_ceil(threads * 4);
+            out.par_chunks_mut(per_task * out_row).enumerate().for_each(|(i, block)| write(i * per_task, block));
+        } else {
+            write(0, out);
+        }
+    })
+}
+
 /// A fresh output of `x`'s length written by `f(src, dst)` over runs of whole pixels of
 /// `channels` values each: one call on one thread, or blocks of pixels across the threads from
 /// [`PARALLEL_ELEMENTS`] values up. `f` writes every value of `dst` (it is not zeroed first).
@@ -199,6 +256,42 @@ fn interleave<T: Copy, const R: usize>(x: &[T], cols: usize, c0: usize, out: &mu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Against the definition, per output element: padding on inner, outer and several axes,
+    /// none at all, and empty axes, on one and two threads.
+    #[test]
+    fn constant_padding_surrounds_the_input() {
+        let cases: [(&[usize], &[(usize, usize)]); 6] = [
+            (&[1, 5, 4, 3], &[(0, 0), (1, 1), (2, 1), (0, 0)]),
+            (&[2, 3], &[(1, 0), (0, 2)]),
+            (&[3, 2, 2], &[(0, 0), (0, 0), (0, 0)]),
+            (&[4], &[(3, 2)]),
+            (&[2, 0, 3], &[(1, 1), (1, 0), (0, 1)]),
+            (&[2, 300, 300, 2], &[(0, 1), (2, 2), (1, 3), (0, 0)]),
+        ];
+        for (dims, pads) in cases {
+            let x: Vec<u32> = (1..=dims.iter().product::<usize>() as u32).collect();
+            let out_dims: Vec<usize> = dims.iter().zip(pads).map(|(&d, &(b, e))| d + b + e).collect();
+            let mut want = Vec::new();
+            for flat in 0..out_dims.iter().product::<usize>() {
+                let (mut rest, mut src, mut inside) = (flat, 0, true);
+                let mut stride = 1;
+                for d in (0..dims.len()).rev() {
+                    let o = rest % out_dims[d];
+                    rest /= out_dims[d];
+                    match o.checked_sub(pads[d].0).filter(|&i| i < dims[d]) {
+                        Some(i) => src += i * stride,
+                        None => inside = false,
+                    }
+                    stride *= dims[d];
+                }
+                want.push(if inside { x[src] } else { 0 });
+            }
+            for threads in [1, 2] {
+                assert_eq!(pad_constant(&x, dims, pads, 0, threads), want, "{dims:?} padded by {pads:?} on {threads} threads");
+            }
+        }
+    }
 
     #[test]
     fn channel_shuffle_moves_channel_i_j_to_j_i() {

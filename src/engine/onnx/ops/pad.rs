@@ -77,6 +77,16 @@ impl Op for Pad {
             (Mode::Constant, Some(v)) if v.elem_count() > 0 => Some(v.flatten_all()?.narrow(0, 0, 1)?.to_dtype(x.dtype())?),
             _ => None,
         };
+        if self.mode == Mode::Constant && pads.iter().all(|&(b, e)| b >= 0 && e >= 0) {
+            let scalar = match &value {
+                Some(v) => v.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?[0],
+                None => self.attr_value as f32,
+            };
+            let growth: Vec<(usize, usize)> = pads.iter().map(|&(b, e)| (b as usize, e as usize)).collect();
+            if let Some(y) = crate::engine::kernels::custom::pad_constant(x, &growth, scalar)? {
+                return Ok(vec![y]);
+            }
+        }
         let mut y = x.clone();
         for (dim, &(begin, end)) in pads.iter().enumerate() {
             if begin == 0 && end == 0 {
