@@ -157,6 +157,7 @@ fn check(name: &str, dir: &Path, session: &dyn Session, input: &HostTensor, batc
 fn real(c: &mut Criterion) {
     // SAFETY: criterion has started no thread yet; see the function's comment
     unsafe { keep_candle_on_the_calling_thread() };
+    candle_serving::allocator::keep_freed_memory_warm();
     // the kernel pool is sized once, to the largest count; each case then splits across `t`
     set_intra_op_threads(THREADS[THREADS.len() - 1]);
     let filter = plain_filter();
