@@ -39,12 +39,19 @@ pub(crate) fn concat_rows<T: Number>(parts: &[&[T]], widths: &[usize], rows: usi
         }
     };
     // every row is written whole, part after part
+    write_rows(rows, width, threads, copy_rows)
+}
+
+/// A fresh `rows x width` output written by `write(first, block)`, which writes every value of
+/// `block`: whole rows from row `first` on. One call on one thread, or a few blocks of rows per
+/// thread from [`PARALLEL_ELEMENTS`] values up.
+fn write_rows<T: Number>(rows: usize, width: usize, threads: usize, write: impl Fn(usize, &mut [T]) + Sync) -> Vec<T> {
     filled(rows * width, |out| {
         if threads > 1 && out.len() >= PARALLEL_ELEMENTS && rows > 1 {
-            let rows_per_task = rows.div_ceil(threads * 4);
-            out.par_chunks_mut(rows_per_task * width).enumerate().for_each(|(i, block)| copy_rows(i * rows_per_task, block));
+            let per_task = rows.div_ceil(threads * 4);
+            out.par_chunks_mut(per_task * width).enumerate().for_each(|(i, block)| write(i * per_task, block));
         } else {
-            copy_rows(0, out);
+            write(0, out);
         }
     })
 }
@@ -64,7 +71,7 @@ pub(crate) fn pad_constant<T: Number>(x: &[T], dims: &[usize], pads: &[(usize, u
         return Vec::new();
     }
     let block: usize = dims[last + 1..].iter().product();
-    let (before, after) = pads[last];
+    let before = pads[last].0;
     let (in_row, out_row) = (dims[last] * block, out_dims[last] * block);
     // output row `r`: its coordinates on the axes before `last`, and the input row they read,
     // or None where one of them lies in the padding
@@ -92,18 +99,9 @@ pub(crate) fn pad_constant<T: Number>(x: &[T], dims: &[usize], pads: &[(usize, u
                 }
             }
         }
-        debug_assert_eq!(after * block, out_row - in_row - before * block);
     };
-    let rows = len / out_row;
     // every output row is written whole: filled, or padding around an input row
-    filled(len, |out| {
-        if threads > 1 && len >= PARALLEL_ELEMENTS && rows > 1 {
-            let per_task = rows.div_ceil(threads * 4);
-            out.par_chunks_mut(per_task * out_row).enumerate().for_each(|(i, block)| write(i * per_task, block));
-        } else {
-            write(0, out);
-        }
-    })
+    write_rows(len / out_row, out_row, threads, write)
 }
 
 /// A fresh output of `x`'s length written by `f(src, dst)` over runs of whole pixels of
