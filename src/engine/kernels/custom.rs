@@ -6,7 +6,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Device, Layout, Result, Shape, Storage, StorageRef, Tensor};
 
 use super::activation::Activation;
-use super::conv::{Conv2d, pack_hwio};
+use super::conv::{Conv2d, Kernel, pack_hwio};
 use super::winograd::WinogradWeights;
 use super::packed::{Epilogue, PackedB, gemm_parallel};
 use super::pool::{Pool2d, Reduce};
@@ -76,6 +76,8 @@ pub(crate) enum ConvWeights<'a> {
     Packed { dims: [usize; 4], panels: &'a [PackedB] },
     /// A 3x3 stride-1 conv's weights transformed for [`super::winograd`].
     Winograd(&'a WinogradWeights),
+    /// A first layer's HWIO weights, kept for [`super::narrow`] with their dims.
+    Narrow { dims: [usize; 4], hwio: &'a [f32] },
 }
 
 impl ConvWeights<'_> {
@@ -83,7 +85,7 @@ impl ConvWeights<'_> {
     pub(crate) fn dims(&self) -> Result<[usize; 4]> {
         match self {
             Self::Hwio(w) => nhwc(w.layout(), "conv weights"),
-            Self::Packed { dims, .. } => Ok(*dims),
+            Self::Packed { dims, .. } | Self::Narrow { dims, .. } => Ok(*dims),
             Self::Winograd(w) => Ok([3, 3, w.in_c(), w.out_c()]),
         }
     }
@@ -98,10 +100,13 @@ pub(crate) enum DenseWeights<'a> {
 
 /// Conv over NHWC input, HWIO weights and bias, with an optional residual (a value of the
 /// output's shape added before the activation: a ResNet block's shortcut).
+#[derive(Clone, Copy)]
 pub(crate) struct NhwcConv {
     pub(crate) window: Window2d,
     pub(crate) groups: usize,
     pub(crate) activation: Option<Activation>,
+    /// A max pool over the activated output, windows side by side (`passes/max_pool.rs`).
+    pub(crate) max_pool: Option<[usize; 2]>,
 }
 
 impl NhwcConv {
@@ -138,6 +143,28 @@ impl NhwcConv {
         if let Some(r) = residual.filter(|r| r.dims() != dims) {
             candle_core::bail!("conv residual has shape {:?}, the conv's output {dims:?}", r.dims());
         }
+        if let Some(window) = self.max_pool {
+            if residual.is_some() || window.contains(&0) {
+                candle_core::bail!("a conv with a residual or an empty window {window:?} cannot pool its output");
+            }
+            let pooled = [batch, win.out[0] / window[0], win.out[1] / window[1], out_c];
+            let kernel = match weights {
+                ConvWeights::Packed { panels, .. } if !conv.is_depthwise() => Kernel::Packed(panels),
+                ConvWeights::Narrow { hwio, .. } => Kernel::Narrow(hwio),
+                // the other kernels write the whole output, then the pool kernel reads it
+                _ => {
+                    let unpooled = Self { max_pool: None, ..*self }.forward(x, weights, b, None)?;
+                let pool = NhwcPool {
+                    window: Window2d { kernel: window, strides: window, dilations: [1, 1], pad_begin: [0, 0], out: [pooled[1], pooled[2]] },
+                    reduce: Reduce::Max,
+                };
+                    return unpooled.apply_op1_no_bwd(&pool);
+                }
+            };
+            let (x, b) = (Borrowed::new(x), Borrowed::new(b));
+            let out = conv.run_max_pooled(x.f32s("conv input")?, kernel, b.f32s("conv bias")?, self.activation, window, intra_op_threads());
+            return Tensor::from_vec(out, &pooled, &Device::Cpu);
+        }
         let threads = intra_op_threads();
         let (x, b) = (Borrowed::new(x), Borrowed::new(b));
         let residual = residual.map(Borrowed::new);
@@ -161,6 +188,14 @@ impl NhwcConv {
                 conv.run_packed(x, &packed, b, residual, self.activation, threads)
             }
             ConvWeights::Packed { panels, .. } => conv.run_packed(x, panels, b, residual, self.activation, threads),
+            ConvWeights::Narrow { hwio, .. } => {
+                let act = if residual.is_some() { None } else { self.activation };
+                let mut out = super::narrow::Narrow::new(&conv, x, hwio, b, act).run(threads);
+                if let Some(r) = residual {
+                    super::activation::add_then(self.activation, r, &mut out);
+                }
+                out
+            }
             ConvWeights::Winograd(w) if conv.strides == [1, 1] && conv.dilations == [1, 1] && conv.groups == 1 => {
                 conv.run_winograd(x, w, b, residual, self.activation, threads)
             }

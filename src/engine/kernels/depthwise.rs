@@ -91,11 +91,11 @@ impl Geometry {
 }
 
 impl Conv2d {
-    fn taps_y(&self, oh: usize) -> Range<usize> {
+    pub(super) fn taps_y(&self, oh: usize) -> Range<usize> {
         taps(oh * self.strides[0], self.pad_begin[0], self.kernel[0], self.dilations[0], self.in_h)
     }
 
-    fn taps_x(&self, ow: usize) -> Range<usize> {
+    pub(super) fn taps_x(&self, ow: usize) -> Range<usize> {
         taps(ow * self.strides[1], self.pad_begin[1], self.kernel[1], self.dilations[1], self.in_w)
     }
 }

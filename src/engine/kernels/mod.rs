@@ -14,6 +14,7 @@ pub(crate) mod custom;
 pub(crate) mod depthwise;
 pub(crate) mod lrn;
 pub(crate) mod movement;
+pub(crate) mod narrow;
 pub(crate) mod output;
 pub(crate) mod packed;
 pub(crate) mod pool;

@@ -112,7 +112,7 @@ impl Pool2d {
 /// Folds one run of channels into the accumulator row: elementwise max, or sum for averages
 /// (divided by the count once the window is done). The match is per run, outside the loop, so
 /// each arm vectorises.
-fn fold_run(reduce: Reduce, acc: &mut [f32], run: &[f32]) {
+pub(super) fn fold_run(reduce: Reduce, acc: &mut [f32], run: &[f32]) {
     match reduce {
         Reduce::Max => acc.iter_mut().zip(run).for_each(|(a, &v)| *a = if v > *a { v } else { *a }),
         Reduce::Average { .. } => acc.iter_mut().zip(run).for_each(|(a, &v)| *a += v),

@@ -9,10 +9,11 @@ use crate::engine::kernels::conv::pack_hwio;
 use crate::engine::kernels::packed::PackedB;
 use crate::engine::kernels::custom::{ConvWeights, Dense, DenseWeights, NhwcConv, NhwcGlobalPool, NhwcLrn, NhwcPool, NhwcScaleShift, Window2d};
 use crate::engine::kernels::pool::Reduce;
+use crate::engine::kernels::narrow;
 use crate::engine::kernels::winograd::{self, WinogradWeights};
 use crate::engine::onnx::attrs::NodeCtx;
 
-use super::fused::{activate, from_node};
+use super::fused::{FUSED_MAX_POOL, activate, from_node};
 use super::window::{AutoPad, Axis, Window, positive};
 use super::{Builder, Op, OpError, OpResult, required};
 
@@ -140,6 +141,8 @@ struct Conv {
     attrs: Attrs,
     groups: usize,
     activation: Option<Activation>,
+    /// `[rows, columns]` of a max pool fused into the conv (`passes/max_pool.rs`).
+    max_pool: Option<[usize; 2]>,
     /// The weights prepared once at load, when they are an initializer.
     packed: Option<Prepared>,
 }
@@ -155,7 +158,9 @@ impl Op for Conv {
             let values = w.flatten_all()?.to_vec1::<f32>()?;
             let dims = [kh, kw, in_g, out_c];
             let pair = |v: &[usize]| [v[0], v[1]];
-            self.packed = Some(if winograd::applies([kh, kw], pair(&self.attrs.strides), pair(&self.attrs.dilations), self.groups, in_g, out_c) {
+            self.packed = Some(if narrow::applies(dims, self.groups) {
+                Prepared::Narrow(dims, values)
+            } else if winograd::applies([kh, kw], pair(&self.attrs.strides), pair(&self.attrs.dilations), self.groups, in_g, out_c) {
                 Prepared::Winograd(WinogradWeights::from_hwio(&values, in_g, out_c))
             } else {
                 Prepared::Gemm(dims, pack_hwio(&values, dims, self.groups))
@@ -173,17 +178,21 @@ impl Op for Conv {
         let w = match &self.packed {
             Some(Prepared::Gemm(dims, panels)) => ConvWeights::Packed { dims: *dims, panels },
             Some(Prepared::Winograd(w)) => ConvWeights::Winograd(w),
+            Some(Prepared::Narrow(dims, hwio)) => ConvWeights::Narrow { dims: *dims, hwio },
             None => ConvWeights::Hwio(required(inputs, 1, "W")?),
         };
         let b = required(inputs, 2, "B")?;
         let residual = inputs.get(3).copied().flatten();
+        if residual.is_some() && self.max_pool.is_some() {
+            return Err(OpError::Invalid("a conv with a residual input cannot also pool its output".into()));
+        }
         let window = self.attrs.resolve(&x)?;
         let out_dims = [x.dim(0)?, window.out[0], window.out[1], w.dims()?[3]];
-        let kernel = NhwcConv { window, groups: self.groups, activation: self.activation };
+        let kernel = NhwcConv { window, groups: self.groups, activation: self.activation, max_pool: self.max_pool };
         let y = match residual {
             Some(r) if r.dims() != out_dims => {
                 // the shortcut broadcasts: conv first, then the general Add and activation
-                let plain = NhwcConv { activation: None, ..kernel };
+                let plain = NhwcConv { activation: None, max_pool: None, ..kernel };
                 activate(plain.forward(&x, w, b, None)?.broadcast_add(r)?, self.activation)?
             }
             Some(r) => kernel.forward(&x, w, b, Some(&r.contiguous()?))?,
@@ -193,17 +202,23 @@ impl Op for Conv {
     }
 }
 
-/// A conv's weights in the form its kernel reads: GEMM panels with their HWIO dims, or the
-/// Winograd transform of a 3x3 stride-1 conv's.
+/// A conv's weights in the form its kernel reads: GEMM panels with their HWIO dims, the
+/// Winograd transform of a 3x3 stride-1 conv's, or a first layer's HWIO weights as they are.
 enum Prepared {
     Gemm([usize; 4], Vec<PackedB>),
     Winograd(WinogradWeights),
+    Narrow([usize; 4], Vec<f32>),
 }
 
 fn conv(ctx: &NodeCtx<'_>) -> Result<Box<dyn Op>, LoadError> {
     let groups = usize::try_from(ctx.int("group", 1)).ok().filter(|&g| g > 0)
         .ok_or_else(|| LoadError::Invalid("attribute 'group' must be positive".into()))?;
-    Ok(Box::new(Conv { attrs: Attrs::parse(ctx)?, groups, activation: from_node(ctx)?, packed: None }))
+    let max_pool = match ctx.sizes(FUSED_MAX_POOL)?.as_deref() {
+        None => None,
+        Some(&[rows, columns]) if rows > 0 && columns > 0 => Some([rows, columns]),
+        Some(other) => return Err(LoadError::Invalid(format!("attribute '{FUSED_MAX_POOL}' must be two positive sizes, got {other:?}"))),
+    };
+    Ok(Box::new(Conv { attrs: Attrs::parse(ctx)?, groups, activation: from_node(ctx)?, max_pool, packed: None }))
 }
 
 struct Pool {

@@ -9,7 +9,7 @@ use crate::engine::onnx::attrs::NodeCtx;
 
 use super::OpError;
 
-pub(crate) use crate::engine::onnx::passes::{FUSED_ACTIVATION, FUSED_ALPHA, FUSED_BETA};
+pub(crate) use crate::engine::onnx::passes::{FUSED_ACTIVATION, FUSED_ALPHA, FUSED_BETA, FUSED_MAX_POOL};
 
 /// The same activations the CPU kernels apply in their epilogues; ops that run on candle's own
 /// kernels (any device) apply them as tensor ops.

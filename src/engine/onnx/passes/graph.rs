@@ -12,6 +12,10 @@ pub(crate) const FUSED_ACTIVATION: &str = "_fused_activation";
 pub(crate) const FUSED_ALPHA: &str = "_fused_alpha";
 /// Clip's upper bound (its lower bound travels in [`FUSED_ALPHA`]).
 pub(crate) const FUSED_BETA: &str = "_fused_beta";
+/// Private attribute of the NHWC conv: the `[rows, columns]` of a max pool the conv's output
+/// goes through before anything reads it, windows side by side (stride = window, no padding,
+/// floor mode). Set by the pool pass (`max_pool.rs`).
+pub(crate) const FUSED_MAX_POOL: &str = "_fused_max_pool";
 
 /// How many node inputs read each value (graph outputs count as readers too, so a value the
 /// caller asked for is never fused away).

@@ -4,7 +4,8 @@
 //! the graph untouched.
 //!
 //! Order matters: BatchNormalization and a following bias Add fold into the Conv before the
-//! Conv changes layout, and activations fuse last, into whichever conv survived.
+//! Conv changes layout, activations fuse into whichever conv survived, and
+//! only then does a max pool join its conv (the activation runs before the pool).
 
 mod affine;
 mod batchnorm;
@@ -15,6 +16,7 @@ mod fuse;
 mod graph;
 mod identity;
 mod layout;
+mod max_pool;
 mod pad;
 mod residual;
 mod shapes;
@@ -25,7 +27,7 @@ mod transpose;
 use crate::engine::LoadError;
 use crate::proto::onnx::GraphProto;
 
-pub(crate) use graph::{FUSED_ACTIVATION, FUSED_ALPHA, FUSED_BETA};
+pub(crate) use graph::{FUSED_ACTIVATION, FUSED_ALPHA, FUSED_BETA, FUSED_MAX_POOL};
 
 /// What the graph will run on; the layout pass targets the CPU kernels only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +53,9 @@ pub(crate) fn optimize(graph: &mut GraphProto, target: Target) -> Result<(), Loa
         dense::matmul_bias(graph);
     }
     fuse::activations(graph);
+    if target == Target::Cpu {
+        max_pool::into_conv(graph);
+    }
     graph::remove_dead_nodes(graph);
     Ok(())
 }

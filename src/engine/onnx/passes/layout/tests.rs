@@ -115,7 +115,7 @@ fn densenet_style_bn_relu_concat_pad_and_reduce_stay_in_nhwc() {
 }
 
 /// GoogLeNet's conv -> max pool -> LRN -> conv: the LRN runs over the NHWC channels, so the
-/// only transpose left is the one at the input.
+/// only transpose left is the one at the input (the 2x2 pool runs inside the first conv).
 #[test]
 fn lrn_between_convs_stays_in_nhwc() {
     let real = |name: &str, v: f32| AttributeProto { name: name.into(), r#type: AttributeType::Float as i32, f: v, ..Default::default() };
@@ -128,7 +128,31 @@ fn lrn_between_convs_stays_in_nhwc() {
     ];
     let init = vec![floats("w1", &[9, 3, 3, 3], 1), floats("w2", &[4, 9, 1, 1], 2)];
     let ops = agree(&model(nodes, init, "y"), &[2, 3, 8, 6]);
-    assert_eq!(ops, ["Transpose", "_NhwcConv", "_NhwcMaxPool", "_NhwcLrn", "_NhwcConv", "Transpose"]);
+    assert_eq!(ops, ["Transpose", "_NhwcConv", "_NhwcLrn", "_NhwcConv", "Transpose"]);
+}
+
+/// Max pools with side-by-side windows join the conv before them, whichever kernel runs it:
+/// the packed GEMM (odd sizes, so the floor-mode pool drops a row and a column), the depthwise
+/// kernel and Winograd (64 input channels) pool after the conv instead.
+#[test]
+fn max_pools_fused_into_convs_agree_with_the_ops_apart() {
+    let pool = |x: &str, out: &str, k: &[i64]| node("MaxPool", &[x], out, vec![ints("kernel_shape", k), ints("strides", k)]);
+    let nodes = vec![
+        node("Conv", &["x", "w1"], "c1", vec![]),
+        node("Relu", &["c1"], "r1", vec![]),
+        pool("r1", "p1", &[2, 2]),
+        node("Conv", &["p1", "w2"], "c2", vec![int("group", 8), ints("pads", &[1, 1, 1, 1])]),
+        pool("c2", "p2", &[1, 2]),
+        node("Conv", &["p2", "w3"], "c3", vec![]),
+        pool("c3", "y", &[2, 2]),
+    ];
+    let init = vec![floats("w1", &[8, 3, 3, 3], 1), floats("w2", &[8, 1, 3, 3], 2), floats("w3", &[4, 8, 1, 1], 3)];
+    // 13x11 -> conv 11x9 -> pool 5x4 -> depthwise 5x4 -> pool 5x2 -> 1x1 conv -> pool 2x1
+    let ops = agree(&model(nodes, init, "y"), &[2, 3, 13, 11]);
+    assert_eq!(ops, ["Transpose", "_NhwcConv", "_NhwcConv", "_NhwcConv", "Transpose"]);
+    let nodes = vec![node("Conv", &["x", "w"], "c", vec![ints("pads", &[1, 1, 1, 1])]), pool("c", "y", &[2, 2])];
+    let ops = agree(&model(nodes, vec![floats("w", &[5, 64, 3, 3], 4)], "y"), &[1, 64, 7, 6]);
+    assert_eq!(ops, ["Transpose", "_NhwcConv", "Transpose"]);
 }
 
 /// A classifier head: global average and max pools over NHWC conv outputs give what the NCHW
