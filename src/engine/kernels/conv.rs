@@ -285,12 +285,12 @@ impl Conv2d {
                         let bands = out.len() / row_len;
                         let sums = &mut sums[..bands * band * self.out_c];
                         compute(first + i * chunk, bands, col, sums);
-                        max_pool_bands(sums, out, [ph, pw], pooled_w, self.out_c);
+                        super::pool::max_pool_bands(sums, out, [ph, pw], pooled_w, self.out_c);
                     }
                 })
             })
         };
-        // every pooled pixel's channels are written by `max_pool_bands`
+        // every pooled pixel's channels are written by `pool::max_pool_bands`
         filled(rows * row_len, |output| {
             if output.is_empty() {
                 return;
@@ -339,28 +339,6 @@ impl Conv2d {
                     } else {
                         let at = ix as usize * self.in_c + c0;
                         copy_run(tap, &row[at..at + channels]);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Max over each window of `sums`, bands of `window[0]` conv rows of `pooled_w * window[1]`
-/// pixels, into `out`, one pooled row per band. Taps fold in the pool kernel's order and with
-/// its comparison, so a fused pool gives the same values (NaNs included) as the two ops apart.
-fn max_pool_bands(sums: &[f32], out: &mut [f32], [ph, pw]: [usize; 2], pooled_w: usize, channels: usize) {
-    let span = pooled_w * pw * channels;
-    for (band, out) in sums.chunks_exact(ph * span).zip(out.chunks_exact_mut(pooled_w * channels)) {
-        for (px, dst) in out.chunks_exact_mut(channels).enumerate() {
-            for dy in 0..ph {
-                for dx in 0..pw {
-                    let at = dy * span + (px * pw + dx) * channels;
-                    let tap = &band[at..at + channels];
-                    if dy == 0 && dx == 0 {
-                        dst.copy_from_slice(tap);
-                    } else {
-                        super::pool::fold_run(super::pool::Reduce::Max, dst, tap);
                     }
                 }
             }

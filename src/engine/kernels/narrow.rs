@@ -8,7 +8,7 @@
 //! its arithmetic. Here output channels sit in the vector lanes: each tap's weight row is
 //! loaded once per tile and every input value is broadcast, so a tile of `PIXELS` pixels by
 //! `VECTORS` vectors does 12 FMAs per 2 weight loads and 6 broadcasts, with bias as the
-//! accumulators' starting value.
+//! accumulators' starting value and ReLU applied in registers.
 //!
 //! SIMD without `unsafe`, through pulp, as the depthwise kernel.
 
@@ -29,18 +29,20 @@ const MAX_PATCH: usize = 32;
 
 /// The register tile: 6 pixels x 2 vectors of channels, 12 accumulators, 2 weight vectors and a
 /// broadcast input: 15 registers, inside AVX2's 16. Two vectors per pixel share each broadcast.
+/// With AVX-512's 32 registers a 64-channel block takes 4 vectors (24 accumulators), so each
+/// broadcast feeds 4 FMAs; at 2 vectors, 64 channels ran no faster than the GEMM.
 const PIXELS: usize = 6;
 const VECTORS: usize = 2;
 
 /// Output channels must fill whole vectors at every instruction set (16 AVX-512 lanes).
 const CHANNEL_MULTIPLE: usize = 16;
 
-/// Most output channels: one AVX-512 tile's width. Each further block of channels broadcasts
-/// every input value again, and at 64 channels the GEMM was faster (`conv::tests::timing`,
-/// SqueezeNet's 3x3 stride-2 RGB stem on one thread: 649 us through the GEMM, 803 here; the
-/// 32-channel stems of MobileNetV2 and Inception v3 and the MNIST CNN's first conv ran 1.3-2x
-/// faster here).
-const MAX_OUT_C: usize = 32;
+/// Most output channels: what the first layers of the models we serve have (MNIST CNN,
+/// MobileNetV2 and Inception v3 32, SqueezeNet and the ResNets 64). Measured with
+/// `conv::tests::timing`, one thread, against the GEMM: SqueezeNet's 3x3 stride-2 RGB stem
+/// (64 channels) 654 -> 515 us at batch 1 and 13.1 -> 10.3 ms at batch 16; the 32-channel
+/// stems 422 -> 259 us and 8.2 -> 5.1 ms; the MNIST CNN's first conv 15.1 -> 8.2 us.
+const MAX_OUT_C: usize = 64;
 
 /// Whether a conv with these HWIO weight dims and groups runs here.
 pub(crate) fn applies([kh, kw, in_g, out_c]: [usize; 4], groups: usize) -> bool {
@@ -93,7 +95,10 @@ impl<'a> Narrow<'a> {
     /// bias and activation included.
     pub(crate) fn row(&self, n: usize, oh: usize, span: usize, out: &mut [f32]) {
         dispatch(Row { k: self, n, oh, span, out });
-        activation::apply(self.act, out);
+        // ReLU is applied in registers; the other activations once the row is written
+        if self.act != Some(Activation::Relu) {
+            activation::apply(self.act, out);
+        }
     }
 }
 
@@ -118,6 +123,11 @@ impl WithSimd for Row<'_, '_, '_> {
         let tile = Tile { k: self.k, image, oh: self.oh, ky: c.taps_y(self.oh) };
         // channel blocks outside, pixels inside: a block's weights stay in L1 for the row
         let mut c0 = 0;
+        // 32 registers (AVX-512): 4 vectors x 6 pixels, each broadcast feeding 4 FMAs
+        while S::REGISTER_COUNT >= 32 && c0 + 2 * VECTORS * lanes <= c.out_c {
+            tile.block::<S, { 2 * VECTORS }>(s, c0, self.span, out);
+            c0 += 2 * VECTORS * lanes;
+        }
         while c0 + VECTORS * lanes <= c.out_c {
             tile.block::<S, VECTORS>(s, c0, self.span, out);
             c0 += VECTORS * lanes;
@@ -158,13 +168,12 @@ impl Tile<'_, '_> {
     #[inline(always)]
     fn tile<S: Simd, const P: usize, const R: usize>(&self, s: S, ow: usize, kx: Range<usize>, c0: usize, out: &mut [f32]) {
         let c = self.k.conv;
-        let lanes = S::F32_LANES;
         let (ic, oc, kw) = (c.in_c, c.out_c, c.kernel[1]);
         let (row_len, pixel_step, tap_step) = (c.in_w * ic, c.strides[1] * ic, c.dilations[1] * ic);
         let (taps, first_tap) = (kx.len(), kx.start);
         if taps == 0 {
             let bias = load::<S, R>(&self.k.bias[c0..]);
-            return store::<S, P, R>(&[bias; P], &mut out[ow * oc + c0..], oc, lanes);
+            return store::<S, P, R>(s, &[bias; P], &mut out[ow * oc + c0..], oc, self.k.act == Some(Activation::Relu));
         }
         // from tap `first_tap` of pixel `ow` to the last input value of pixel `ow + P - 1`
         let at = (ow * c.strides[1] + first_tap * c.dilations[1] - c.pad_begin[1]) * ic;
@@ -187,16 +196,20 @@ impl Tile<'_, '_> {
                 }
             }
         }
-        store::<S, P, R>(&acc, &mut out[ow * oc + c0..], oc, lanes);
+        store::<S, P, R>(s, &acc, &mut out[ow * oc + c0..], oc, self.k.act == Some(Activation::Relu));
     }
 }
 
-/// Pixel `p`'s accumulators to `out[p * pixel_len..]`.
+/// Pixel `p`'s accumulators to `out[p * pixel_len..]`, through ReLU if `relu`
+/// (`x > 0 ? x : 0`, so NaN becomes 0 as in the other kernels).
 #[inline(always)]
-fn store<S: Simd, const P: usize, const R: usize>(acc: &[[S::f32s; R]; P], out: &mut [f32], pixel_len: usize, lanes: usize) {
+fn store<S: Simd, const P: usize, const R: usize>(s: S, acc: &[[S::f32s; R]; P], out: &mut [f32], pixel_len: usize, relu: bool) {
+    let zero = s.splat_f32s(0.0);
     for (p, acc) in acc.iter().enumerate() {
-        let (dst, _) = S::as_mut_simd_f32s(&mut out[p * pixel_len..p * pixel_len + R * lanes]);
-        dst.copy_from_slice(acc);
+        let (dst, _) = S::as_mut_simd_f32s(&mut out[p * pixel_len..p * pixel_len + R * S::F32_LANES]);
+        for (d, &a) in dst.iter_mut().zip(acc) {
+            *d = if relu { s.select_f32s(s.greater_than_f32s(a, zero), a, zero) } else { a };
+        }
     }
 }
 
@@ -264,7 +277,8 @@ mod tests {
         let cases = [
             // batch, in_h, in_w, in_c, out_c, kernel, strides, dilations, pad
             (2, 28, 28, 1, 32, [3, 3], [1, 1], [1, 1], [0, 0]), // the MNIST CNN's first conv
-            (1, 17, 19, 3, 32, [3, 3], [2, 2], [1, 1], [1, 1]), // an RGB stem, padded, odd sizes
+            (1, 17, 19, 3, 64, [3, 3], [2, 2], [1, 1], [1, 1]), // an RGB stem, padded, odd sizes
+            (1, 9, 8, 3, 48, [3, 3], [2, 2], [1, 1], [1, 1]), // a 2-vector and a 1-vector block
             (3, 9, 11, 2, 16, [3, 2], [1, 2], [2, 1], [2, 1]), // dilated, uneven strides, one block
             (1, 5, 4, 4, 16, [2, 2], [1, 1], [1, 1], [1, 1]), // narrower than a tile
             (2, 12, 40, 1, 32, [5, 5], [1, 1], [1, 1], [2, 2]), // interior tiles and edge pixels
@@ -291,7 +305,6 @@ mod tests {
                 let mut got = vec![0.0; expected.len()];
                 for (i, out) in got.chunks_mut(c.out_w * c.out_c).enumerate() {
                     exec(Row { k: &k, n: i / c.out_h, oh: i % c.out_h, span: c.out_w, out });
-                    activation::apply(k.act, out);
                 }
                 check(&got, level);
             }

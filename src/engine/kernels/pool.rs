@@ -112,10 +112,65 @@ impl Pool2d {
 /// Folds one run of channels into the accumulator row: elementwise max, or sum for averages
 /// (divided by the count once the window is done). The match is per run, outside the loop, so
 /// each arm vectorises.
-pub(super) fn fold_run(reduce: Reduce, acc: &mut [f32], run: &[f32]) {
+fn fold_run(reduce: Reduce, acc: &mut [f32], run: &[f32]) {
     match reduce {
         Reduce::Max => acc.iter_mut().zip(run).for_each(|(a, &v)| *a = if v > *a { v } else { *a }),
         Reduce::Average { .. } => acc.iter_mut().zip(run).for_each(|(a, &v)| *a += v),
+    }
+}
+
+/// Max over each window of `sums` into `out`: `sums` is bands of `window[0]` rows of
+/// `pooled_w * window[1]` NHWC pixels (a conv's output under one row of side-by-side windows),
+/// `out` one pooled row per band. Taps fold in [`Pool2d`]'s order and with its comparison (a
+/// later tap wins only if it is greater), so a pool fused into a conv gives the values, NaNs
+/// included, of the two ops apart. Through pulp: the crate is built for baseline x86-64, where
+/// the elementwise loop compiles to 4-lane SSE.
+pub(super) fn max_pool_bands(sums: &[f32], out: &mut [f32], window: [usize; 2], pooled_w: usize, channels: usize) {
+    super::simd::dispatch(MaxPoolBands { sums, out, window, pooled_w, channels });
+}
+
+struct MaxPoolBands<'a> {
+    sums: &'a [f32],
+    out: &'a mut [f32],
+    window: [usize; 2],
+    pooled_w: usize,
+    channels: usize,
+}
+
+impl pulp::WithSimd for MaxPoolBands<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, s: S) {
+        let ([ph, pw], channels) = (self.window, self.channels);
+        let span = self.pooled_w * pw * channels;
+        for (band, out) in self.sums.chunks_exact(ph * span).zip(self.out.chunks_exact_mut(self.pooled_w * channels)) {
+            for (px, dst) in out.chunks_exact_mut(channels).enumerate() {
+                // tap t of this window starts at taps[t]; each output vector folds all taps
+                // in registers (a masked store per tap, reloaded by the next, stalled)
+                let at = px * pw * channels;
+                let tap = |t: usize| &band[(t / pw) * span + at + (t % pw) * channels..][..channels];
+                let (dst_head, dst_tail) = S::as_mut_simd_f32s(dst);
+                let lanes = S::F32_LANES;
+                for (i, d) in dst_head.iter_mut().enumerate() {
+                    let mut m = S::as_simd_f32s(&tap(0)[i * lanes..(i + 1) * lanes]).0[0];
+                    for t in 1..ph * pw {
+                        let v = S::as_simd_f32s(&tap(t)[i * lanes..(i + 1) * lanes]).0[0];
+                        m = s.select_f32s(s.greater_than_f32s(v, m), v, m);
+                    }
+                    *d = m;
+                }
+                let done = dst_head.len() * lanes;
+                for (c, d) in dst_tail.iter_mut().enumerate() {
+                    let mut m = tap(0)[done + c];
+                    for t in 1..ph * pw {
+                        let v = tap(t)[done + c];
+                        m = if v > m { v } else { m };
+                    }
+                    *d = m;
+                }
+            }
+        }
     }
 }
 
