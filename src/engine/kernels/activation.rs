@@ -65,22 +65,59 @@ pub(crate) fn bias_then(activation: Option<Activation>, bias: &[f32], values: &m
 
 /// `out = act(x * scale + shift)` per channel, rows of `scale.len()` channels: an inference
 /// BatchNormalization that no conv absorbed, in one pass instead of four broadcasts.
+///
+/// Through pulp, because the crate is built for baseline x86-64, where this loop compiled to
+/// 4-lane SSE: DenseNet121 runs 62 of these, one before each conv. ReLU and Clip apply in
+/// registers; the rounding is the scalar loop's (a multiply, then an add).
 pub(crate) fn scale_shift_then(activation: Option<Activation>, scale: &[f32], shift: &[f32], x: &[f32], out: &mut [f32]) {
-    fn each(scale: &[f32], shift: &[f32], x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32) {
-        let c = scale.len().max(1);
-        for (row, src) in out.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
-            for (((o, &v), &s), &b) in row.iter_mut().zip(src).zip(scale).zip(shift) {
-                *o = f(v * s + b);
-            }
-        }
+    let bounds = match activation {
+        Some(Activation::Relu) => Some((0.0, f32::INFINITY)),
+        Some(Activation::Clip(lo, hi)) => Some((lo, hi)),
+        _ => None,
+    };
+    super::simd::dispatch(ScaleShift { scale, shift, x, out, bounds });
+    if bounds.is_none() {
+        apply(activation, out);
     }
-    match activation {
-        None => each(scale, shift, x, out, |v| v),
-        Some(Activation::Relu) => each(scale, shift, x, out, |v| v.max(0.0)),
-        Some(Activation::Clip(lo, hi)) => each(scale, shift, x, out, |v| v.max(lo).min(hi)),
-        Some(other) => {
-            each(scale, shift, x, out, |v| v);
-            other.apply(out);
+}
+
+/// `out = x * scale + shift` per pixel row, clamped to `bounds` if any: `max(v, lo)` then
+/// `min(.., hi)` as `f32::max`/`min` do it, so a NaN sum comes out as `lo` (0 for ReLU), as in
+/// the scalar kernels.
+struct ScaleShift<'a> {
+    scale: &'a [f32],
+    shift: &'a [f32],
+    x: &'a [f32],
+    out: &'a mut [f32],
+    bounds: Option<(f32, f32)>,
+}
+
+impl pulp::WithSimd for ScaleShift<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, s: S) {
+        let c = self.scale.len().max(1);
+        let (clamp, (lo, hi)) = (self.bounds.is_some(), self.bounds.unwrap_or((f32::NEG_INFINITY, f32::INFINITY)));
+        let (vlo, vhi) = (s.splat_f32s(lo), s.splat_f32s(hi));
+        let (scale, scale_tail) = S::as_simd_f32s(self.scale);
+        let (shift, shift_tail) = S::as_simd_f32s(self.shift);
+        for (row, src) in self.out.chunks_exact_mut(c).zip(self.x.chunks_exact(c)) {
+            let (out, out_tail) = S::as_mut_simd_f32s(row);
+            let (x, x_tail) = S::as_simd_f32s(src);
+            for (((o, &v), &a), &b) in out.iter_mut().zip(x).zip(scale).zip(shift) {
+                let y = s.add_f32s(s.mul_f32s(v, a), b);
+                *o = if clamp {
+                    let y = s.select_f32s(s.greater_than_f32s(y, vlo), y, vlo);
+                    s.select_f32s(s.less_than_f32s(y, vhi), y, vhi)
+                } else {
+                    y
+                };
+            }
+            for (((o, &v), &a), &b) in out_tail.iter_mut().zip(x_tail).zip(scale_tail).zip(shift_tail) {
+                let y = v * a + b;
+                *o = if clamp { y.max(lo).min(hi) } else { y };
+            }
         }
     }
 }
@@ -97,6 +134,36 @@ pub(crate) fn add_then(activation: Option<Activation>, addend: &[f32], values: &
         Some(other) => {
             each(addend, values, |x| x);
             other.apply(values);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The vector loop against the scalar definition, `f32::max`/`min` included: whole vectors
+    /// and a tail, NaN and infinite inputs, every activation kind.
+    #[test]
+    fn scale_shift_matches_the_scalar_definition_nans_included() {
+        for channels in [1, 19, 32, 48] {
+            let pixels = 5;
+            let mut x: Vec<f32> = (0..pixels * channels).map(|i| ((i as f32) * 0.37).sin() * 3.0).collect();
+            let len = x.len();
+            x[3 % len] = f32::NAN;
+            x[(7 * channels / 2) % len] = f32::INFINITY;
+            let scale: Vec<f32> = (0..channels).map(|c| 0.5 + c as f32 * 0.1).collect();
+            let shift: Vec<f32> = (0..channels).map(|c| c as f32 * -0.05).collect();
+            for act in [None, Some(Activation::Relu), Some(Activation::Clip(-0.5, 1.5)), Some(Activation::Sigmoid)] {
+                let mut out = vec![0.0; x.len()];
+                scale_shift_then(act, &scale, &shift, &x, &mut out);
+                for (i, (&got, &v)) in out.iter().zip(&x).enumerate() {
+                    let c = i % channels;
+                    let mut want = [v * scale[c] + shift[c]];
+                    apply(act, &mut want);
+                    assert!(got == want[0] || (got.is_nan() && want[0].is_nan()), "{act:?} channels {channels} at {i}: {got} vs {}", want[0]);
+                }
+            }
         }
     }
 }

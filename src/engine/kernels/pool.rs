@@ -42,9 +42,7 @@ impl Pool2d {
         let rows = self.batch * self.out_h;
         let run_row = |(index, out): (usize, &mut [f32])| {
             let (n, oh) = (index / self.out_h, index % self.out_h);
-            for (ow, dst) in out.chunks_exact_mut(self.channels).enumerate() {
-                self.window(input, n, oh, ow, reduce, dst);
-            }
+            super::simd::dispatch(PoolRow { pool: self, input, n, oh, reduce, out });
         };
         // the work is the taps read, not the values written: SqueezeNet's first 3x3 max pool
         // writes 194K values but reads 1.7M, half of a millisecond on one thread
@@ -68,6 +66,8 @@ impl Pool2d {
         (lo.min(k) as usize, hi.clamp(lo, k) as usize)
     }
 
+    /// One output pixel, tap by tap: the reference [`PoolRow`] is tested against.
+    #[cfg(test)]
     fn window(&self, input: &[f32], n: usize, oh: usize, ow: usize, reduce: Reduce, dst: &mut [f32]) {
         let c = self.channels;
         let image = &input[n * self.in_h * self.in_w * c..];
@@ -104,6 +104,86 @@ impl Pool2d {
                 }
                 let scale = if count == 0 { 0.0 } else { 1.0 / count as f32 };
                 dst.iter_mut().for_each(|d| *d *= scale);
+            }
+        }
+    }
+}
+
+/// One output row of a [`Pool2d`], through pulp: the crate is built for baseline x86-64, where
+/// the per-tap loops compiled to 4-lane SSE. Each output vector folds its window's taps in
+/// registers, in [`Pool2d::window`]'s order and with its comparison and rounding, so the two
+/// agree exactly (NaNs included); `window` stays as the reference the tests hold this to.
+struct PoolRow<'a> {
+    pool: &'a Pool2d,
+    input: &'a [f32],
+    n: usize,
+    oh: usize,
+    reduce: Reduce,
+    out: &'a mut [f32],
+}
+
+impl pulp::WithSimd for PoolRow<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, s: S) {
+        match self.reduce {
+            Reduce::Max => self.row::<S, true>(s),
+            Reduce::Average { .. } => self.row::<S, false>(s),
+        }
+    }
+}
+
+impl PoolRow<'_> {
+    #[inline(always)]
+    fn row<S: pulp::Simd, const MAX: bool>(self, s: S) {
+        let p = self.pool;
+        let (c, lanes) = (p.channels, S::F32_LANES);
+        let image = &self.input[self.n * p.in_h * p.in_w * c..(self.n + 1) * p.in_h * p.in_w * c];
+        let (ky_lo, ky_hi) = p.taps(self.oh, 0, p.in_h);
+        let y0 = (self.oh * p.strides[0]) as isize - p.pad_begin[0] as isize;
+        let mut offsets = Vec::with_capacity((ky_hi - ky_lo) * p.kernel[1]);
+        for (ow, dst) in self.out.chunks_exact_mut(c).enumerate() {
+            let (kx_lo, kx_hi) = p.taps(ow, 1, p.in_w);
+            let x0 = (ow * p.strides[1]) as isize - p.pad_begin[1] as isize;
+            let taps = (ky_hi - ky_lo) * (kx_hi - kx_lo);
+            if taps == 0 {
+                // a window entirely in the padding: the lowest float for max, 0 for average
+                dst.fill(if MAX { f32::NEG_INFINITY } else { 0.0 });
+                continue;
+            }
+            let scale = match self.reduce {
+                Reduce::Average { count_include_pad: true } => 1.0 / (p.kernel[0] * p.kernel[1]) as f32,
+                _ => 1.0 / taps as f32,
+            };
+            // input offsets of the window's inside taps, row-major
+            offsets.clear();
+            for ky in ky_lo..ky_hi {
+                let iy = (y0 + (ky * p.dilations[0]) as isize) as usize;
+                offsets.extend((kx_lo..kx_hi).map(|kx| (iy * p.in_w + (x0 + (kx * p.dilations[1]) as isize) as usize) * c));
+            }
+            let at = |t: usize| offsets[t];
+            let mut i = 0;
+            while i + lanes <= c {
+                let load = |t: usize| S::as_simd_f32s(&image[at(t) + i..at(t) + i + lanes]).0[0];
+                let mut acc = load(0);
+                for t in 1..taps {
+                    let v = load(t);
+                    acc = if MAX { s.select_f32s(s.greater_than_f32s(v, acc), v, acc) } else { s.add_f32s(acc, v) };
+                }
+                if !MAX {
+                    acc = s.mul_f32s(acc, s.splat_f32s(scale));
+                }
+                S::as_mut_simd_f32s(&mut dst[i..i + lanes]).0[0] = acc;
+                i += lanes;
+            }
+            for (j, d) in dst.iter_mut().enumerate().skip(i) {
+                let mut acc = image[at(0) + j];
+                for t in 1..taps {
+                    let v = image[at(t) + j];
+                    acc = if MAX { if v > acc { v } else { acc } } else { acc + v };
+                }
+                *d = if MAX { acc } else { acc * scale };
             }
         }
     }
@@ -226,6 +306,38 @@ mod tests {
         assert_eq!(excl[0], (0.0 + 1.0 + 3.0 + 4.0) / 4.0);
         assert_eq!(incl[0], (0.0 + 1.0 + 3.0 + 4.0) / 9.0);
         assert_eq!(padded.run(&input, Reduce::Max, 1)[0], 4.0);
+    }
+
+    /// The vector rows against the per-pixel reference, bit for bit: channel counts with and
+    /// without a tail, padding (windows partly and wholly outside), dilation, NaN and infinite
+    /// inputs, max and both averages, on every split.
+    #[test]
+    fn vector_rows_equal_the_per_pixel_reference() {
+        for (channels, k, stride, pad, dilation) in [(19, 3, 2, 1, 1), (32, 2, 2, 0, 1), (64, 3, 1, 1, 2), (5, 3, 1, 2, 1)] {
+            let (batch, in_h, in_w) = (2, 7, 6);
+            let out = |size: usize| (size + 2 * pad - dilation * (k - 1) - 1) / stride + 1;
+            let p = Pool2d {
+                batch, in_h, in_w, channels, out_h: out(in_h), out_w: out(in_w),
+                kernel: [k, k], strides: [stride, stride], dilations: [dilation, dilation], pad_begin: [pad, pad],
+            };
+            let mut input: Vec<f32> = (0..batch * in_h * in_w * channels).map(|i| ((i as f32) * 0.61).sin()).collect();
+            input[5] = f32::NAN;
+            input[channels * 3 + 1] = f32::INFINITY;
+            input[channels * 8 + 2] = f32::NAN;
+            for reduce in [Reduce::Max, Reduce::Average { count_include_pad: false }, Reduce::Average { count_include_pad: true }] {
+                let mut want = vec![0.0; p.output_len()];
+                for (i, dst) in want.chunks_exact_mut(channels).enumerate() {
+                    let (n, rest) = (i / (p.out_h * p.out_w), i % (p.out_h * p.out_w));
+                    p.window(&input, n, rest / p.out_w, rest % p.out_w, reduce, dst);
+                }
+                for threads in [1, 2] {
+                    let got = p.run(&input, reduce, threads);
+                    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                        assert!(g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()), "{reduce:?} {p:?} at {i}: {g} vs {w}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
