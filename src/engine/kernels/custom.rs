@@ -154,10 +154,10 @@ impl NhwcConv {
                 // the other kernels write the whole output, then the pool kernel reads it
                 _ => {
                     let unpooled = Self { max_pool: None, ..*self }.forward(x, weights, b, None)?;
-                let pool = NhwcPool {
-                    window: Window2d { kernel: window, strides: window, dilations: [1, 1], pad_begin: [0, 0], out: [pooled[1], pooled[2]] },
-                    reduce: Reduce::Max,
-                };
+                    let pool = NhwcPool {
+                        window: Window2d { kernel: window, strides: window, dilations: [1, 1], pad_begin: [0, 0], out: [pooled[1], pooled[2]] },
+                        reduce: Reduce::Max,
+                    };
                     return unpooled.apply_op1_no_bwd(&pool);
                 }
             };
