@@ -44,21 +44,57 @@ pub(crate) fn apply(activation: Option<Activation>, values: &mut [f32]) {
 }
 
 /// Adds `bias` to every row of `values` (rows of `bias.len()`) and applies the activation, in
-/// one pass. The match sits outside the loops so each arm compiles to its own vector loop.
+/// one pass (the depthwise conv's epilogue). Through pulp, as [`scale_shift_then`]: ReLU and
+/// Clip clamp in registers, other activations run after the pass.
 pub(crate) fn bias_then(activation: Option<Activation>, bias: &[f32], values: &mut [f32]) {
-    fn each(bias: &[f32], values: &mut [f32], f: impl Fn(f32) -> f32) {
-        for row in values.chunks_exact_mut(bias.len().max(1)) {
-            row.iter_mut().zip(bias).for_each(|(v, b)| *v = f(*v + b));
-        }
+    let bounds = clamp_bounds(activation);
+    super::simd::dispatch(BiasThen { bias, values: &mut *values, bounds });
+    if bounds.is_none() {
+        apply(activation, values);
     }
+}
+
+/// The `(lo, hi)` a ReLU or Clip clamps to; `None` for no activation and for the others.
+fn clamp_bounds(activation: Option<Activation>) -> Option<(f32, f32)> {
     match activation {
-        None => each(bias, values, |x| x),
-        Some(Activation::Relu) => each(bias, values, |x| x.max(0.0)),
-        Some(Activation::LeakyRelu(alpha)) => each(bias, values, |x| if x < 0.0 { x * alpha } else { x }),
-        Some(Activation::Clip(lo, hi)) => each(bias, values, |x| x.max(lo).min(hi)),
-        Some(other) => {
-            each(bias, values, |x| x);
-            other.apply(values);
+        Some(Activation::Relu) => Some((0.0, f32::INFINITY)),
+        Some(Activation::Clip(lo, hi)) => Some((lo, hi)),
+        _ => None,
+    }
+}
+
+/// `max(v, lo)` then `min(.., hi)` with `f32::max`/`min`'s NaN rule (a NaN comes out as `lo`).
+#[inline(always)]
+fn clamp<S: pulp::Simd>(s: S, v: S::f32s, lo: S::f32s, hi: S::f32s) -> S::f32s {
+    let v = s.select_f32s(s.greater_than_f32s(v, lo), v, lo);
+    s.select_f32s(s.less_than_f32s(v, hi), v, hi)
+}
+
+struct BiasThen<'a> {
+    bias: &'a [f32],
+    values: &'a mut [f32],
+    bounds: Option<(f32, f32)>,
+}
+
+impl pulp::WithSimd for BiasThen<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, s: S) {
+        let c = self.bias.len().max(1);
+        let (clamps, (lo, hi)) = (self.bounds.is_some(), self.bounds.unwrap_or((f32::NEG_INFINITY, f32::INFINITY)));
+        let (vlo, vhi) = (s.splat_f32s(lo), s.splat_f32s(hi));
+        let (bias, bias_tail) = S::as_simd_f32s(self.bias);
+        for row in self.values.chunks_exact_mut(c) {
+            let (head, tail) = S::as_mut_simd_f32s(row);
+            for (v, &b) in head.iter_mut().zip(bias) {
+                let y = s.add_f32s(*v, b);
+                *v = if clamps { clamp(s, y, vlo, vhi) } else { y };
+            }
+            for (v, &b) in tail.iter_mut().zip(bias_tail) {
+                let y = *v + b;
+                *v = if clamps { y.max(lo).min(hi) } else { y };
+            }
         }
     }
 }
@@ -70,11 +106,7 @@ pub(crate) fn bias_then(activation: Option<Activation>, bias: &[f32], values: &m
 /// 4-lane SSE: DenseNet121 runs 62 of these, one before each conv. ReLU and Clip apply in
 /// registers; the rounding is the scalar loop's (a multiply, then an add).
 pub(crate) fn scale_shift_then(activation: Option<Activation>, scale: &[f32], shift: &[f32], x: &[f32], out: &mut [f32]) {
-    let bounds = match activation {
-        Some(Activation::Relu) => Some((0.0, f32::INFINITY)),
-        Some(Activation::Clip(lo, hi)) => Some((lo, hi)),
-        _ => None,
-    };
+    let bounds = clamp_bounds(activation);
     super::simd::dispatch(ScaleShift { scale, shift, x, out, bounds });
     if bounds.is_none() {
         apply(activation, out);
@@ -98,7 +130,7 @@ impl pulp::WithSimd for ScaleShift<'_> {
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, s: S) {
         let c = self.scale.len().max(1);
-        let (clamp, (lo, hi)) = (self.bounds.is_some(), self.bounds.unwrap_or((f32::NEG_INFINITY, f32::INFINITY)));
+        let (clamps, (lo, hi)) = (self.bounds.is_some(), self.bounds.unwrap_or((f32::NEG_INFINITY, f32::INFINITY)));
         let (vlo, vhi) = (s.splat_f32s(lo), s.splat_f32s(hi));
         let (scale, scale_tail) = S::as_simd_f32s(self.scale);
         let (shift, shift_tail) = S::as_simd_f32s(self.shift);
@@ -107,16 +139,11 @@ impl pulp::WithSimd for ScaleShift<'_> {
             let (x, x_tail) = S::as_simd_f32s(src);
             for (((o, &v), &a), &b) in out.iter_mut().zip(x).zip(scale).zip(shift) {
                 let y = s.add_f32s(s.mul_f32s(v, a), b);
-                *o = if clamp {
-                    let y = s.select_f32s(s.greater_than_f32s(y, vlo), y, vlo);
-                    s.select_f32s(s.less_than_f32s(y, vhi), y, vhi)
-                } else {
-                    y
-                };
+                *o = if clamps { clamp(s, y, vlo, vhi) } else { y };
             }
             for (((o, &v), &a), &b) in out_tail.iter_mut().zip(x_tail).zip(scale_tail).zip(shift_tail) {
                 let y = v * a + b;
-                *o = if clamp { y.max(lo).min(hi) } else { y };
+                *o = if clamps { y.max(lo).min(hi) } else { y };
             }
         }
     }
@@ -145,7 +172,7 @@ mod tests {
     /// The vector loop against the scalar definition, `f32::max`/`min` included: whole vectors
     /// and a tail, NaN and infinite inputs, every activation kind.
     #[test]
-    fn scale_shift_matches_the_scalar_definition_nans_included() {
+    fn scale_shift_and_bias_match_the_scalar_definition_nans_included() {
         for channels in [1, 19, 32, 48] {
             let pixels = 5;
             let mut x: Vec<f32> = (0..pixels * channels).map(|i| ((i as f32) * 0.37).sin() * 3.0).collect();
@@ -154,14 +181,18 @@ mod tests {
             x[(7 * channels / 2) % len] = f32::INFINITY;
             let scale: Vec<f32> = (0..channels).map(|c| 0.5 + c as f32 * 0.1).collect();
             let shift: Vec<f32> = (0..channels).map(|c| c as f32 * -0.05).collect();
-            for act in [None, Some(Activation::Relu), Some(Activation::Clip(-0.5, 1.5)), Some(Activation::Sigmoid)] {
+            for act in [None, Some(Activation::Relu), Some(Activation::Clip(-0.5, 1.5)), Some(Activation::Sigmoid), Some(Activation::LeakyRelu(0.1))] {
                 let mut out = vec![0.0; x.len()];
                 scale_shift_then(act, &scale, &shift, &x, &mut out);
-                for (i, (&got, &v)) in out.iter().zip(&x).enumerate() {
+                let mut biased = x.clone();
+                bias_then(act, &shift, &mut biased);
+                for (i, &v) in x.iter().enumerate() {
                     let c = i % channels;
-                    let mut want = [v * scale[c] + shift[c]];
+                    let mut want = [v * scale[c] + shift[c], v + shift[c]];
                     apply(act, &mut want);
-                    assert!(got == want[0] || (got.is_nan() && want[0].is_nan()), "{act:?} channels {channels} at {i}: {got} vs {}", want[0]);
+                    for (got, want, what) in [(out[i], want[0], "scale-shift"), (biased[i], want[1], "bias")] {
+                        assert!(got == want || (got.is_nan() && want.is_nan()), "{what} {act:?} channels {channels} at {i}: {got} vs {want}");
+                    }
                 }
             }
         }
