@@ -35,13 +35,13 @@ pub(crate) struct Conv2d {
 
 /// Floats of im2col rows per chunk: 1 MiB, the L2 of a Zen 4 core (Intel's are larger), so a
 /// chunk written by im2col is still cached when the GEMM reads it back, block by block.
-const CHUNK_FLOATS: usize = 256 * 1024;
+pub(super) const CHUNK_FLOATS: usize = 256 * 1024;
 
 /// Fewest output pixels per chunk. Every chunk streams all of the packed weights once, so a
 /// chunk must be tall enough to pay for that read: ResNet50's 3x3 convs at 7x7 and 14x14 have
 /// 2.4-9.4 MB of weights, and 16-row chunks (what a 128 KiB chunk allowed there) spent most of
 /// their time waiting for weights from memory (43 GFLOP/s against 80 in the kernel's timing).
-const MIN_CHUNK_ROWS: usize = 96;
+pub(super) const MIN_CHUNK_ROWS: usize = 96;
 
 /// Multiply-adds below which a conv runs on the calling thread. Within a model run the pool's
 /// other threads spin between ops (`threads::on_pool`), so a fork costs a few microseconds, and
@@ -55,15 +55,6 @@ pub(super) const PARALLEL_MACS: usize = 1 << 20;
 pub(crate) fn pack_hwio(weights: &[f32], [kh, kw, in_g, out_c]: [usize; 4], groups: usize) -> Vec<PackedB> {
     let out_g = out_c / groups.max(1);
     (0..groups).map(|g| PackedB::pack(&weights[g * out_g..], kh * kw * in_g, out_g, out_c)).collect()
-}
-
-/// A conv's weights as one of its kernels reads them.
-#[derive(Clone, Copy)]
-pub(crate) enum Kernel<'a> {
-    /// GEMM panels from [`pack_hwio`].
-    Packed(&'a [PackedB]),
-    /// HWIO weights of a first-layer conv (`narrow::applies`).
-    Narrow(&'a [f32]),
 }
 
 /// Rows of the GEMM tiles that chunk and share boundaries fall on: two 6-row AVX2 tiles, one
@@ -94,7 +85,7 @@ fn thread_shares(pixels: usize, threads: usize) -> Vec<usize> {
 }
 
 impl Conv2d {
-    fn patch_len(&self) -> usize {
+    pub(super) fn patch_len(&self) -> usize {
         self.kernel[0] * self.kernel[1] * (self.in_c / self.groups)
     }
 
@@ -222,91 +213,9 @@ impl Conv2d {
         }
     }
 
-    /// The conv, then a max pool whose `[rows, columns]` windows sit side by side (stride =
-    /// window, no padding, floor mode). Returns the pooled NHWC output, `[batch, out_h / rows,
-    /// out_w / columns, out_c]`.
-    ///
-    /// Works in bands of pooled rows: the conv pixels under a band's windows are computed
-    /// (bias and activation included) into a per-thread scratch, then the max over each window
-    /// is taken while they are in cache, so the conv's full output never reaches memory. Pixels
-    /// past the last whole window are never computed.
-    pub(crate) fn run_max_pooled(&self, input: &[f32], weights: Kernel<'_>, bias: &[f32], act: Option<Activation>, window: [usize; 2], threads: usize) -> Vec<f32> {
-        let [ph, pw] = window;
-        assert!(ph > 0 && pw > 0, "max pool window {window:?} is empty");
-        let (pooled_h, pooled_w) = (self.out_h / ph, self.out_w / pw);
-        let patch = self.patch_len();
-        let (in_g, out_g) = (self.in_c / self.groups, self.out_c / self.groups);
-        let (narrow, packed) = match weights {
-            Kernel::Packed(packed) => {
-                assert!(packed.len() == self.groups && packed.iter().all(|p| p.k() == patch && p.n() == out_g), "conv weights packed for another shape");
-                (None, packed)
-            }
-            Kernel::Narrow(hwio) => (Some(super::narrow::Narrow::new(self, input, hwio, bias, act)), &[][..]),
-        };
-        let row_len = pooled_w * self.out_c;
-        let rows = self.batch * pooled_h;
-        // conv pixels under one pooled row's windows: `ph` conv rows of `pooled_w * pw` pixels
-        let (span, band) = (pooled_w * pw, ph * pooled_w * pw);
-        // bands per chunk: the chunk's im2col rows and sums together about a quarter of
-        // [`CHUNK_FLOATS`], so both stay in L2 between the GEMM writing the sums and the pool
-        // reading them
-        let per_chunk = ((CHUNK_FLOATS / 4 / (patch + self.out_c)).max(MIN_CHUNK_ROWS) / band.max(1)).max(1);
-        let col_len = if narrow.is_some() { 0 } else { per_chunk * band * patch };
-        let epilogue = |g: usize| Epilogue { bias: Some(&bias[g * out_g..(g + 1) * out_g]), activation: act, residual: None };
-        // the conv pixels of `bands` pooled rows from `first` (flattened over N and pooled H)
-        let compute = |first: usize, bands: usize, col: &mut [f32], sums: &mut [f32]| {
-            let origin = |j: usize| ((first + j) / pooled_h, (first + j) % pooled_h * ph);
-            if let Some(narrow) = &narrow {
-                for (j, rows) in sums.chunks_exact_mut(band * self.out_c).enumerate() {
-                    let (n, oh) = origin(j);
-                    for (dy, row) in rows.chunks_exact_mut(span * self.out_c).enumerate() {
-                        narrow.row(n, oh + dy, span, row);
-                    }
-                }
-                return;
-            }
-            let col = &mut col[..bands * band * patch];
-            for (g, p) in packed.iter().enumerate() {
-                for (j, rows) in col.chunks_exact_mut(band * patch).enumerate() {
-                    let (n, oh) = origin(j);
-                    for (dy, row) in rows.chunks_exact_mut(span * patch).enumerate() {
-                        self.im2col(input, (n * self.out_h + oh + dy) * self.out_w, span, g * in_g, in_g, row);
-                    }
-                }
-                gemm(col, patch, bands * band, p, &mut sums[g * out_g..], self.out_c, &epilogue(g));
-            }
-        };
-        // `first` is the first pooled row of `out`
-        let run = |first: usize, out: &mut [f32]| {
-            let chunk = per_chunk.min(out.len() / row_len);
-            with_scratch(col_len, |col| {
-                with_scratch(chunk * band * self.out_c, |sums| {
-                    for (i, out) in out.chunks_mut(chunk * row_len).enumerate() {
-                        let bands = out.len() / row_len;
-                        let sums = &mut sums[..bands * band * self.out_c];
-                        compute(first + i * chunk, bands, col, sums);
-                        super::pool::max_pool_bands(sums, out, [ph, pw], pooled_w, self.out_c);
-                    }
-                })
-            })
-        };
-        // every pooled pixel's channels are written by `pool::max_pool_bands`
-        filled(rows * row_len, |output| {
-            if output.is_empty() {
-                return;
-            }
-            if threads > 1 && rows >= 2 && rows * band * patch * self.out_c >= PARALLEL_MACS {
-                let per_task = rows.div_ceil(threads);
-                output.par_chunks_mut(per_task * row_len).enumerate().for_each(|(t, out)| run(t * per_task, out));
-            } else {
-                run(0, output);
-            }
-        })
-    }
-
     /// Writes im2col rows for output pixels `first..first + rows` (flattened over N, OH, OW),
     /// reading channels `c0..c0 + channels`; taps that fall into padding are zero.
-    fn im2col(&self, input: &[f32], first: usize, rows: usize, c0: usize, channels: usize, col: &mut [f32]) {
+    pub(super) fn im2col(&self, input: &[f32], first: usize, rows: usize, c0: usize, channels: usize, col: &mut [f32]) {
         let [kh, kw] = self.kernel;
         let patch = kh * kw * channels;
         let per_image = self.out_h * self.out_w;
@@ -377,11 +286,11 @@ fn copy_run(dst: &mut [f32], src: &[f32]) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// Direct definition of convolution, NHWC/HWIO, for checking the GEMM formulation.
-    fn reference(c: &Conv2d, input: &[f32], w: &[f32], bias: &[f32]) -> Vec<f32> {
+    pub(in crate::engine::kernels) fn reference(c: &Conv2d, input: &[f32], w: &[f32], bias: &[f32]) -> Vec<f32> {
         let (in_g, out_g) = (c.in_c / c.groups, c.out_c / c.groups);
         let mut out = vec![0.0; c.output_len()];
         for n in 0..c.batch {
@@ -412,7 +321,7 @@ mod tests {
         out
     }
 
-    fn values(len: usize, seed: f32) -> Vec<f32> {
+    pub(in crate::engine::kernels) fn values(len: usize, seed: f32) -> Vec<f32> {
         (0..len).map(|i| ((i as f32 + seed) * 0.731).sin()).collect()
     }
 
@@ -492,62 +401,6 @@ mod tests {
                 eprintln!("{:>28}  {cells} (winograd; direct-conv FLOPs)", "");
             }
         }
-    }
-
-    /// The fused max pool against the definition: the conv's sums, bias, activation, then the
-    /// max over each window, for windows that do and do not divide the output (the floor-mode
-    /// pool drops the rest), grouped and padded convs, bands split into several chunks and
-    /// across threads.
-    #[test]
-    fn a_fused_max_pool_equals_the_pool_of_the_definition() {
-        let cases = [
-            // batch, in_h, in_w, in_c, out_c, kernel, strides, pad, groups, window
-            (1, 28, 28, 1, 32, 3, 1, 0, 1, [2, 2]), // the MNIST CNN's first conv
-            (3, 13, 13, 32, 64, 3, 1, 0, 1, [2, 2]), // its second: 11x11, the last row and column dropped
-            (2, 9, 8, 6, 10, 3, 1, 1, 2, [3, 2]),
-            (2, 11, 12, 3, 5, 3, 2, 1, 1, [1, 3]),
-            (1, 3, 3, 2, 4, 3, 1, 0, 1, [2, 2]), // a 1x1 output: no whole window
-            (40, 20, 20, 16, 24, 3, 1, 1, 1, [2, 2]), // several chunks per thread
-            (2, 15, 14, 3, 32, 3, 2, 1, 1, [2, 3]), // an RGB stem: the narrow kernel too
-        ];
-        for (batch, in_h, in_w, in_c, out_c, k, s, pad, groups, window) in cases {
-            let (out_h, out_w) = ((in_h + 2 * pad - k) / s + 1, (in_w + 2 * pad - k) / s + 1);
-            let c = Conv2d { batch, in_h, in_w, in_c, out_h, out_w, out_c, kernel: [k, k], strides: [s, s], dilations: [1, 1], pad_begin: [pad, pad], groups };
-            let input = values(batch * in_h * in_w * in_c, 1.0);
-            let w = values(k * k * (in_c / groups) * out_c, 2.0);
-            let bias = values(out_c, 3.0);
-            let sums = reference(&c, &input, &w, &bias);
-            let (pooled_h, pooled_w) = (out_h / window[0], out_w / window[1]);
-            let mut expected = vec![f32::NEG_INFINITY; batch * pooled_h * pooled_w * out_c];
-            for n in 0..batch {
-                for (y, x, m) in positions(pooled_h, pooled_w, out_c) {
-                    let at = ((n * pooled_h + y) * pooled_w + x) * out_c + m;
-                    for dy in 0..window[0] {
-                        for dx in 0..window[1] {
-                            let v = sums[((n * out_h + y * window[0] + dy) * out_w + x * window[1] + dx) * out_c + m].max(0.0);
-                            expected[at] = expected[at].max(v);
-                        }
-                    }
-                }
-            }
-            let packed = pack_hwio(&w, [k, k, in_c / groups, out_c], groups);
-            let mut kernels = vec![("packed", Kernel::Packed(&packed))];
-            if super::super::narrow::applies([k, k, in_c / groups, out_c], groups) {
-                kernels.push(("narrow", Kernel::Narrow(&w)));
-            }
-            for ((name, kernel), threads) in kernels.into_iter().flat_map(|k| [(k, 1), (k, 2)]) {
-                let got = c.run_max_pooled(&input, kernel, &bias, Some(Activation::Relu), window, threads);
-                assert_eq!(got.len(), expected.len(), "case {c:?}");
-                for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
-                    assert!((g - e).abs() < 1e-5, "{name} case {c:?} window {window:?} threads {threads} at {i}: {g} vs {e}");
-                }
-            }
-        }
-    }
-
-    /// Every `(y, x, m)` below the bounds, `m` fastest.
-    fn positions(h: usize, w: usize, c: usize) -> impl Iterator<Item = (usize, usize, usize)> {
-        (0..h).flat_map(move |y| (0..w).flat_map(move |x| (0..c).map(move |m| (y, x, m))))
     }
 
     #[test]

@@ -6,7 +6,8 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Device, Layout, Result, Shape, Storage, StorageRef, Tensor};
 
 use super::activation::Activation;
-use super::conv::{Conv2d, Kernel, pack_hwio};
+use super::conv::{Conv2d, pack_hwio};
+use super::pooled_conv::Kernel;
 use super::winograd::WinogradWeights;
 use super::packed::{Epilogue, PackedB, gemm_parallel};
 use super::pool::{Pool2d, Reduce};

@@ -18,6 +18,7 @@ pub(crate) mod narrow;
 pub(crate) mod output;
 pub(crate) mod packed;
 pub(crate) mod pool;
+pub(crate) mod pooled_conv;
 pub(crate) mod scratch;
 pub(crate) mod simd;
 pub(crate) mod threads;

@@ -222,35 +222,7 @@ fn load<S: Simd, const R: usize>(from: &[f32]) -> [S::f32s; R] {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The definition, NHWC/HWIO, in f64.
-    fn reference(c: &Conv2d, input: &[f32], w: &[f32], bias: &[f32]) -> Vec<f64> {
-        let mut out = vec![0.0; c.batch * c.out_h * c.out_w * c.out_c];
-        for n in 0..c.batch {
-            for oh in 0..c.out_h {
-                for ow in 0..c.out_w {
-                    for m in 0..c.out_c {
-                        let mut acc = f64::from(bias[m]);
-                        for ky in 0..c.kernel[0] {
-                            for kx in 0..c.kernel[1] {
-                                let iy = (oh * c.strides[0] + ky * c.dilations[0]) as isize - c.pad_begin[0] as isize;
-                                let ix = (ow * c.strides[1] + kx * c.dilations[1]) as isize - c.pad_begin[1] as isize;
-                                if iy < 0 || ix < 0 || iy as usize >= c.in_h || ix as usize >= c.in_w {
-                                    continue;
-                                }
-                                for ci in 0..c.in_c {
-                                    let x = input[((n * c.in_h + iy as usize) * c.in_w + ix as usize) * c.in_c + ci];
-                                    acc += f64::from(x) * f64::from(w[((ky * c.kernel[1] + kx) * c.in_c + ci) * c.out_c + m]);
-                                }
-                            }
-                        }
-                        out[((n * c.out_h + oh) * c.out_w + ow) * c.out_c + m] = acc;
-                    }
-                }
-            }
-        }
-        out
-    }
+    use crate::engine::kernels::conv::tests::{reference, values};
 
     type Exec = Box<dyn Fn(Row<'_, '_, '_>)>;
 
@@ -266,10 +238,6 @@ mod tests {
             out.push(("avx512", Box::new(move |row: Row<'_, '_, '_>| Simd::vectorize(simd, row))));
         }
         out
-    }
-
-    fn values(len: usize, seed: f32) -> Vec<f32> {
-        (0..len).map(|i| ((i as f32 + seed) * 0.731).sin()).collect()
     }
 
     #[test]
@@ -294,7 +262,7 @@ mod tests {
             let check = |got: &[f32], how: &str| {
                 assert_eq!(got.len(), expected.len());
                 for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
-                    assert!((f64::from(*g) - e.max(0.0)).abs() < 1e-5, "case {c:?} {how} at {i}: {g} vs {e}");
+                    assert!((g - e.max(0.0)).abs() < 1e-5, "case {c:?} {how} at {i}: {g} vs {e}");
                 }
             };
             let k = Narrow::new(&c, &input, &w, &bias, Some(Activation::Relu));
