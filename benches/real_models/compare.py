@@ -8,6 +8,12 @@ sequential execution, default ORT_ENABLE_ALL optimisations; the engine: its intr
 count). Each figure is a median per call, with the bench's own timing budget (0.5 s warm-up,
 2 s or at least 10 calls), so a slow model still finishes in reasonable time on 2 cores.
 
+Side by side means per model: the engine runs one model's cases, then onnxruntime the same
+cases, then the next model starts. The development VMs have slow phases of minutes in which
+everything runs 10-50% slower; with the whole engine table first and the whole onnxruntime
+table after, such a phase landed on one side of many ratios at once (three runs of one build
+spanned 0.89x-1.12x in geomean). Interleaved, it lands on both sides of the same ratio.
+
 The accuracy column is the bench's own check: max |ours - onnxruntime| / max |onnxruntime| on
 the first output at that batch. A model the engine cannot load or run is listed under the table
 with its error and keeps its onnxruntime row. The exit status is 1 when any check exceeds 1e-3.
@@ -24,6 +30,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -77,10 +84,12 @@ def cases(filter_text):
                     yield name, path, batch, threads
 
 
-def engine_run(args):
-    """Runs the criterion bench (echoing its output to stderr) and returns
-    ({(name, batch, threads): seconds}, {(name, batch): check text}, {name: skip reason})."""
-    env = dict(os.environ, RAYON_NUM_THREADS=str(max(THREADS)))
+def engine_run(args, name, path):
+    """Runs the criterion bench on the one model `name` (echoing its output to stderr) and
+    returns ({(name, batch, threads): seconds}, {(name, batch): check text}, {name: skip reason})."""
+    one = tempfile.mkdtemp(prefix="real_models.")
+    os.symlink(path.resolve(), Path(one) / name)
+    env = dict(os.environ, RAYON_NUM_THREADS=str(max(THREADS)), BENCH_MODELS=one)
     started = time.time()
     checks, skips = {}, {}
     cmd = ["cargo", "bench", "--bench", "real_models", "--", *args]
@@ -91,10 +100,14 @@ def engine_run(args):
                 checks[(m[1], int(m[2]))] = m[3]
             elif m := SKIP.match(line.strip()):
                 skips[m[1]] = m[2]
+    os.remove(Path(one) / name)
+    os.rmdir(one)
     if proc.returncode:
         sys.exit(f"cargo bench failed with status {proc.returncode}")
     times = {}
-    for name, _, batch, threads in cases(plain_filter(args)):
+    for case, _, batch, threads in cases(plain_filter(args)):
+        if case != name:
+            continue
         est = CRITERION / name / f"b{batch}_t{threads}" / "new/estimates.json"
         # a model skipped this run may have estimates from an older one: ignore those
         if name not in skips and est.is_file() and est.stat().st_mtime >= started:
@@ -117,13 +130,13 @@ def median_seconds(run, budget=2.0, warmup=0.5, min_samples=10):
     return statistics.median(samples)
 
 
-def onnxruntime_run(filter_text):
-    """({(name, batch, threads): seconds}, {name: error}), one session per model and thread
-    count; a model onnxruntime cannot run is reported, not fatal, like on the engine's side."""
+def onnxruntime_run(filter_text, only):
+    """({(name, batch, threads): seconds}, {name: error}) for the model `only`, one session per
+    thread count; a model onnxruntime cannot run is reported, not fatal, like on the engine's side."""
     out, errors = {}, {}
     session, loaded = None, None
     for name, path, batch, threads in sorted(cases(filter_text), key=lambda c: (c[0], c[3], c[2])):
-        if name in errors:
+        if name != only or name in errors:
             continue
         log(f"onnxruntime real/{name}/b{batch}_t{threads}")
         try:
@@ -180,8 +193,14 @@ def cpu_model():
 def main():
     args = sys.argv[1:]
     filter_text = plain_filter(args)
-    ours, checks, skips = engine_run(args)
-    theirs, ort_errors = onnxruntime_run(filter_text)
+    ours, checks, skips, theirs, ort_errors = {}, {}, {}, {}, {}
+    for name, path in models():
+        if not any(case == name for case, *_ in cases(filter_text)):
+            continue
+        for into, part in zip((ours, checks, skips), engine_run(args, name, path)):
+            into.update(part)
+        for into, part in zip((theirs, ort_errors), onnxruntime_run(filter_text, name)):
+            into.update(part)
     print(f"{cpu_model()}, {os.cpu_count()} CPUs visible, onnxruntime {ort.__version__}")
     print()
     print("| model | batch | threads | onnxruntime | candle-serving | ratio (ort / ours) | max rel. diff vs ort |")
