@@ -206,6 +206,45 @@ impl NhwcConv {
     }
 }
 
+impl NhwcConv {
+    /// The depthwise conv over `expand(x)`, a 1x1 conv whose output is never stored whole
+    /// (`expanded.rs`). `weights` are the depthwise conv's HWIO `[kh, kw, 1, C]`, `expand` the
+    /// 1x1 conv's packed `[in_c, C]` weights, `C` biases and activation.
+    pub(crate) fn forward_expanded(&self, x: &Tensor, expand: (&PackedB, &Tensor, Option<Activation>), weights: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let [batch, in_h, in_w, in_c] = nhwc(x.layout(), "conv input")?;
+        let [kh, kw, in_g, ch] = nhwc(weights.layout(), "depthwise weights")?;
+        let (packed, expand_bias, expand_act) = expand;
+        if packed.k() != in_c || packed.n() != ch || in_g != 1 || self.groups != ch || [kh, kw] != self.window.kernel || self.max_pool.is_some() {
+            candle_core::bail!(
+                "a 1x1 conv to {} channels over {in_c} channels, then a depthwise conv with weights {kh}x{kw}x{in_g}x{ch} and {} groups, cannot run as one (input has {in_c} channels, the 1x1 weights expect {})",
+                packed.n(), self.groups, packed.k()
+            );
+        }
+        if b.dims() != [ch] || expand_bias.dims() != [ch] {
+            candle_core::bail!("conv biases have shapes {:?} and {:?}, expected [{ch}]", expand_bias.dims(), b.dims());
+        }
+        let win = self.window;
+        let conv = Conv2d {
+            batch,
+            in_h,
+            in_w,
+            in_c: ch,
+            out_h: win.out[0],
+            out_w: win.out[1],
+            out_c: ch,
+            kernel: win.kernel,
+            strides: win.strides,
+            dilations: win.dilations,
+            pad_begin: win.pad_begin,
+            groups: ch,
+        };
+        let (x, w, b, eb) = (Borrowed::new(x), Borrowed::new(weights), Borrowed::new(b), Borrowed::new(expand_bias));
+        let expansion = super::expanded::Expansion { weights: packed, bias: eb.f32s("1x1 conv bias")?, activation: expand_act };
+        let out = conv.run_expanded(x.f32s("conv input")?, expansion, w.f32s("depthwise weights")?, b.f32s("conv bias")?, self.activation, intra_op_threads());
+        Tensor::from_vec(out, &[batch, win.out[0], win.out[1], ch], &Device::Cpu)
+    }
+}
+
 /// `act(x * scale + shift)` per channel over NHWC input (`s1`), with `[C]` scale (`s2`) and
 /// shift (`s3`).
 pub(crate) struct NhwcScaleShift {

@@ -42,6 +42,13 @@ pub(crate) fn depthwise(conv: &Conv2d, input: &[f32], weights: &[f32], bias: &[f
     run(conv, input, weights, bias, act, threads, &|rows: Rows<'_>| dispatch(rows))
 }
 
+/// Every output row of `conv` into `out`, on the calling thread: a band of rows the caller
+/// carved out of a larger conv (`expanded.rs`).
+pub(super) fn write(conv: &Conv2d, input: &[f32], weights: &[f32], bias: &[f32], act: Option<Activation>, out: &mut [f32]) {
+    assert_eq!(conv.out_c, conv.in_c, "depthwise band: a channel multiplier");
+    dispatch(Rows { geo: &Geometry::new(conv), input, weights, bias, act, first: 0, out });
+}
+
 /// `exec` runs a block of output rows at some instruction set (tests pick each in turn).
 fn run(conv: &Conv2d, input: &[f32], weights: &[f32], bias: &[f32], act: Option<Activation>, threads: usize, exec: &(dyn Fn(Rows<'_>) + Sync)) -> Vec<f32> {
     let rows = conv.batch * conv.out_h;

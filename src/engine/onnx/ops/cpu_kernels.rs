@@ -13,7 +13,7 @@ use crate::engine::kernels::narrow;
 use crate::engine::kernels::winograd::{self, WinogradWeights};
 use crate::engine::onnx::attrs::NodeCtx;
 
-use super::fused::{FUSED_MAX_POOL, activate, from_node};
+use super::fused::{FUSED_MAX_POOL, activate, expansion_from_node, from_node};
 use super::window::{AutoPad, Axis, Window, positive};
 use super::{Builder, Op, OpError, OpResult, required};
 
@@ -145,10 +145,23 @@ struct Conv {
     max_pool: Option<[usize; 2]>,
     /// The weights prepared once at load, when they are an initializer.
     packed: Option<Prepared>,
+    /// A 1x1 conv the expansion pass joined in front of this depthwise conv (inputs 4 and 5:
+    /// its weights and bias).
+    expansion: Option<Expansion>,
+}
+
+/// The 1x1 conv of [`Conv::expansion`]: its activation, and its weights packed at load when
+/// they are an initializer.
+struct Expansion {
+    activation: Option<Activation>,
+    packed: Option<PackedB>,
 }
 
 impl Op for Conv {
     fn prepare(&mut self, constants: &[Option<&Tensor>]) -> Result<(), OpError> {
+        if let (Some(expansion), Some(w)) = (self.expansion.as_mut(), constants.get(4).copied().flatten()) {
+            expansion.packed = Some(pack_pointwise(w)?);
+        }
         let Some(w) = constants.get(1).copied().flatten() else { return Ok(()) };
         let (kh, kw, in_g, out_c) = w.dims4()?;
         // as `Conv2d::is_depthwise` (one input channel per group, any multiplier): that kernel
@@ -170,11 +183,14 @@ impl Op for Conv {
     }
 
     fn absorbed(&self, input: usize) -> bool {
-        input == 1 && self.packed.is_some()
+        (input == 1 && self.packed.is_some()) || (input == 4 && self.expansion.as_ref().is_some_and(|e| e.packed.is_some()))
     }
 
     fn run(&self, inputs: &[Option<&Tensor>]) -> OpResult {
         let x = required(inputs, 0, "X")?.contiguous()?;
+        if let Some(expansion) = &self.expansion {
+            return self.run_expanded(&x, expansion, inputs);
+        }
         let w = match &self.packed {
             Some(Prepared::Gemm(dims, panels)) => ConvWeights::Packed { dims: *dims, panels },
             Some(Prepared::Winograd(w)) => ConvWeights::Winograd(w),
@@ -202,6 +218,36 @@ impl Op for Conv {
     }
 }
 
+impl Conv {
+    /// The depthwise conv over the output of the 1x1 conv joined in front of it.
+    fn run_expanded(&self, x: &Tensor, expansion: &Expansion, inputs: &[Option<&Tensor>]) -> OpResult {
+        if inputs.get(3).copied().flatten().is_some() || self.max_pool.is_some() || self.packed.is_some() {
+            return Err(OpError::Invalid("a depthwise conv with a 1x1 conv joined in front has no residual, pool or packed weights".into()));
+        }
+        let unpacked;
+        let packed = match &expansion.packed {
+            Some(p) => p,
+            None => {
+                unpacked = pack_pointwise(required(inputs, 4, "1x1 conv W")?)?;
+                &unpacked
+            }
+        };
+        let kernel = NhwcConv { window: self.attrs.resolve(x)?, groups: self.groups, activation: self.activation, max_pool: None };
+        let (w, b) = (required(inputs, 1, "W")?.contiguous()?, required(inputs, 2, "B")?);
+        let expand = (packed, required(inputs, 5, "1x1 conv B")?, expansion.activation);
+        Ok(vec![kernel.forward_expanded(x, expand, &w, b)?])
+    }
+}
+
+/// A 1x1 conv's HWIO weights `[1, 1, in_c, C]` packed as the GEMM's `[in_c, C]`.
+fn pack_pointwise(w: &Tensor) -> Result<PackedB, OpError> {
+    let (kh, kw, in_c, out_c) = w.dims4()?;
+    if (kh, kw) != (1, 1) || w.dtype() != candle_core::DType::F32 {
+        return Err(OpError::Invalid(format!("the joined 1x1 conv has {kh}x{kw} {:?} weights", w.dtype())));
+    }
+    Ok(PackedB::pack(&w.flatten_all()?.to_vec1::<f32>()?, in_c, out_c, out_c))
+}
+
 /// A conv's weights in the form its kernel reads: GEMM panels with their HWIO dims, the
 /// Winograd transform of a 3x3 stride-1 conv's, or a first layer's HWIO weights as they are.
 enum Prepared {
@@ -218,7 +264,9 @@ fn conv(ctx: &NodeCtx<'_>) -> Result<Box<dyn Op>, LoadError> {
         Some(&[rows, columns]) if rows > 0 && columns > 0 => Some([rows, columns]),
         Some(other) => return Err(LoadError::Invalid(format!("attribute '{FUSED_MAX_POOL}' must be two positive sizes, got {other:?}"))),
     };
-    Ok(Box::new(Conv { attrs: Attrs::parse(ctx)?, groups, activation: from_node(ctx)?, max_pool, packed: None }))
+    let joined = ctx.node.input.get(4).is_some_and(|name| !name.is_empty());
+    let expansion = joined.then(|| Ok::<_, LoadError>(Expansion { activation: expansion_from_node(ctx)?, packed: None })).transpose()?;
+    Ok(Box::new(Conv { attrs: Attrs::parse(ctx)?, groups, activation: from_node(ctx)?, max_pool, packed: None, expansion }))
 }
 
 struct Pool {

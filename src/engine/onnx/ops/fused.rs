@@ -9,7 +9,7 @@ use crate::engine::onnx::attrs::NodeCtx;
 
 use super::OpError;
 
-pub(crate) use crate::engine::onnx::passes::{FUSED_ACTIVATION, FUSED_ALPHA, FUSED_BETA, FUSED_MAX_POOL};
+pub(crate) use crate::engine::onnx::passes::{EXPAND_ACTIVATION, EXPAND_ALPHA, EXPAND_BETA, FUSED_ACTIVATION, FUSED_ALPHA, FUSED_BETA, FUSED_MAX_POOL};
 
 /// The same activations the CPU kernels apply in their epilogues; ops that run on candle's own
 /// kernels (any device) apply them as tensor ops.
@@ -17,14 +17,21 @@ pub(crate) use crate::engine::kernels::Activation;
 
 /// The activation the fusion pass folded into this node, if any.
 pub(crate) fn from_node(ctx: &NodeCtx<'_>) -> Result<Option<Activation>, LoadError> {
-    if !ctx.has(FUSED_ACTIVATION) {
+    named(ctx, [FUSED_ACTIVATION, FUSED_ALPHA, FUSED_BETA])
+}
+
+/// The activation of a 1x1 conv the expansion pass joined to this depthwise conv, if any.
+pub(crate) fn expansion_from_node(ctx: &NodeCtx<'_>) -> Result<Option<Activation>, LoadError> {
+    named(ctx, [EXPAND_ACTIVATION, EXPAND_ALPHA, EXPAND_BETA])
+}
+
+fn named(ctx: &NodeCtx<'_>, [activation, alpha, beta]: [&str; 3]) -> Result<Option<Activation>, LoadError> {
+    if !ctx.has(activation) {
         return Ok(None);
     }
-    let name = ctx.string(FUSED_ACTIVATION, "")?;
-    Activation::from_onnx(&name, ctx.float(FUSED_ALPHA, 0.01), ctx.float(FUSED_BETA, f32::INFINITY)).map(Some).ok_or_else(|| {
-        LoadError::Invalid(format!(
-            "attribute '{FUSED_ACTIVATION}' has unsupported value '{name}' (Relu, LeakyRelu, Sigmoid, Tanh, Clip)"
-        ))
+    let name = ctx.string(activation, "")?;
+    Activation::from_onnx(&name, ctx.float(alpha, 0.01), ctx.float(beta, f32::INFINITY)).map(Some).ok_or_else(|| {
+        LoadError::Invalid(format!("attribute '{activation}' has unsupported value '{name}' (Relu, LeakyRelu, Sigmoid, Tanh, Clip)"))
     })
 }
 

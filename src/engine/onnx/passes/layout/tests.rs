@@ -155,6 +155,39 @@ fn max_pools_fused_into_convs_agree_with_the_ops_apart() {
     assert_eq!(ops, ["Transpose", "_NhwcConv", "Transpose"]);
 }
 
+/// MobileNetV2's inverted residual block: the 1x1 expansion (BatchNorm folded, ReLU6) joins
+/// the 3x3 depthwise conv after it, at stride 1 and 2 and with the images taller than one band
+/// of the joined kernel, and the whole graph agrees with the ops as written.
+#[test]
+fn a_pointwise_conv_joined_to_its_depthwise_conv_agrees_with_the_ops_apart() {
+    let clip = |x: &str, out: &str| node("Clip", &[x, "lo", "hi"], out, vec![]);
+    let nodes = vec![
+        node("Conv", &["x", "we1", "be1"], "e1", vec![]),
+        clip("e1", "r1"),
+        node("Conv", &["r1", "wd1", "bd1"], "d1", vec![int("group", 48), ints("pads", &[1, 1, 1, 1])]),
+        clip("d1", "r2"),
+        node("Conv", &["r2", "wp1"], "p1", vec![]),
+        node("Conv", &["p1", "we2", "be2"], "e2", vec![]),
+        clip("e2", "r3"),
+        node("Conv", &["r3", "wd2", "bd2"], "y", vec![int("group", 40), ints("pads", &[0, 0, 1, 1]), ints("strides", &[2, 2])]),
+    ];
+    let init = vec![
+        floats("we1", &[48, 8, 1, 1], 1),
+        floats("be1", &[48], 2),
+        floats("wd1", &[48, 1, 3, 3], 3),
+        floats("bd1", &[48], 4),
+        floats("wp1", &[8, 48, 1, 1], 5),
+        floats("we2", &[40, 8, 1, 1], 6),
+        floats("be2", &[40], 7),
+        floats("wd2", &[40, 1, 3, 3], 8),
+        floats("bd2", &[40], 9),
+        TensorProto { name: "lo".into(), data_type: DataType::Float as i32, float_data: vec![0.0], ..Default::default() },
+        TensorProto { name: "hi".into(), data_type: DataType::Float as i32, float_data: vec![6.0], ..Default::default() },
+    ];
+    let ops = agree(&model(nodes, init, "y"), &[2, 8, 45, 57]);
+    assert_eq!(ops, ["Transpose", "_NhwcConv", "_NhwcConv", "_NhwcConv", "Transpose"]);
+}
+
 /// A classifier head: global average and max pools over NHWC conv outputs give what the NCHW
 /// ops give, per image.
 #[test]
