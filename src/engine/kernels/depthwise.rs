@@ -191,7 +191,7 @@ impl Row<'_> {
     #[inline(always)]
     fn block<S: Simd, const P: usize, const R: usize, const PART: bool>(&self, s: S, ow: usize, kx: Range<usize>, c0: usize, width: usize, out: &mut [f32]) {
         // (tile_vectors at P = 1 measured slower than tile)
-        if P == PIXELS && !PART && self.geo.conv.out_c % S::F32_LANES == 0 {
+        if P == PIXELS && !PART && self.geo.conv.out_c.is_multiple_of(S::F32_LANES) {
             self.tile_vectors::<S, R>(s, ow, c0, out);
         } else {
             self.tile::<S, P, R, PART>(s, ow, kx, c0, width, out);
