@@ -57,6 +57,10 @@ pub(crate) fn pack_hwio(weights: &[f32], [kh, kw, in_g, out_c]: [usize; 4], grou
     (0..groups).map(|g| PackedB::pack(&weights[g * out_g..], kh * kw * in_g, out_g, out_c)).collect()
 }
 
+/// Floats of input and output pixels a grouped 1x1 conv runs all its groups over before it
+/// moves on: 512 KiB, half of a Zen 4 L2.
+const GROUPED_BLOCK_FLOATS: usize = 128 * 1024;
+
 /// Rows of the GEMM tiles that chunk and share boundaries fall on: two 6-row AVX2 tiles, one
 /// 12-row AVX-512 tile.
 const TILE_ROWS: usize = 12;
@@ -150,19 +154,32 @@ impl Conv2d {
         };
         let threads = if pixels * patch * self.out_c >= PARALLEL_MACS { threads } else { 1 };
         if self.is_pointwise() {
-            if self.groups > 1 && threads > 1 && pixels >= 2 * threads {
+            if self.groups > 1 {
                 // Grouped 1x1 convs (ShuffleNet) have small GEMMs per group: splitting each one
                 // would cost a fork and join per group, so the pixels split once instead and
-                // each task runs every group on its rows.
-                let rows_per_task = pixels.div_ceil(threads);
-                output.par_chunks_mut(rows_per_task * self.out_c).enumerate().for_each(|(task, out)| {
-                    let first = task * rows_per_task;
-                    let rows = out.len() / self.out_c;
-                    for (g, p) in packed.iter().enumerate() {
-                        let a = &input[first * self.in_c + g * in_g..];
-                        gemm(a, self.in_c, rows, p, &mut out[g * out_g..], self.out_c, &epilogue(g, first));
+                // each task runs every group on its rows. Within a task, every group runs on
+                // one block of rows before the next block starts: a group reads a slice of
+                // each input pixel and writes a slice of each output pixel, so group by group
+                // over all pixels streamed the whole input and output through memory once per
+                // group (ShuffleNet's 28x28x136 convs at batch 16: 8.7 ms, against 2.4 ms in
+                // onnxruntime).
+                let per_task = if threads > 1 && pixels >= 2 * threads { pixels.div_ceil(threads) } else { pixels };
+                let block = (GROUPED_BLOCK_FLOATS / (self.in_c + self.out_c)).next_multiple_of(TILE_ROWS);
+                let task = |(task, out): (usize, &mut [f32])| {
+                    for (b, out) in out.chunks_mut(block * self.out_c).enumerate() {
+                        let first = task * per_task + b * block;
+                        let rows = out.len() / self.out_c;
+                        for (g, p) in packed.iter().enumerate() {
+                            let a = &input[first * self.in_c + g * in_g..];
+                            gemm(a, self.in_c, rows, p, &mut out[g * out_g..], self.out_c, &epilogue(g, first));
+                        }
                     }
-                });
+                };
+                if per_task < pixels {
+                    output.par_chunks_mut(per_task * self.out_c).enumerate().for_each(task);
+                } else {
+                    task((0, output));
+                }
                 return;
             }
             for (g, p) in packed.iter().enumerate() {
@@ -418,7 +435,7 @@ pub(super) mod tests {
             (2, 8, 9, 2, 5, [3, 3], [1, 3], [2, 2], [2, 2], 1), // tap-major, dilated, wide stride
             (3, 7, 7, 32, 8, [3, 3], [1, 1], [1, 1], [1, 1], 1), // pixel-major, whole kernel rows
             (2, 7, 7, 32, 4, [3, 3], [2, 2], [1, 2], [1, 0], 2), // pixel-major, per tap
-            (4, 28, 27, 48, 96, [1, 1], [1, 1], [1, 1], [0, 0], 3), // grouped 1x1, pixels split across threads
+            (4, 28, 27, 48, 96, [1, 1], [1, 1], [1, 1], [0, 0], 3), // grouped 1x1: pixels split across threads, several blocks each
             (1, 14, 14, 64, 64, [3, 3], [2, 2], [1, 1], [1, 1], 1), // one chunk: the GEMM splits inside it
         ];
         for (batch, in_h, in_w, in_c, out_c, kernel, strides, dilations, pad_begin, groups) in cases {
