@@ -206,24 +206,38 @@ impl NhwcConv {
     }
 }
 
+/// A 1x1 conv joined to a depthwise conv: packed `[in, out]` weights, bias, activation.
+pub(crate) type JoinedConv<'a> = (&'a PackedB, &'a Tensor, Option<Activation>);
+
 impl NhwcConv {
-    /// The depthwise conv over `expand(x)`, a 1x1 conv whose output is never stored whole
-    /// (`expanded.rs`). `weights` are the depthwise conv's HWIO `[kh, kw, 1, C]`, `expand` the
-    /// 1x1 conv's packed `[in_c, C]` weights, `C` biases and activation.
-    pub(crate) fn forward_expanded(&self, x: &Tensor, expand: (&PackedB, &Tensor, Option<Activation>), weights: &Tensor, b: &Tensor) -> Result<Tensor> {
+    /// `project(depthwise(expand(x))) + shortcut`, the three convs of an inverted residual
+    /// block run a band of rows at a time (`inverted_residual.rs`); either 1x1 conv may be
+    /// absent, and the shortcut needs the projection. `weights` are the depthwise conv's HWIO
+    /// `[kh, kw, 1, C]`.
+    pub(crate) fn forward_block(&self, x: &Tensor, expand: Option<JoinedConv<'_>>, weights: &Tensor, b: &Tensor, project: Option<JoinedConv<'_>>, shortcut: Option<&Tensor>) -> Result<Tensor> {
         let [batch, in_h, in_w, in_c] = nhwc(x.layout(), "conv input")?;
         let [kh, kw, in_g, ch] = nhwc(weights.layout(), "depthwise weights")?;
-        let (packed, expand_bias, expand_act) = expand;
-        if packed.k() != in_c || packed.n() != ch || in_g != 1 || self.groups != ch || [kh, kw] != self.window.kernel || self.max_pool.is_some() {
+        let block_in = expand.map_or(ch, |(p, _, _)| p.k());
+        let expand_fits = expand.is_none_or(|(p, _, _)| p.n() == ch);
+        let project_fits = project.is_none_or(|(p, _, _)| p.k() == ch);
+        if block_in != in_c || !expand_fits || !project_fits || in_g != 1 || self.groups != ch || [kh, kw] != self.window.kernel || self.max_pool.is_some() {
             candle_core::bail!(
-                "a 1x1 conv to {} channels over {in_c} channels, then a depthwise conv with weights {kh}x{kw}x{in_g}x{ch} and {} groups, cannot run as one (input has {in_c} channels, the 1x1 weights expect {})",
-                packed.n(), self.groups, packed.k()
+                "a depthwise conv with weights {kh}x{kw}x{in_g}x{ch} and {} groups cannot run between 1x1 convs of {:?} and {:?} (in, out) channels over an input of {in_c} channels",
+                self.groups,
+                expand.map(|(p, _, _)| (p.k(), p.n())),
+                project.map(|(p, _, _)| (p.k(), p.n()))
             );
         }
-        if b.dims() != [ch] || expand_bias.dims() != [ch] {
-            candle_core::bail!("conv biases have shapes {:?} and {:?}, expected [{ch}]", expand_bias.dims(), b.dims());
+        let block_out = project.map_or(ch, |(p, _, _)| p.n());
+        let biases_fit = b.dims() == [ch] && expand.is_none_or(|(_, b, _)| b.dims() == [ch]) && project.is_none_or(|(_, b, _)| b.dims() == [block_out]);
+        if !biases_fit {
+            candle_core::bail!("the biases of a depthwise conv over {ch} channels and its 1x1 convs do not match their channel counts");
         }
         let win = self.window;
+        let dims = [batch, win.out[0], win.out[1], block_out];
+        if let Some(s) = shortcut.filter(|s| s.dims() != dims || project.is_none()) {
+            candle_core::bail!("the shortcut has shape {:?}, the projection's output {dims:?}", s.dims());
+        }
         let conv = Conv2d {
             batch,
             in_h,
@@ -238,10 +252,31 @@ impl NhwcConv {
             pad_begin: win.pad_begin,
             groups: ch,
         };
-        let (x, w, b, eb) = (Borrowed::new(x), Borrowed::new(weights), Borrowed::new(b), Borrowed::new(expand_bias));
-        let expansion = super::expanded::Expansion { weights: packed, bias: eb.f32s("1x1 conv bias")?, activation: expand_act };
-        let out = conv.run_expanded(x.f32s("conv input")?, expansion, w.f32s("depthwise weights")?, b.f32s("conv bias")?, self.activation, intra_op_threads());
-        Tensor::from_vec(out, &[batch, win.out[0], win.out[1], ch], &Device::Cpu)
+        let (expand, project) = (expand.map(BorrowedJoined::new), project.map(BorrowedJoined::new));
+        let (x, w, b, shortcut) = (Borrowed::new(x), Borrowed::new(weights), Borrowed::new(b), shortcut.map(Borrowed::new));
+        let block = super::inverted_residual::Block {
+            expand: expand.as_ref().map(BorrowedJoined::pointwise).transpose()?,
+            weights: w.f32s("depthwise weights")?,
+            bias: b.f32s("conv bias")?,
+            activation: self.activation,
+            project: project.as_ref().map(BorrowedJoined::pointwise).transpose()?,
+            residual: shortcut.as_ref().map(|s| s.f32s("shortcut")).transpose()?,
+        };
+        let out = conv.run_block(x.f32s("conv input")?, &block, intra_op_threads());
+        Tensor::from_vec(out, &dims, &Device::Cpu)
+    }
+}
+
+/// A [`JoinedConv`] with its bias borrowed for reading.
+struct BorrowedJoined<'t>(&'t PackedB, Borrowed<'t>, Option<Activation>);
+
+impl<'t> BorrowedJoined<'t> {
+    fn new((weights, bias, activation): JoinedConv<'t>) -> Self {
+        Self(weights, Borrowed::new(bias), activation)
+    }
+
+    fn pointwise(&self) -> Result<super::inverted_residual::Pointwise<'_>> {
+        Ok(super::inverted_residual::Pointwise { weights: self.0, bias: self.1.f32s("1x1 conv bias")?, activation: self.2 })
     }
 }
 

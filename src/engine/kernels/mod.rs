@@ -12,7 +12,7 @@ pub(crate) mod activation;
 pub(crate) mod conv;
 pub(crate) mod custom;
 pub(crate) mod depthwise;
-pub(crate) mod expanded;
+pub(crate) mod inverted_residual;
 pub(crate) mod lrn;
 pub(crate) mod movement;
 pub(crate) mod narrow;

@@ -7,13 +7,13 @@ use crate::engine::LoadError;
 use crate::engine::kernels::Activation;
 use crate::engine::kernels::conv::pack_hwio;
 use crate::engine::kernels::packed::PackedB;
-use crate::engine::kernels::custom::{ConvWeights, Dense, DenseWeights, NhwcConv, NhwcGlobalPool, NhwcLrn, NhwcPool, NhwcScaleShift, Window2d};
+use crate::engine::kernels::custom::{ConvWeights, JoinedConv, Dense, DenseWeights, NhwcConv, NhwcGlobalPool, NhwcLrn, NhwcPool, NhwcScaleShift, Window2d};
 use crate::engine::kernels::pool::Reduce;
 use crate::engine::kernels::narrow;
 use crate::engine::kernels::winograd::{self, WinogradWeights};
 use crate::engine::onnx::attrs::NodeCtx;
 
-use super::fused::{FUSED_MAX_POOL, activate, expansion_from_node, from_node};
+use super::fused::{FUSED_MAX_POOL, activate, expansion_from_node, from_node, projection_from_node};
 use super::window::{AutoPad, Axis, Window, positive};
 use super::{Builder, Op, OpError, OpResult, required};
 
@@ -145,22 +145,30 @@ struct Conv {
     max_pool: Option<[usize; 2]>,
     /// The weights prepared once at load, when they are an initializer.
     packed: Option<Prepared>,
-    /// A 1x1 conv the expansion pass joined in front of this depthwise conv (inputs 4 and 5:
-    /// its weights and bias).
-    expansion: Option<Expansion>,
+    /// The 1x1 convs `passes/inverted_residual.rs` joined to this depthwise conv: one in front
+    /// (inputs 4 and 5: its weights and bias) and one after it (inputs 6 and 7; the shortcut,
+    /// input 3, is then the projection's).
+    expansion: Option<Joined>,
+    projection: Option<Joined>,
 }
 
-/// The 1x1 conv of [`Conv::expansion`]: its activation, and its weights packed at load when
-/// they are an initializer.
-struct Expansion {
+/// A joined 1x1 conv: its activation, and its weights packed at load when they are an
+/// initializer.
+struct Joined {
     activation: Option<Activation>,
     packed: Option<PackedB>,
 }
 
+/// Input slots of a joined 1x1 conv's weights (its bias follows).
+const EXPANSION_WEIGHTS: usize = 4;
+const PROJECTION_WEIGHTS: usize = 6;
+
 impl Op for Conv {
     fn prepare(&mut self, constants: &[Option<&Tensor>]) -> Result<(), OpError> {
-        if let (Some(expansion), Some(w)) = (self.expansion.as_mut(), constants.get(4).copied().flatten()) {
-            expansion.packed = Some(pack_pointwise(w)?);
+        for (joined, slot) in [(&mut self.expansion, EXPANSION_WEIGHTS), (&mut self.projection, PROJECTION_WEIGHTS)] {
+            if let (Some(joined), Some(w)) = (joined.as_mut(), constants.get(slot).copied().flatten()) {
+                joined.packed = Some(pack_pointwise(w)?);
+            }
         }
         let Some(w) = constants.get(1).copied().flatten() else { return Ok(()) };
         let (kh, kw, in_g, out_c) = w.dims4()?;
@@ -183,13 +191,14 @@ impl Op for Conv {
     }
 
     fn absorbed(&self, input: usize) -> bool {
-        (input == 1 && self.packed.is_some()) || (input == 4 && self.expansion.as_ref().is_some_and(|e| e.packed.is_some()))
+        let packed = |joined: &Option<Joined>| joined.as_ref().is_some_and(|j| j.packed.is_some());
+        (input == 1 && self.packed.is_some()) || (input == EXPANSION_WEIGHTS && packed(&self.expansion)) || (input == PROJECTION_WEIGHTS && packed(&self.projection))
     }
 
     fn run(&self, inputs: &[Option<&Tensor>]) -> OpResult {
         let x = required(inputs, 0, "X")?.contiguous()?;
-        if let Some(expansion) = &self.expansion {
-            return self.run_expanded(&x, expansion, inputs);
+        if self.expansion.is_some() || self.projection.is_some() {
+            return self.run_block(&x, inputs);
         }
         let w = match &self.packed {
             Some(Prepared::Gemm(dims, panels)) => ConvWeights::Packed { dims: *dims, panels },
@@ -219,24 +228,34 @@ impl Op for Conv {
 }
 
 impl Conv {
-    /// The depthwise conv over the output of the 1x1 conv joined in front of it.
-    fn run_expanded(&self, x: &Tensor, expansion: &Expansion, inputs: &[Option<&Tensor>]) -> OpResult {
-        if inputs.get(3).copied().flatten().is_some() || self.max_pool.is_some() || self.packed.is_some() {
-            return Err(OpError::Invalid("a depthwise conv with a 1x1 conv joined in front has no residual, pool or packed weights".into()));
+    /// The depthwise conv with the 1x1 convs joined to it.
+    fn run_block(&self, x: &Tensor, inputs: &[Option<&Tensor>]) -> OpResult {
+        let shortcut = inputs.get(3).copied().flatten();
+        if (shortcut.is_some() && self.projection.is_none()) || self.max_pool.is_some() || self.packed.is_some() {
+            return Err(OpError::Invalid("a depthwise conv with 1x1 convs joined has no pool or packed weights, and a shortcut only with a projection".into()));
         }
-        let unpacked;
-        let packed = match &expansion.packed {
-            Some(p) => p,
-            None => {
-                unpacked = pack_pointwise(required(inputs, 4, "1x1 conv W")?)?;
-                &unpacked
+        // weights that were not initializers are packed for this call
+        let unpacked = |joined: &Option<Joined>, slot: usize| -> Result<Option<PackedB>, OpError> {
+            match joined {
+                Some(Joined { packed: None, .. }) => Ok(Some(pack_pointwise(required(inputs, slot, "joined 1x1 conv W")?)?)),
+                _ => Ok(None),
             }
         };
+        let (expand_weights, project_weights) = (unpacked(&self.expansion, EXPANSION_WEIGHTS)?, unpacked(&self.projection, PROJECTION_WEIGHTS)?);
         let kernel = NhwcConv { window: self.attrs.resolve(x)?, groups: self.groups, activation: self.activation, max_pool: None };
         let (w, b) = (required(inputs, 1, "W")?.contiguous()?, required(inputs, 2, "B")?);
-        let expand = (packed, required(inputs, 5, "1x1 conv B")?, expansion.activation);
-        Ok(vec![kernel.forward_expanded(x, expand, &w, b)?])
+        let shortcut = shortcut.map(|s| s.contiguous()).transpose()?;
+        let expand = joined_conv(&self.expansion, &expand_weights, inputs, EXPANSION_WEIGHTS)?;
+        let project = joined_conv(&self.projection, &project_weights, inputs, PROJECTION_WEIGHTS)?;
+        Ok(vec![kernel.forward_block(x, expand, &w, b, project, shortcut.as_ref())?])
     }
+}
+
+/// A joined 1x1 conv as the kernel takes it: weights packed at load, or for this call (`own`).
+fn joined_conv<'t>(joined: &'t Option<Joined>, own: &'t Option<PackedB>, inputs: &[Option<&'t Tensor>], slot: usize) -> Result<Option<JoinedConv<'t>>, OpError> {
+    let Some(j) = joined else { return Ok(None) };
+    let weights = j.packed.as_ref().or(own.as_ref()).ok_or_else(|| OpError::Invalid("joined 1x1 conv weights are missing".into()))?;
+    Ok(Some((weights, required(inputs, slot + 1, "joined 1x1 conv B")?, j.activation)))
 }
 
 /// A 1x1 conv's HWIO weights `[1, 1, in_c, C]` packed as the GEMM's `[in_c, C]`.
@@ -264,9 +283,10 @@ fn conv(ctx: &NodeCtx<'_>) -> Result<Box<dyn Op>, LoadError> {
         Some(&[rows, columns]) if rows > 0 && columns > 0 => Some([rows, columns]),
         Some(other) => return Err(LoadError::Invalid(format!("attribute '{FUSED_MAX_POOL}' must be two positive sizes, got {other:?}"))),
     };
-    let joined = ctx.node.input.get(4).is_some_and(|name| !name.is_empty());
-    let expansion = joined.then(|| Ok::<_, LoadError>(Expansion { activation: expansion_from_node(ctx)?, packed: None })).transpose()?;
-    Ok(Box::new(Conv { attrs: Attrs::parse(ctx)?, groups, activation: from_node(ctx)?, max_pool, packed: None, expansion }))
+    let joined = |slot: usize, activation: Option<Activation>| ctx.node.input.get(slot).is_some_and(|name| !name.is_empty()).then_some(Joined { activation, packed: None });
+    let expansion = joined(EXPANSION_WEIGHTS, expansion_from_node(ctx)?);
+    let projection = joined(PROJECTION_WEIGHTS, projection_from_node(ctx)?);
+    Ok(Box::new(Conv { attrs: Attrs::parse(ctx)?, groups, activation: from_node(ctx)?, max_pool, packed: None, expansion, projection }))
 }
 
 struct Pool {

@@ -9,7 +9,7 @@ use crate::engine::onnx::attrs::NodeCtx;
 
 use super::OpError;
 
-pub(crate) use crate::engine::onnx::passes::{EXPAND_ACTIVATION, EXPAND_ALPHA, EXPAND_BETA, FUSED_ACTIVATION, FUSED_ALPHA, FUSED_BETA, FUSED_MAX_POOL};
+pub(crate) use crate::engine::onnx::passes::{EXPAND_ACTIVATION, EXPAND_ALPHA, EXPAND_BETA, FUSED_ACTIVATION, FUSED_ALPHA, FUSED_BETA, FUSED_MAX_POOL, PROJECT_ACTIVATION, PROJECT_ALPHA, PROJECT_BETA};
 
 /// The same activations the CPU kernels apply in their epilogues; ops that run on candle's own
 /// kernels (any device) apply them as tensor ops.
@@ -20,9 +20,14 @@ pub(crate) fn from_node(ctx: &NodeCtx<'_>) -> Result<Option<Activation>, LoadErr
     named(ctx, [FUSED_ACTIVATION, FUSED_ALPHA, FUSED_BETA])
 }
 
-/// The activation of a 1x1 conv the expansion pass joined to this depthwise conv, if any.
+/// The activation of the 1x1 conv joined in front of this depthwise conv, if any.
 pub(crate) fn expansion_from_node(ctx: &NodeCtx<'_>) -> Result<Option<Activation>, LoadError> {
     named(ctx, [EXPAND_ACTIVATION, EXPAND_ALPHA, EXPAND_BETA])
+}
+
+/// The activation of the 1x1 conv joined after this depthwise conv, if any.
+pub(crate) fn projection_from_node(ctx: &NodeCtx<'_>) -> Result<Option<Activation>, LoadError> {
+    named(ctx, [PROJECT_ACTIVATION, PROJECT_ALPHA, PROJECT_BETA])
 }
 
 fn named(ctx: &NodeCtx<'_>, [activation, alpha, beta]: [&str; 3]) -> Result<Option<Activation>, LoadError> {

@@ -16,12 +16,17 @@ pub(crate) const FUSED_BETA: &str = "_fused_beta";
 /// goes through before anything reads it, windows side by side (stride = window, no padding,
 /// floor mode). Set by the pool pass (`max_pool.rs`).
 pub(crate) const FUSED_MAX_POOL: &str = "_fused_max_pool";
-/// Private attributes of a depthwise NHWC conv that computes its own input: a 1x1 conv over
-/// input 0 with weights and bias in inputs 4 and 5, and this activation (the names and values
-/// of [`FUSED_ACTIVATION`] and its parameters). Set by the expansion pass (`expand.rs`).
+/// Private attributes of a depthwise NHWC conv joined to the 1x1 convs around it
+/// (`inverted_residual.rs`): the activation of a 1x1 conv that computes its input from input 0
+/// (weights and bias in inputs 4 and 5), and of one that projects its output (weights and bias
+/// in inputs 6 and 7, the shortcut in input 3), with the names and values of
+/// [`FUSED_ACTIVATION`] and its parameters. [`FUSED_ACTIVATION`] stays the depthwise conv's.
 pub(crate) const EXPAND_ACTIVATION: &str = "_expand_activation";
 pub(crate) const EXPAND_ALPHA: &str = "_expand_alpha";
 pub(crate) const EXPAND_BETA: &str = "_expand_beta";
+pub(crate) const PROJECT_ACTIVATION: &str = "_project_activation";
+pub(crate) const PROJECT_ALPHA: &str = "_project_alpha";
+pub(crate) const PROJECT_BETA: &str = "_project_beta";
 
 /// How many node inputs read each value (graph outputs count as readers too, so a value the
 /// caller asked for is never fused away).

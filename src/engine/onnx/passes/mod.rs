@@ -5,15 +5,15 @@
 //!
 //! Order matters: BatchNormalization and a following bias Add fold into the Conv before the
 //! Conv changes layout, activations fuse into whichever conv survived, and
-//! only then does a max pool join its conv (the activation runs before the pool), and a 1x1
-//! conv join the depthwise conv that reads it (both carry their activations by then).
+//! only then does a max pool join its conv (the activation runs before the pool), and the 1x1
+//! convs around a depthwise conv join it (each carries its activation by then).
 
 mod affine;
 mod batchnorm;
 mod constants;
 mod bias;
 mod dense;
-mod expand;
+mod inverted_residual;
 mod fuse;
 mod graph;
 mod identity;
@@ -29,7 +29,7 @@ mod transpose;
 use crate::engine::LoadError;
 use crate::proto::onnx::GraphProto;
 
-pub(crate) use graph::{EXPAND_ACTIVATION, EXPAND_ALPHA, EXPAND_BETA, FUSED_ACTIVATION, FUSED_ALPHA, FUSED_BETA, FUSED_MAX_POOL};
+pub(crate) use graph::{EXPAND_ACTIVATION, EXPAND_ALPHA, EXPAND_BETA, FUSED_ACTIVATION, FUSED_ALPHA, FUSED_BETA, FUSED_MAX_POOL, PROJECT_ACTIVATION, PROJECT_ALPHA, PROJECT_BETA};
 
 /// What the graph will run on; the layout pass targets the CPU kernels only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +57,8 @@ pub(crate) fn optimize(graph: &mut GraphProto, target: Target) -> Result<(), Loa
     fuse::activations(graph);
     if target == Target::Cpu {
         max_pool::into_conv(graph);
-        expand::into_depthwise(graph);
+        inverted_residual::join_expansions(graph);
+        inverted_residual::join_projections(graph);
     }
     graph::remove_dead_nodes(graph);
     Ok(())
