@@ -102,6 +102,7 @@ unsafe fn kernel<const R: usize>(count: usize, s: RawStrip) {
             let (a, c) = (a.add(t * R * lda), c.add(t * R * ldc));
             let residual = if residual.is_null() { residual } else { residual.add(t * R * ldr) };
             let next_b = if t == 0 { next_b } else { std::ptr::null() };
+            raw::pull_epilogue_lines::<R>(c, ldc, residual, ldr, accumulate);
             let acc = if next_b.is_null() { dot::<R, false>(kc, a, lda, b, next_b) } else { dot::<R, true>(kc, a, lda, b, next_b) };
             let epilogue = Epilogue { accumulate, bias: has_bias.then_some(bias), residual, ldr, act, mask };
             if full {

@@ -103,37 +103,9 @@ unsafe fn kernel<const R: usize>(count: usize, s: RawStrip) {
             let (a, c) = (a.add(t * R * lda), c.add(t * R * ldc));
             let residual = if residual.is_null() { residual } else { residual.add(t * R * ldr) };
             let next_b = if t == 0 { next_b } else { std::ptr::null() };
-            pull_epilogue_lines::<R>(c, ldc, residual, ldr, accumulate);
+            raw::pull_epilogue_lines::<R>(c, ldc, residual, ldr, accumulate);
             let acc = if next_b.is_null() { dot::<R, false>(kc, a, lda, b, next_b) } else { dot::<R, true>(kc, a, lda, b, next_b) };
             complete::<R>(acc, c, ldc, &Epilogue { accumulate, bias, residual, ldr, act, mask });
-        }
-    }
-}
-
-/// Asks for the tile's C rows (for writing) and residual rows before its dot product runs, so
-/// they arrive while it computes. The epilogue touches one line per row, `ldc` or `ldr` floats
-/// apart, a pattern no hardware prefetcher follows, so without this each of them is a miss
-/// that the tile's stores wait for. A ResNet block's last 1x1 conv with its shortcut (k = 64,
-/// 56x56x256) spent 40% more time than the same conv without one. C lines of an accumulating
-/// K block were written by the previous block and are still near.
-///
-/// # Safety
-/// AVX-512F is present; `R` rows of C (stride `ldc`) and of the residual (stride `ldr`, unless
-/// null) lie inside their views. Prefetches do not fault, but the addresses are formed in bounds.
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn pull_epilogue_lines<const R: usize>(c: *mut f32, ldc: usize, residual: *const f32, ldr: usize, accumulate: bool) {
-    // SAFETY: the caller's contract: row r's first element is inside each view.
-    unsafe {
-        if !accumulate {
-            for r in 0..R {
-                _mm_prefetch::<_MM_HINT_ET0>(c.add(r * ldc).cast());
-            }
-        }
-        if !residual.is_null() {
-            for r in 0..R {
-                _mm_prefetch::<_MM_HINT_T0>(residual.add(r * ldr).cast());
-            }
         }
     }
 }

@@ -5,6 +5,8 @@
 //! arithmetic their `unsafe` rests on is written once.
 #![allow(unsafe_code)]
 
+use std::arch::x86_64::{_MM_HINT_ET0, _MM_HINT_T0, _mm_prefetch};
+
 use super::Strip;
 use crate::engine::kernels::Activation;
 
@@ -115,6 +117,33 @@ pub(super) fn after(s: Strip<'_>, act: Option<Activation>) {
     if let Some(act) = act {
         for row in s.c.chunks_mut(s.ldc.max(1)).take(s.rows) {
             act.apply(&mut row[..s.cols]);
+        }
+    }
+}
+
+/// Asks for a tile's C rows (for writing) and residual rows before its dot product runs, so
+/// they arrive while it computes; both SIMD kernels call it. The epilogue touches one line per
+/// row, `ldc` or `ldr` floats apart, a pattern no hardware prefetcher follows, so without this
+/// each of them is a miss that the tile's stores wait for. A ResNet block's last 1x1 conv with
+/// its shortcut (k = 64, 56x56x256) spent 40% more time than the same conv without one. C lines
+/// of an accumulating K block were written by the previous block and are still near.
+///
+/// # Safety
+/// `R` rows of C (stride `ldc`) and of the residual (stride `ldr`, unless null) lie inside
+/// their views. Prefetches do not fault, but the addresses are formed in bounds.
+#[inline(always)]
+pub(super) unsafe fn pull_epilogue_lines<const R: usize>(c: *mut f32, ldc: usize, residual: *const f32, ldr: usize, accumulate: bool) {
+    // SAFETY: the caller's contract: row r's first element is inside each view.
+    unsafe {
+        if !accumulate {
+            for r in 0..R {
+                _mm_prefetch::<_MM_HINT_ET0>(c.add(r * ldc).cast());
+            }
+        }
+        if !residual.is_null() {
+            for r in 0..R {
+                _mm_prefetch::<_MM_HINT_T0>(residual.add(r * ldr).cast());
+            }
         }
     }
 }
