@@ -87,21 +87,20 @@ def cases(filter_text):
 def engine_run(args, name, path):
     """Runs the criterion bench on the one model `name` (echoing its output to stderr) and
     returns ({(name, batch, threads): seconds}, {(name, batch): check text}, {name: skip reason})."""
-    one = tempfile.mkdtemp(prefix="real_models.")
-    os.symlink(path.resolve(), Path(one) / name)
-    env = dict(os.environ, RAYON_NUM_THREADS=str(max(THREADS)), BENCH_MODELS=one)
     started = time.time()
     checks, skips = {}, {}
     cmd = ["cargo", "bench", "--bench", "real_models", "--", *args]
-    with subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True) as proc:
-        for line in proc.stdout:
-            log(line, end="")
-            if m := CHECK.match(line.strip()):
-                checks[(m[1], int(m[2]))] = m[3]
-            elif m := SKIP.match(line.strip()):
-                skips[m[1]] = m[2]
-    os.remove(Path(one) / name)
-    os.rmdir(one)
+    # the bench reads every model under $BENCH_MODELS: a directory holding this one alone
+    with tempfile.TemporaryDirectory(prefix="real_models.") as one:
+        os.symlink(path.resolve(), Path(one) / name)
+        env = dict(os.environ, RAYON_NUM_THREADS=str(max(THREADS)), BENCH_MODELS=one)
+        with subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True) as proc:
+            for line in proc.stdout:
+                log(line, end="")
+                if m := CHECK.match(line.strip()):
+                    checks[(m[1], int(m[2]))] = m[3]
+                elif m := SKIP.match(line.strip()):
+                    skips[m[1]] = m[2]
     if proc.returncode:
         sys.exit(f"cargo bench failed with status {proc.returncode}")
     times = {}

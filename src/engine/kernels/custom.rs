@@ -110,7 +110,29 @@ pub(crate) struct NhwcConv {
     pub(crate) max_pool: Option<[usize; 2]>,
 }
 
+/// A 1x1 conv joined to a depthwise conv: packed `[in, out]` weights, bias, activation.
+pub(crate) type JoinedConv<'a> = (&'a PackedB, &'a Tensor, Option<Activation>);
+
 impl NhwcConv {
+    /// The conv's geometry over an NHWC input of `dims` (the window is already resolved).
+    fn conv2d(&self, [batch, in_h, in_w, in_c]: [usize; 4], out_c: usize) -> Conv2d {
+        let win = self.window;
+        Conv2d {
+            batch,
+            in_h,
+            in_w,
+            in_c,
+            out_h: win.out[0],
+            out_w: win.out[1],
+            out_c,
+            kernel: win.kernel,
+            strides: win.strides,
+            dilations: win.dilations,
+            pad_begin: win.pad_begin,
+            groups: self.groups,
+        }
+    }
+
     /// Weights that were not packed at load are packed for this call. Depthwise convs read the
     /// HWIO tensor itself, so the op never packs theirs.
     pub(crate) fn forward(&self, x: &Tensor, weights: ConvWeights<'_>, b: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
@@ -126,20 +148,7 @@ impl NhwcConv {
             candle_core::bail!("conv bias has shape {:?}, expected [{out_c}]", b.dims());
         }
         let win = self.window;
-        let conv = Conv2d {
-            batch,
-            in_h,
-            in_w,
-            in_c,
-            out_h: win.out[0],
-            out_w: win.out[1],
-            out_c,
-            kernel: win.kernel,
-            strides: win.strides,
-            dilations: win.dilations,
-            pad_begin: win.pad_begin,
-            groups: self.groups,
-        };
+        let conv = self.conv2d([batch, in_h, in_w, in_c], out_c);
         let dims = [batch, win.out[0], win.out[1], out_c];
         if let Some(r) = residual.filter(|r| r.dims() != dims) {
             candle_core::bail!("conv residual has shape {:?}, the conv's output {dims:?}", r.dims());
@@ -204,12 +213,7 @@ impl NhwcConv {
         };
         Tensor::from_vec(out, &dims, &Device::Cpu)
     }
-}
 
-/// A 1x1 conv joined to a depthwise conv: packed `[in, out]` weights, bias, activation.
-pub(crate) type JoinedConv<'a> = (&'a PackedB, &'a Tensor, Option<Activation>);
-
-impl NhwcConv {
     /// `project(depthwise(expand(x))) + shortcut`, the three convs of an inverted residual
     /// block run a band of rows at a time (`inverted_residual.rs`); either 1x1 conv may be
     /// absent, and the shortcut needs the projection. `weights` are the depthwise conv's HWIO
@@ -238,20 +242,8 @@ impl NhwcConv {
         if let Some(s) = shortcut.filter(|s| s.dims() != dims || project.is_none()) {
             candle_core::bail!("the shortcut has shape {:?}, the projection's output {dims:?}", s.dims());
         }
-        let conv = Conv2d {
-            batch,
-            in_h,
-            in_w,
-            in_c: ch,
-            out_h: win.out[0],
-            out_w: win.out[1],
-            out_c: ch,
-            kernel: win.kernel,
-            strides: win.strides,
-            dilations: win.dilations,
-            pad_begin: win.pad_begin,
-            groups: ch,
-        };
+        // as if over the expanded tensor: `ch` channels in and out, one group each
+        let conv = self.conv2d([batch, in_h, in_w, ch], ch);
         let (expand, project) = (expand.map(BorrowedJoined::new), project.map(BorrowedJoined::new));
         let (x, w, b, shortcut) = (Borrowed::new(x), Borrowed::new(weights), Borrowed::new(b), shortcut.map(Borrowed::new));
         let block = super::inverted_residual::Block {

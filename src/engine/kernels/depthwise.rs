@@ -43,7 +43,7 @@ pub(crate) fn depthwise(conv: &Conv2d, input: &[f32], weights: &[f32], bias: &[f
 }
 
 /// Every output row of `conv` into `out`, on the calling thread: a band of rows the caller
-/// carved out of a larger conv (`expanded.rs`).
+/// carved out of a larger conv (`inverted_residual.rs`).
 pub(super) fn write(conv: &Conv2d, input: &[f32], weights: &[f32], bias: &[f32], act: Option<Activation>, out: &mut [f32]) {
     assert_eq!(conv.out_c, conv.in_c, "depthwise band: a channel multiplier");
     dispatch(Rows { geo: &Geometry::new(conv), input, weights, bias, act, first: 0, out });

@@ -88,15 +88,11 @@ impl Conv2d {
             if shares == 1 {
                 return job.rows(0, rows, out);
             }
-            let mut parts = Vec::with_capacity(shares);
-            let mut rest = out;
-            for t in 0..shares {
-                let (r0, r1) = (t * rows / shares, (t + 1) * rows / shares);
-                let (part, tail) = rest.split_at_mut((r1 - r0) * row_len);
-                parts.push((r0, r1, part));
-                rest = tail;
-            }
-            parts.into_par_iter().for_each(|(r0, r1, part)| job.rows(r0, r1, part));
+            let per_share = rows.div_ceil(shares);
+            out.par_chunks_mut(per_share * row_len).enumerate().for_each(|(i, part)| {
+                let first = i * per_share;
+                job.rows(first, first + part.len() / row_len, part);
+            });
         })
     }
 }
