@@ -2,6 +2,7 @@
 //! hand back a [`Plan`](plan::Plan) that requests only execute.
 
 mod attrs;
+mod file;
 mod import;
 mod initializer;
 mod ops;
@@ -31,11 +32,14 @@ pub struct OnnxSession {
 
 impl OnnxSession {
     pub fn load(path: &Path, options: &EngineOptions) -> Result<Self, LoadError> {
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Io { path: path.display().to_string(), source })?;
-        // Decoding from `Bytes` leaves each initializer's raw_data a view of this one buffer
-        // instead of a copy, so the file is in memory once until its weights are tensors.
-        let model = decode(prost::bytes::Bytes::from(bytes), &path.display().to_string())?;
-        Self::from_model(model, &options.device)
+        let io_error = |source| LoadError::Io { path: path.display().to_string(), source };
+        let mut file = file::FileBuf::open(path).map_err(io_error)?;
+        let decoded = decode(&mut file, &path.display().to_string());
+        // a read that failed part way cut the message short (which may even decode): report the read
+        if let Some(source) = file.error() {
+            return Err(io_error(source));
+        }
+        Self::from_model(decoded?, &options.device)
     }
 
     /// Loads onto the CPU.

@@ -15,7 +15,7 @@ use crate::engine::onnx::attrs::NodeCtx;
 
 use super::fused::{FUSED_MAX_POOL, activate, expansion_from_node, from_node, projection_from_node};
 use super::window::{AutoPad, Axis, Window, positive};
-use super::{Builder, Op, OpError, OpResult, required};
+use super::{Builder, Op, OpError, OpResult, required, with_f32_values};
 
 pub(super) const OPS: &[(&str, Builder)] = &[
     ("_NhwcConv", conv),
@@ -58,7 +58,7 @@ impl Op for DenseOp {
     fn prepare(&mut self, constants: &[Option<&Tensor>]) -> Result<(), OpError> {
         if let Some(w) = constants.get(1).copied().flatten().filter(|w| w.rank() == 2 && w.dtype() == candle_core::DType::F32) {
             let (k, n) = w.dims2()?;
-            self.packed = Some(PackedB::pack(&w.flatten_all()?.to_vec1::<f32>()?, k, n, n));
+            self.packed = Some(with_f32_values(w, "W", |w| PackedB::pack(w, k, n, n))?);
         }
         Ok(())
     }
@@ -176,16 +176,19 @@ impl Op for Conv {
         // reads the HWIO weights themselves, so packing them would be a wasted copy
         let depthwise = in_g == 1 && self.groups > 1;
         if out_c % self.groups == 0 && !depthwise && w.dtype() == candle_core::DType::F32 {
-            let values = w.flatten_all()?.to_vec1::<f32>()?;
             let dims = [kh, kw, in_g, out_c];
             let pair = |v: &[usize]| [v[0], v[1]];
-            self.packed = Some(if narrow::applies(dims, self.groups) {
-                Prepared::Narrow(dims, values)
-            } else if winograd::applies([kh, kw], pair(&self.attrs.strides), pair(&self.attrs.dilations), self.groups, in_g, out_c) {
-                Prepared::Winograd(WinogradWeights::from_hwio(&values, in_g, out_c))
-            } else {
-                Prepared::Gemm(dims, pack_hwio(&values, dims, self.groups))
-            });
+            let winograd = winograd::applies([kh, kw], pair(&self.attrs.strides), pair(&self.attrs.dilations), self.groups, in_g, out_c);
+            let groups = self.groups;
+            self.packed = Some(with_f32_values(w, "W", |values| {
+                if narrow::applies(dims, groups) {
+                    Prepared::Narrow(dims, values.to_vec())
+                } else if winograd {
+                    Prepared::Winograd(WinogradWeights::from_hwio(values, in_g, out_c))
+                } else {
+                    Prepared::Gemm(dims, pack_hwio(values, dims, groups))
+                }
+            })?);
         }
         Ok(())
     }
@@ -264,7 +267,7 @@ fn pack_pointwise(w: &Tensor) -> Result<PackedB, OpError> {
     if (kh, kw) != (1, 1) || w.dtype() != candle_core::DType::F32 {
         return Err(OpError::Invalid(format!("the joined 1x1 conv has {kh}x{kw} {:?} weights", w.dtype())));
     }
-    Ok(PackedB::pack(&w.flatten_all()?.to_vec1::<f32>()?, in_c, out_c, out_c))
+    with_f32_values(w, "the joined 1x1 conv's weights", |w| PackedB::pack(w, in_c, out_c, out_c))
 }
 
 /// A conv's weights in the form its kernel reads: GEMM panels with their HWIO dims, the

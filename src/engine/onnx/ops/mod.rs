@@ -98,6 +98,23 @@ pub(crate) fn optional<'t>(inputs: &[Option<&'t Tensor>], index: usize) -> Optio
 }
 
 /// Reads a small integer tensor (shapes, axes, indices) into host memory.
+/// Runs `f` on a float32 tensor's values, borrowed in place when they already sit contiguous
+/// in host memory (a request's input, a weight being packed at load: a copy of the largest
+/// conv's weights was part of the load's peak), copied otherwise.
+pub(crate) fn with_f32_values<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> R) -> Result<R, OpError> {
+    if t.dtype() != CDType::F32 {
+        return Err(OpError::Invalid(format!("{what} has dtype {:?}; only float32 is supported", t.dtype())));
+    }
+    {
+        let (storage, layout) = t.storage_and_layout();
+        if let (candle_core::Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets()) {
+            return Ok(f(&cpu.as_slice::<f32>()?[start..end]));
+        }
+    }
+    let values = t.flatten_all()?.to_vec1::<f32>()?;
+    Ok(f(&values))
+}
+
 pub(crate) fn int_values(t: &Tensor) -> Result<Vec<i64>, OpError> {
     Ok(t.flatten_all()?.to_dtype(CDType::I64)?.to_vec1::<i64>()?)
 }

@@ -11,7 +11,7 @@ mod cell;
 mod gemm;
 mod math;
 
-use candle_core::{DType, Storage, Tensor};
+use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
 use crate::engine::LoadError;
@@ -21,7 +21,7 @@ use crate::engine::onnx::attrs::NodeCtx;
 use self::aligned::Aligned;
 use self::cell::{Cell, DirWeights, Input, Unit};
 use self::math::{Activation, dispatch};
-use super::{Builder, Op, OpError, OpResult, int_values, optional, required};
+use super::{Builder, Op, OpError, OpResult, int_values, optional, required, with_f32_values};
 
 pub(super) const OPS: &[(&str, Builder)] = &[
     ("LSTM", |ctx| build(ctx, Cell::Lstm { input_forget: ctx.int("input_forget", 0) != 0 })),
@@ -146,21 +146,6 @@ fn host_values(t: &Tensor, what: &str) -> Result<Vec<f32>, OpError> {
         return Err(invalid(format!("{what} has dtype {:?}; only float32 is supported", t.dtype())));
     }
     Ok(t.flatten_all()?.to_vec1::<f32>()?)
-}
-
-/// Runs `f` on X's values, borrowed in place when they already sit contiguous in host memory.
-fn with_host_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R, OpError> {
-    if t.dtype() != DType::F32 {
-        return Err(invalid(format!("X has dtype {:?}; only float32 is supported", t.dtype())));
-    }
-    {
-        let (storage, layout) = t.storage_and_layout();
-        if let (Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets()) {
-            return Ok(f(&cpu.as_slice::<f32>()?[start..end]));
-        }
-    }
-    let values = t.flatten_all()?.to_vec1::<f32>()?;
-    Ok(f(&values))
 }
 
 impl Recurrent {
@@ -354,7 +339,7 @@ impl Op for Recurrent {
             (d * slices + k, b - bounds[k].0)
         };
 
-        with_host_values(x, |xv| {
+        with_f32_values(x, "X", |xv| {
             let y_rows = distribute(&mut y, hidden, &step_sizes, y_place);
             let yh_rows = distribute(&mut y_h, hidden, &state_sizes, state_place);
             let yc_rows = distribute(&mut y_c, hidden, &state_sizes, state_place);

@@ -10,13 +10,13 @@
 use crate::engine::LoadError;
 use crate::proto::onnx::{GraphProto, NodeProto};
 
-use super::graph::{attr, float_initializer, put_float_initializer, reader_counts};
+use super::graph::{attr, float_dims, float_initializer, float_initializer_to_rewrite, put_float_initializer, reader_counts};
 
 pub(super) fn fold_into_conv(graph: &mut GraphProto) -> Result<(), LoadError> {
     let mut index = 0;
     while index < graph.node.len() {
-        if let Some((conv, scale, shift)) = foldable(graph, index) {
-            fold(graph, conv, index, &scale, &shift);
+        if let Some(fold_at) = foldable(graph, index) {
+            fold(graph, &fold_at, index);
             graph.node.remove(index);
             continue;
         }
@@ -25,9 +25,19 @@ pub(super) fn fold_into_conv(graph: &mut GraphProto) -> Result<(), LoadError> {
     Ok(())
 }
 
+/// A fold [`foldable`] found: the conv, the per-channel map, and whether the conv is the only
+/// reader of its weights and of its bias (then the originals go as the folded ones are made).
+struct Fold {
+    conv: usize,
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+    sole_weights: bool,
+    sole_bias: bool,
+}
+
 /// The Conv read only by node `at`, and the per-channel `(scale, shift)` that node applies to
 /// its output, if every tensor involved is a float32 initializer of the expected size.
-fn foldable(graph: &GraphProto, at: usize) -> Option<(usize, Vec<f32>, Vec<f32>)> {
+fn foldable(graph: &GraphProto, at: usize) -> Option<Fold> {
     let node = &graph.node[at];
     let candidate = matches!(node.op_type.as_str(), "BatchNormalization" | "Mul");
     if !candidate || !node.domain.is_empty() || node.output.iter().skip(1).any(|o| !o.is_empty()) {
@@ -35,20 +45,20 @@ fn foldable(graph: &GraphProto, at: usize) -> Option<(usize, Vec<f32>, Vec<f32>)
     }
     // counted only for candidates: the walk over the whole graph is the costly part at load
     let readers = reader_counts(graph);
+    let sole = |name: Option<&String>| name.is_some_and(|n| readers.get(n).copied() == Some(1));
     let conv_of = |value: &str| -> Option<(usize, usize)> {
         let conv = graph.node.iter().position(|n| n.op_type == "Conv" && n.domain.is_empty() && n.output.first().map(String::as_str) == Some(value))?;
         let conv_node = &graph.node[conv];
         if readers.get(value).copied() != Some(1) || conv_node.input.len() < 2 {
             return None;
         }
-        let (w_dims, _) = float_initializer(graph, &conv_node.input[1])?;
-        let channels = *w_dims.first()?;
+        let channels = *float_dims(graph, &conv_node.input[1])?.first()?;
         if let Some(bias) = conv_node.input.get(2).filter(|b| !b.is_empty()) {
-            float_initializer(graph, bias).filter(|(d, _)| d.as_slice() == [channels])?;
+            float_dims(graph, bias).filter(|d| d.as_slice() == [channels])?;
         }
         Some((conv, channels))
     };
-    match node.op_type.as_str() {
+    let (conv, scale, shift) = match node.op_type.as_str() {
         "BatchNormalization" => {
             let (conv, channels) = conv_of(&node.input[0])?;
             let (scale, shift) = inference_affine(graph, node).filter(|(scale, _)| scale.len() == channels)?;
@@ -68,7 +78,9 @@ fn foldable(graph: &GraphProto, at: usize) -> Option<(usize, Vec<f32>, Vec<f32>)
             Some((conv, scale, vec![0.0; channels]))
         }),
         _ => None,
-    }
+    }?;
+    let conv_inputs = &graph.node[conv].input;
+    Some(Fold { conv, scale, shift, sole_weights: sole(conv_inputs.get(1)), sole_bias: sole(conv_inputs.get(2)) })
 }
 
 /// An inference-mode BatchNormalization as the per-channel `(scale, shift)` it applies, if its
@@ -90,24 +102,24 @@ pub(super) fn inference_affine(graph: &GraphProto, node: &NodeProto) -> Option<(
     Some((scale, shift))
 }
 
-fn fold(graph: &mut GraphProto, conv: usize, follower: usize, scale: &[f32], shift: &[f32]) {
-    let conv_node = &graph.node[conv];
-    let Some((w_dims, mut w)) = float_initializer(graph, &conv_node.input[1]) else { return };
+fn fold(graph: &mut GraphProto, fold: &Fold, follower: usize) {
+    let conv_inputs = graph.node[fold.conv].input.clone();
+    let Some((w_dims, mut w)) = float_initializer_to_rewrite(graph, &conv_inputs[1], fold.sole_weights) else { return };
     let channels = w_dims[0];
-    let mut bias = match conv_node.input.get(2).filter(|b| !b.is_empty()) {
-        Some(name) => float_initializer(graph, name).map(|(_, v)| v).unwrap_or_default(),
+    let mut bias = match conv_inputs.get(2).filter(|b| !b.is_empty()) {
+        Some(name) => float_initializer_to_rewrite(graph, name, fold.sole_bias).map(|(_, v)| v).unwrap_or_default(),
         None => vec![0.0; channels],
     };
     let per_out = w.len() / channels.max(1);
     for m in 0..channels {
-        w[m * per_out..(m + 1) * per_out].iter_mut().for_each(|x| *x *= scale[m]);
-        bias[m] = bias[m] * scale[m] + shift[m];
+        w[m * per_out..(m + 1) * per_out].iter_mut().for_each(|x| *x *= fold.scale[m]);
+        bias[m] = bias[m] * fold.scale[m] + fold.shift[m];
     }
     let out = graph.node[follower].output[0].clone();
     let (w_name, b_name) = (format!("{out}__folded_w"), format!("{out}__folded_b"));
     put_float_initializer(graph, &w_name, &w_dims, &w);
     put_float_initializer(graph, &b_name, &[channels], &bias);
-    let conv_node = &mut graph.node[conv];
+    let conv_node = &mut graph.node[fold.conv];
     conv_node.input.truncate(1);
     conv_node.input.extend([w_name, b_name]);
     conv_node.output[0] = out;

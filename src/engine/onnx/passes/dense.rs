@@ -6,7 +6,7 @@
 
 use crate::proto::onnx::{GraphProto, NodeProto};
 
-use super::graph::{attr, float_initializer, put_float_initializer, reader_counts};
+use super::graph::{attr, float_dims, float_initializer, float_initializer_to_rewrite, put_float_initializer, put_float_initializer_bytes, reader_counts};
 
 pub(crate) const DENSE: &str = "_Dense";
 
@@ -26,10 +26,10 @@ pub(super) fn matmul_bias(graph: &mut GraphProto) {
     }
 }
 
-/// A 2-D constant float weight, as `(k, n, values)`.
-fn weights(graph: &GraphProto, name: &str) -> Option<(usize, usize, Vec<f32>)> {
-    match float_initializer(graph, name)? {
-        (dims, values) if dims.len() == 2 => Some((dims[0], dims[1], values)),
+/// A 2-D constant float weight's `(rows, columns)`.
+fn weight_dims(graph: &GraphProto, name: &str) -> Option<(usize, usize)> {
+    match float_dims(graph, name)?.as_slice() {
+        &[rows, columns] => Some((rows, columns)),
         _ => None,
     }
 }
@@ -39,6 +39,20 @@ fn bias(graph: &GraphProto, name: &str, n: usize) -> Option<Vec<f32>> {
     let (dims, values) = float_initializer(graph, name)?;
     let last_axis_only = dims.last() == Some(&n) && dims.iter().rev().skip(1).all(|&d| d == 1) && dims.len() <= 2;
     last_axis_only.then_some(values)
+}
+
+/// Writes the `[cols, rows]` transpose of row-major `values` as a new initializer, straight
+/// into its bytes: the largest dense layers (VGG19's first, 392 MiB) are the load's peak, and
+/// a float copy between would be a third of it.
+fn put_transposed(graph: &mut GraphProto, name: &str, rows: usize, cols: usize, values: &[f32]) {
+    let mut bytes = vec![0u8; values.len() * 4];
+    for (r, row) in values.chunks_exact(cols).enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            let at = (c * rows + r) * 4;
+            bytes[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    put_float_initializer_bytes(graph, name, &[cols, rows], bytes);
 }
 
 fn dense(node: &NodeProto, input: &str, w: String, b: String, output: &str) -> NodeProto {
@@ -52,7 +66,7 @@ fn dense(node: &NodeProto, input: &str, w: String, b: String, output: &str) -> N
 }
 
 fn from_matmul(graph: &mut GraphProto, index: usize, node: &NodeProto) -> Option<NodeProto> {
-    let (_, n, _) = weights(graph, node.input.get(1)?)?;
+    let (_, n) = weight_dims(graph, node.input.get(1)?)?;
     let out = node.output.first()?.clone();
     // an Add reading only this MatMul's output and a constant bias absorbs into it
     let add = graph
@@ -83,21 +97,11 @@ fn from_gemm(graph: &mut GraphProto, node: &NodeProto) -> Option<NodeProto> {
     if flag("transA") != 0 || scale("alpha") != 1.0 || scale("beta") != 1.0 {
         return None;
     }
-    let (rows, cols, values) = weights(graph, node.input.get(1)?)?;
+    let (rows, cols) = weight_dims(graph, node.input.get(1)?)?;
     let out = node.output.first()?.clone();
-    let (n, w) = if flag("transB") != 0 {
-        let mut t = vec![0.0f32; values.len()];
-        for r in 0..rows {
-            for c in 0..cols {
-                t[c * rows + r] = values[r * cols + c];
-            }
-        }
-        let name = format!("{out}__weights_t");
-        put_float_initializer(graph, &name, &[cols, rows], &t);
-        (rows, name)
-    } else {
-        (cols, node.input[1].clone())
-    };
+    let transposed = flag("transB") != 0;
+    let n = if transposed { rows } else { cols };
+    // the bias is checked before the weights are rewritten: a refused bias leaves the Gemm as it was
     let b = match node.input.get(2).filter(|c| !c.is_empty()) {
         Some(c) => {
             let values = bias(graph, c, n)?;
@@ -110,6 +114,15 @@ fn from_gemm(graph: &mut GraphProto, node: &NodeProto) -> Option<NodeProto> {
             put_float_initializer(graph, &name, &[n], &vec![0.0; n]);
             name
         }
+    };
+    let w = if transposed {
+        let name = format!("{out}__weights_t");
+        let sole_reader = reader_counts(graph).get(&node.input[1]).copied() == Some(1);
+        let (_, values) = float_initializer_to_rewrite(graph, &node.input[1], sole_reader)?;
+        put_transposed(graph, &name, rows, cols, &values);
+        name
+    } else {
+        node.input[1].clone()
     };
     Some(dense(node, &node.input[0], w, b, &out))
 }

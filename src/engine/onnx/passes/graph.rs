@@ -76,16 +76,44 @@ pub(super) fn initializer<'g>(graph: &'g GraphProto, name: &str) -> Option<&'g T
 /// A float32 initializer's dims and values, or `None` if it is not a plain float32 tensor.
 pub(super) fn float_initializer(graph: &GraphProto, name: &str) -> Option<(Vec<usize>, Vec<f32>)> {
     let t = initializer(graph, name)?;
-    if t.data_type != DataType::Float as i32 || t.data_location == 1 || !t.external_data.is_empty() {
-        return None;
-    }
-    let dims: Vec<usize> = t.dims.iter().map(|&d| usize::try_from(d).ok()).collect::<Option<_>>()?;
+    let dims = plain_float_dims(t)?;
     let values: Vec<f32> = if t.raw_data.is_empty() {
         t.float_data.clone()
     } else {
         t.raw_data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
     };
-    (values.len() == dims.iter().product::<usize>()).then_some((dims, values))
+    Some((dims, values))
+}
+
+/// [`float_initializer`]'s dims alone, without decoding the values: what a pass checks before
+/// it decides to rewrite (a weight decoded only to read its shape was a transient copy of the
+/// largest layers, 392 MiB for VGG19's first dense layer).
+pub(super) fn float_dims(graph: &GraphProto, name: &str) -> Option<Vec<usize>> {
+    plain_float_dims(initializer(graph, name)?)
+}
+
+fn plain_float_dims(t: &TensorProto) -> Option<Vec<usize>> {
+    if t.data_type != DataType::Float as i32 || t.data_location == 1 || !t.external_data.is_empty() {
+        return None;
+    }
+    let dims: Vec<usize> = t.dims.iter().map(|&d| usize::try_from(d).ok()).collect::<Option<_>>()?;
+    let count = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d))?;
+    let held = if t.raw_data.is_empty() { Some(t.float_data.len()) } else { t.raw_data.len().is_multiple_of(4).then_some(t.raw_data.len() / 4) };
+    (held == Some(count)).then_some(dims)
+}
+
+/// [`float_initializer`] for a pass about to write a rewritten copy under a new name. When
+/// `sole_reader` (the node being rewritten reads it and nothing else does) the original leaves
+/// the graph here, so its bytes are freed before the copy is made instead of both staying until
+/// the dead-value sweep at the end: every conv weight went through two such rewrites (BN folded
+/// in, then OIHW -> HWIO), and the load's peak held all three forms.
+pub(super) fn float_initializer_to_rewrite(graph: &mut GraphProto, name: &str, sole_reader: bool) -> Option<(Vec<usize>, Vec<f32>)> {
+    let decoded = float_initializer(graph, name)?;
+    // an initializer also listed as a graph input (IR < 4) is a default the caller may override
+    if sole_reader && !graph.input.iter().any(|i| i.name == name) {
+        graph.initializer.retain(|t| t.name != name);
+    }
+    Some(decoded)
 }
 
 /// A small integer tensor's values, when it is an int64 initializer.
@@ -114,12 +142,17 @@ pub(super) fn put_int_initializer(graph: &mut GraphProto, name: &str, values: &[
 
 /// Adds (or replaces) a float32 initializer.
 pub(super) fn put_float_initializer(graph: &mut GraphProto, name: &str, dims: &[usize], values: &[f32]) {
+    put_float_initializer_bytes(graph, name, dims, values.iter().flat_map(|v| v.to_le_bytes()).collect());
+}
+
+/// [`put_float_initializer`] from the values' little-endian bytes.
+pub(super) fn put_float_initializer_bytes(graph: &mut GraphProto, name: &str, dims: &[usize], bytes: Vec<u8>) {
     graph.initializer.retain(|t| t.name != name);
     graph.initializer.push(TensorProto {
         name: name.to_string(),
         dims: dims.iter().map(|&d| d as i64).collect(),
         data_type: DataType::Float as i32,
-        raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into(),
+        raw_data: bytes.into(),
         ..Default::default()
     });
 }

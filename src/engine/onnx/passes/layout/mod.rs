@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use crate::engine::LoadError;
 use crate::proto::onnx::{GraphProto, NodeProto};
 
-use super::graph::{attr, float_initializer, ints_attr, put_float_initializer, reader_counts};
+use super::graph::{attr, float_dims, float_initializer_to_rewrite, ints_attr, put_float_initializer, reader_counts};
 
 mod follow;
 
@@ -32,6 +32,8 @@ const TO_NHWC: [i64; 4] = [0, 2, 3, 1];
 const TO_NCHW: [i64; 4] = [0, 3, 1, 2];
 
 pub(super) fn convs_to_nhwc(graph: &mut GraphProto) -> Result<(), LoadError> {
+    // counted before the nodes move: a conv that alone reads its weights replaces them
+    let readers = reader_counts(graph);
     let old_nodes = std::mem::take(&mut graph.node);
     let mut out: Vec<NodeProto> = Vec::with_capacity(old_nodes.len());
     // NCHW name -> its NHWC value, for every value that exists in NHWC
@@ -76,7 +78,8 @@ pub(super) fn convs_to_nhwc(graph: &mut GraphProto) -> Result<(), LoadError> {
                 node.input[0] = source;
                 node.output[0] = format!("{name}__nhwc");
                 if op == NHWC_CONV {
-                    repack_conv_weights(graph, &mut node)?;
+                    let sole_reader = readers.get(&node.input[1]).copied() == Some(1);
+                    repack_conv_weights(graph, &mut node, sole_reader)?;
                 }
                 nhwc.insert(name.clone(), node.output[0].clone());
                 nchw_missing.insert(name);
@@ -109,10 +112,10 @@ fn classify(graph: &GraphProto, node: &NodeProto, nhwc: &HashMap<String, String>
     let first_nhwc = node.input.first().is_some_and(|i| nhwc.contains_key(i));
     match node.op_type.as_str() {
         "Conv" if node.domain.is_empty() && node.output.len() == 1 => {
-            let weights = node.input.get(1).and_then(|w| float_initializer(graph, w));
-            let bias_ok = node.input.get(2).is_none_or(|b| b.is_empty() || float_initializer(graph, b).is_some());
+            let weights = node.input.get(1).and_then(|w| float_dims(graph, w));
+            let bias_ok = node.input.get(2).is_none_or(|b| b.is_empty() || float_dims(graph, b).is_some());
             match weights {
-                Some((dims, _)) if dims.len() == 4 && bias_ok && is_2d("kernel_shape") => Kind::Spatial(NHWC_CONV),
+                Some(dims) if dims.len() == 4 && bias_ok && is_2d("kernel_shape") => Kind::Spatial(NHWC_CONV),
                 _ => Kind::Keep,
             }
         }
@@ -147,9 +150,9 @@ fn transpose(name: &str, input: &str, output: &str, perm: &[i64; 4]) -> NodeProt
 }
 
 /// OIHW -> HWIO, the layout whose rows are im2col patches; a missing bias becomes zeros so the
-/// kernel always adds one.
-fn repack_conv_weights(graph: &mut GraphProto, node: &mut NodeProto) -> Result<(), LoadError> {
-    let Some((dims, w)) = float_initializer(graph, &node.input[1]) else {
+/// kernel always adds one. `sole_reader`: nothing else reads the OIHW weights, which then go.
+fn repack_conv_weights(graph: &mut GraphProto, node: &mut NodeProto, sole_reader: bool) -> Result<(), LoadError> {
+    let Some((dims, w)) = float_initializer_to_rewrite(graph, &node.input[1], sole_reader) else {
         return Err(LoadError::Invalid("conv weights vanished during the layout pass".into()));
     };
     let [o, i, h, k] = [dims[0], dims[1], dims[2], dims[3]];
@@ -163,6 +166,7 @@ fn repack_conv_weights(graph: &mut GraphProto, node: &mut NodeProto) -> Result<(
             }
         }
     }
+    drop(w);
     let base = node.output[0].trim_end_matches("__nhwc").to_string();
     let w_name = format!("{base}__hwio");
     put_float_initializer(graph, &w_name, &[h, k, i, o], &hwio);
