@@ -9,6 +9,13 @@ use tokio::net::TcpListener;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Runs before the first allocation, which reserves mimalloc's first arena (see the function).
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static COMMIT_ARENAS_ON_DEMAND: extern "C" fn() = candle_serving::allocator::commit_arenas_on_demand;
+
 #[allow(unsafe_code)]
 fn main() -> ExitCode {
     // SAFETY: first thing in main, before the runtime, the pools or logging start a thread
@@ -30,7 +37,10 @@ fn main() -> ExitCode {
     };
     init_logging(config.log_format);
     candle_serving::allocator::keep_freed_memory_warm();
-    candle_serving::repository::set_release_hook(candle_serving::allocator::release_to_os);
+    candle_serving::repository::set_load_hooks(candle_serving::repository::LoadHooks {
+        started: candle_serving::allocator::load_started,
+        finished: candle_serving::allocator::load_finished,
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {

@@ -13,7 +13,7 @@ mod warmup;
 pub use layout::{LayoutError, discover_models, scan_versions};
 pub use confine::EscapeError;
 pub use loader::{VersionLoadError, load_servable};
-pub use release::set_release_hook;
+pub use release::{LoadHooks, set_load_hooks};
 pub use manager::{ControlError, IndexEntry, IndexState, ManagerHandle, ManagerInbox, ModelManager, channel as manager_channel};
 pub use tfrecord::{RecordError, write_records as write_tfrecords};
 pub use warmup::{WarmupError, WarmupRequest, read_warmup_requests};

@@ -334,6 +334,8 @@ impl ModelManager {
     }
 
     async fn load_and_warm(&self, model: &ModelConfig, version: i64, dir: PathBuf) -> Result<Arc<crate::servable::Servable>, String> {
+        // the warm-up request's buffers are part of the load: what it frees goes back too
+        let _load = super::release::LoadInProgress::begin();
         let (name, base) = (model.name.as_str(), model.base_path.as_path());
         let (config, d, compute, engine) = (model.clone(), dir.clone(), self.compute.clone(), self.engine.clone());
         let batching = self.batching.clone().map(|b| (b, Arc::clone(&self.metrics)));
