@@ -39,8 +39,6 @@ pub fn load_servable(
     compute: ComputePool,
     batching: Option<(BatchingOptions, Arc<Metrics>)>,
 ) -> Result<Servable, VersionLoadError> {
-    // what the load frees (weights' exported forms, the passes' copies) goes back to the OS
-    let _load = super::release::LoadInProgress::begin();
     let (name, base, platform) = (model.name.as_str(), model.base_path.as_path(), model.platform);
     confined(base, dir)?;
     let file = dir.join(MODEL_FILE);

@@ -45,40 +45,27 @@ impl FileBuf {
         self.error
     }
 
-    /// Replaces the consumed window with the next bytes of the file.
+    /// Replaces the consumed window with the next bytes of the file; on a failed read the
+    /// window stays empty and nothing is left to read.
     fn refill(&mut self) {
-        self.window.clear();
         self.start = 0;
-        let want = WINDOW.min(self.remaining);
-        self.window.resize(want, 0);
-        let mut filled = 0;
-        while filled < want {
-            match self.file.read(&mut self.window[filled..]) {
-                Ok(0) => {
-                    self.fail(io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank while it was read"));
-                    break;
-                }
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.fail(e);
-                    break;
-                }
-            }
+        self.window.resize(WINDOW.min(self.remaining), 0);
+        if let Err(e) = self.file.read_exact(&mut self.window) {
+            let e = if e.kind() == io::ErrorKind::UnexpectedEof {
+                io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank while it was read")
+            } else {
+                e
+            };
+            self.window.clear();
+            self.remaining = 0;
+            self.error.get_or_insert(e);
         }
-        self.window.truncate(filled);
-    }
-
-    fn fail(&mut self, error: io::Error) {
-        self.error.get_or_insert(error);
-        self.remaining = 0;
     }
 }
 
 impl Buf for FileBuf {
     fn remaining(&self) -> usize {
-        // after a failure only what is already in the window can be read
-        if self.error.is_some() { self.window.len() - self.start } else { self.remaining }
+        self.remaining
     }
 
     fn chunk(&self) -> &[u8] {
@@ -89,7 +76,7 @@ impl Buf for FileBuf {
         let cnt = cnt.min(self.window.len() - self.start);
         self.start += cnt;
         self.remaining = self.remaining.saturating_sub(cnt);
-        if self.start == self.window.len() && self.remaining > 0 && self.error.is_none() {
+        if self.start == self.window.len() && self.remaining > 0 {
             self.refill();
         }
     }

@@ -334,7 +334,8 @@ impl ModelManager {
     }
 
     async fn load_and_warm(&self, model: &ModelConfig, version: i64, dir: PathBuf) -> Result<Arc<crate::servable::Servable>, String> {
-        // the warm-up request's buffers are part of the load: what it frees goes back too
+        // what the load and its warm-up request free (weights' exported forms, the passes'
+        // copies, the request's buffers) goes back to the OS, loaded or not
         let _load = super::release::LoadInProgress::begin();
         let (name, base) = (model.name.as_str(), model.base_path.as_path());
         let (config, d, compute, engine) = (model.clone(), dir.clone(), self.compute.clone(), self.engine.clone());

@@ -97,7 +97,6 @@ pub(crate) fn optional<'t>(inputs: &[Option<&'t Tensor>], index: usize) -> Optio
     inputs.get(index).copied().flatten()
 }
 
-/// Reads a small integer tensor (shapes, axes, indices) into host memory.
 /// Runs `f` on a float32 tensor's values, borrowed in place when they already sit contiguous
 /// in host memory (a request's input, a weight being packed at load: a copy of the largest
 /// conv's weights was part of the load's peak), copied otherwise.
@@ -115,6 +114,7 @@ pub(crate) fn with_f32_values<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) 
     Ok(f(&values))
 }
 
+/// Reads a small integer tensor (shapes, axes, indices) into host memory.
 pub(crate) fn int_values(t: &Tensor) -> Result<Vec<i64>, OpError> {
     Ok(t.flatten_all()?.to_dtype(CDType::I64)?.to_vec1::<i64>()?)
 }
